@@ -1,0 +1,184 @@
+"""Who is calling: Basic or Bearer credentials from the Authorization header, nothing else.
+
+Credentials are never read from a URL or a cookie: URLs end up in logs and browser history.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import create_access_token, create_refresh_token, decode_token
+from flask_jwt_extended.exceptions import JWTExtendedException
+from sqlalchemy import select
+
+from trainflow.accounts import service
+from trainflow.accounts.credentials import AuthEpoch, CredentialCache, LoginLimiter, Principal
+from trainflow.accounts.models import RevokedToken, User
+from trainflow.db import db
+from trainflow.errors import Unauthenticated
+from trainflow.settings import Settings
+
+_EXTENSION = "trainflow.auth"
+SIGN_IN_HINT = (
+    "Sign in: send `Authorization: Bearer <access token>` from POST /api/login, "
+    "or `Authorization: Basic` with your username and password."
+)
+
+
+class AuthState:
+    """The per-app credential cache, auth epoch and failed-login limiter."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.epoch = AuthEpoch(settings.resolved_data_dir / "auth_epoch")
+        self.cache = CredentialCache(self.epoch, settings.auth_cache_seconds, settings.auth_cache_size)
+        self.limiter = LoginLimiter(settings.login_attempts, settings.login_window_seconds)
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.extensions[_EXTENSION] = AuthState(settings)
+
+
+def auth_state() -> AuthState:
+    return current_app.extensions[_EXTENSION]  # type: ignore[no-any-return]
+
+
+def current_principal() -> Principal:
+    principal: Principal | None = g.get("principal")
+    if principal is None:
+        # Only reachable if a view forgot to be protected: fail closed.
+        raise Unauthenticated(SIGN_IN_HINT)
+    return principal
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def authenticate_request() -> Principal:
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    scheme = scheme.lower()
+    credential = credential.strip()
+    if scheme == "basic" and credential:
+        return _from_basic(credential)
+    if scheme == "bearer" and credential:
+        return _from_bearer(credential, expected_type="access")
+    raise Unauthenticated(SIGN_IN_HINT)
+
+
+def check_password_login(username: str, password: str) -> User:
+    """Verify a username and password, counting failures per username and client address."""
+    state = auth_state()
+    address = client_address()
+    state.limiter.check(username, address)
+    user = service.authenticate(db.session, username, password)
+    if user is None:
+        state.limiter.record_failure(username, address)
+        raise Unauthenticated("Wrong username or password.")
+    state.limiter.record_success(username, address)
+    return user
+
+
+def _from_basic(credential: str) -> Principal:
+    state = auth_state()
+    key = CredentialCache.key("Basic " + credential)
+    principal = state.cache.get(key)
+    if principal is not None:
+        return principal
+    try:
+        decoded = base64.b64decode(credential, validate=True)
+    except (binascii.Error, ValueError):
+        raise Unauthenticated("The Basic credential is not valid base64.") from None
+    try:
+        text = decoded.decode("utf-8")
+    except UnicodeDecodeError:
+        text = decoded.decode("latin-1")
+    username, separator, password = text.partition(":")
+    if not separator or not username:
+        raise Unauthenticated("The Basic credential must be `username:password`.")
+    epoch = state.epoch.current()
+    user = check_password_login(username, password)
+    principal = Principal(user.id, user.username, user.is_admin)
+    state.cache.put(key, principal, epoch)
+    return principal
+
+
+def decode_jwt(token: str, expected_type: str) -> dict[str, object]:
+    try:
+        claims = decode_token(token)
+    except (jwt.PyJWTError, JWTExtendedException, ValueError, TypeError):
+        raise Unauthenticated("The token is invalid or expired; refresh it or log in again.") from None
+    if claims.get("type") != expected_type:
+        raise Unauthenticated(f"This is not an {expected_type} token.")
+    return claims
+
+
+def _from_bearer(token: str, expected_type: str) -> Principal:
+    state = auth_state()
+    key = CredentialCache.key(f"Bearer {expected_type} {token}")
+    principal = state.cache.get(key)
+    if principal is not None and (principal.token_expires or 0) > time.time():
+        return principal
+    epoch = state.epoch.current()
+    claims = decode_jwt(token, expected_type)
+    user = db.session.get(User, _int(claims.get("sub")))
+    is_revoked = db.session.scalar(select(RevokedToken.jti).where(RevokedToken.jti == claims.get("jti")))
+    if user is None or claims.get("tv") != user.token_version or is_revoked:
+        raise Unauthenticated("The token was revoked; log in again.")
+    principal = Principal(
+        user.id, user.username, user.is_admin, token_id=str(claims["jti"]), token_expires=_int(claims["exp"])
+    )
+    state.cache.put(key, principal, epoch)
+    return principal
+
+
+def principal_from_refresh_token(token: str) -> Principal:
+    return _from_bearer(token, expected_type="refresh")
+
+
+def issue_access_token(user: User) -> tuple[str, int]:
+    expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    token = create_access_token(identity=str(user.id), additional_claims={"tv": user.token_version})
+    return token, int(expires.total_seconds())
+
+
+def issue_refresh_token(user: User) -> str:
+    return create_refresh_token(identity=str(user.id), additional_claims={"tv": user.token_version})
+
+
+def revoke_token(token: str, expected_type: str, user_id: int) -> None:
+    claims = decode_jwt(token, expected_type)
+    if _int(claims.get("sub")) != user_id:
+        raise Unauthenticated("That token belongs to another user.")
+    jti = str(claims["jti"])
+    if db.session.get(RevokedToken, jti) is None:
+        expires = datetime.fromtimestamp(_int(claims["exp"]), UTC)
+        db.session.add(RevokedToken(jti=jti, user_id=user_id, expires_at=expires))
+        db.session.commit()
+    forget_credentials()
+
+
+def forget_credentials() -> None:
+    """Every process drops every cached credential (the auth epoch moves)."""
+    auth_state().cache.forget_all()
+
+
+def jwt_config(settings: Settings, secret_key: str) -> dict[str, object]:
+    return {
+        "JWT_SECRET_KEY": secret_key,
+        "JWT_ALGORITHM": "HS256",
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(minutes=settings.access_token_minutes),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(days=settings.refresh_token_days),
+        "JWT_TOKEN_LOCATION": ["headers"],
+    }
+
+
+def _int(value: object) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload,no-any-return]
+    except (TypeError, ValueError):
+        raise Unauthenticated("The token is malformed; log in again.") from None

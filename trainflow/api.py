@@ -1,0 +1,128 @@
+"""Declaring JSON endpoints: one decorator validates the request and documents the route.
+
+The OpenAPI document (:mod:`trainflow.openapi`) is built from the :class:`Operation` each
+view carries, and the same pydantic models validate the requests, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from pydantic import BaseModel, ValidationError
+
+from trainflow.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the OpenAPI document says of one route."""
+
+    method: str
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    is_public: bool = False
+    description: str = ""
+    extra_responses: dict[int, str] = field(default_factory=dict)
+
+
+def endpoint(
+    bp: Blueprint,
+    rule: str,
+    method: str,
+    *,
+    summary: str,
+    tag: str,
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = None,
+    status: int = 200,
+    errors: tuple[int, ...] = (),
+    is_public: bool = False,
+    description: str = "",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn`` on ``bp``; it gets ``body=``/``query=`` as validated models."""
+    operation = Operation(
+        method=method, summary=summary, tag=tag, body=body, query=query, response=response,
+        status=status, errors=errors, is_public=is_public, description=description,
+    )
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def view(**kwargs: Any) -> Any:
+            if query is not None:
+                kwargs["query"] = parse_query(query)
+            if body is not None:
+                kwargs["body"] = parse_body(body)
+            return fn(**kwargs)
+
+        view.operation = operation  # type: ignore[attr-defined]
+        bp.add_url_rule(rule, f"{fn.__name__}", view, methods=[method])
+        return view
+
+    return decorator
+
+
+def operation_of(view: Callable[..., Any] | None) -> Operation | None:
+    return getattr(view, "operation", None)
+
+
+def parse_body(model: type[BaseModel]) -> BaseModel:
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        data: Any = {}
+    else:
+        if request.mimetype != "application/json":
+            raise UnsupportedMediaType(
+                f"Send the body as JSON with Content-Type: application/json, "
+                f"not {request.mimetype or 'no type'}."
+            )
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BadRequest(f"The body is not valid JSON: {e}.") from None
+    if not isinstance(data, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return validate(model, data)
+
+
+def parse_query(model: type[BaseModel]) -> BaseModel:
+    return validate(model, request.args.to_dict())
+
+
+def validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        fields = [
+            {"field": ".".join(str(part) for part in err["loc"]) or "body", "message": _message(err)}
+            for err in e.errors(include_url=False)
+        ]
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        raise ValidationFailed(f"Invalid request: {summary}.", fields=fields) from None
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "missing":
+        return "is required"
+    if err["type"] == "extra_forbidden":
+        return "is not a known field"
+    message: str = err["msg"]
+    # pydantic prefixes messages from our own validators with "Value error, ".
+    return message.removeprefix("Value error, ")
+
+
+def json_response(payload: BaseModel | dict[str, Any], status: int = 200) -> Response:
+    data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
+    response = jsonify(data)
+    response.status_code = status
+    return response

@@ -1,0 +1,72 @@
+"""create_app: MLflow's tracking server with trainflow's blueprints and hooks on one port."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, g, request
+from flask_jwt_extended import JWTManager
+from flask_migrate import Migrate
+
+from trainflow import errors, mlflow_permissions
+from trainflow.accounts import auth
+from trainflow.accounts import views as accounts_views
+from trainflow.api import operation_of
+from trainflow.database import MIGRATIONS_DIR, VERSION_TABLE
+from trainflow.db import db
+from trainflow.keys import load_secret_key
+from trainflow.meta import bp as meta_bp
+from trainflow.mlflow_app import configure_stores, mlflow_flask_app
+from trainflow.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    configure_stores(settings)
+
+    app = mlflow_flask_app(__name__)
+    app.config["TRAINFLOW"] = settings
+    app.config["SQLALCHEMY_DATABASE_URI"] = settings.resolved_database_url
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    app.config.update(auth.jwt_config(settings, load_secret_key(settings)))
+
+    db.init_app(app)
+    JWTManager(app)
+    Migrate(app, db, directory=str(MIGRATIONS_DIR), version_table=VERSION_TABLE)
+    auth.init_app(app, settings)
+    mlflow_permissions.init_app(app, settings.default_permission)
+    errors.register(app)
+
+    app.register_blueprint(accounts_views.bp)
+    app.register_blueprint(meta_bp)
+    # Run before MLflow's own hooks would touch a store, after its host-header check.
+    app.before_request(authenticate_and_authorize)
+    app.after_request(record_mlflow_creator)
+    return app
+
+
+def authenticate_and_authorize() -> None:
+    """Every route needs a signed-in user unless declared public; MLflow routes also a permission."""
+    from flask import current_app
+
+    if request.endpoint is None:
+        return None  # no such route: the 404 handler answers
+    view = current_app.view_functions.get(request.endpoint)
+    operation = operation_of(view)
+    if operation is not None:  # one of trainflow's own routes
+        if not operation.is_public:
+            g.principal = auth.authenticate_request()
+        return None
+    if request.endpoint in mlflow_permissions.PUBLIC_ENDPOINTS or request.endpoint.endswith(".static"):
+        return None
+    g.principal = auth.authenticate_request()
+    current_app.extensions["trainflow.mlflow_authorizer"].authorize(g.principal)
+    return None
+
+
+def record_mlflow_creator(response: Response) -> Response:
+    from flask import current_app
+
+    principal = g.get("principal")
+    if principal is not None and operation_of(current_app.view_functions.get(request.endpoint or "")) is None:
+        current_app.extensions["trainflow.mlflow_authorizer"].record_creator(response, principal)
+    return response

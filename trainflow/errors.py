@@ -1,0 +1,172 @@
+"""The one error hierarchy; :func:`register` renders every error in the one JSON shape.
+
+    TrainflowError                      500 internal_error
+    ├── ConfigError                     a bad TRAINFLOW_* setting (raised at start-up)
+    ├── BadRequest                      400 bad_request
+    │   └── ValidationFailed            400 invalid_fields (names each field)
+    ├── Unauthenticated                 401 unauthenticated
+    ├── PermissionDenied                403 permission_denied
+    ├── NotFound                        404 not_found
+    ├── Conflict                        409 conflict
+    ├── UnsupportedMediaType            415 unsupported_media_type
+    └── TooManyRequests                 429 too_many_requests
+
+Every response under ``/api`` and ``/ajax-api`` that is an error carries
+``{"error": {"code": ..., "message": ...}}``. MLflow's own routes keep MLflow's
+``error_code``/``message`` keys beside it, because the official client reads those.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.exceptions import HTTPException
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
+
+log = logging.getLogger(__name__)
+
+API_PREFIXES = ("/api/", "/ajax-api/")
+
+
+class TrainflowError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class ConfigError(TrainflowError):
+    code = "config_error"
+
+
+class BadRequest(TrainflowError):
+    status = 400
+    code = "bad_request"
+
+
+class ValidationFailed(BadRequest):
+    code = "invalid_fields"
+
+
+class Unauthenticated(TrainflowError):
+    status = 401
+    code = "unauthenticated"
+
+
+class PermissionDenied(TrainflowError):
+    status = 403
+    code = "permission_denied"
+
+
+class NotFound(TrainflowError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(TrainflowError):
+    status = 409
+    code = "conflict"
+
+
+class UnsupportedMediaType(TrainflowError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class TooManyRequests(TrainflowError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+# MLflow's error codes for the statuses trainflow's auth layer answers on MLflow routes.
+_MLFLOW_CODES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "RESOURCE_DOES_NOT_EXIST",
+                 429: "REQUEST_LIMIT_EXCEEDED"}
+
+
+def error_body(status: int, code: str, message: str, **details: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": {"code": code, "message": message, **details}}
+    # The official MLflow client reads `error_code` and `message`; carry both shapes so an
+    # error from our auth layer surfaces as a proper MlflowException in a training script.
+    body["error_code"] = _MLFLOW_CODES.get(status, "BAD_REQUEST" if status < 500 else "INTERNAL_ERROR")
+    body["message"] = message
+    return body
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> Response:
+    from flask import jsonify
+
+    response = jsonify(error_body(status, code, message, **details))
+    response.status_code = status
+    if status == 401:
+        # Browsers then show their sign-in prompt, as with MLflow's basic-auth app.
+        response.headers["WWW-Authenticate"] = 'Basic realm="trainflow"'
+    return response
+
+
+def handle_trainflow_error(e: TrainflowError) -> Response:
+    response = error_response(e.status, e.code, str(e), **e.details)
+    if isinstance(e, TooManyRequests):
+        response.headers["Retry-After"] = str(e.retry_after)
+    return response
+
+
+def _is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES)
+
+
+def handle_http_exception(e: HTTPException) -> Response | HTTPException:
+    from flask import request
+
+    if not _is_api_path(request.path):
+        return e
+    status = e.code or 500
+    code = (e.name or "error").lower().replace(" ", "_")
+    message = {
+        404: f"No route {request.path}; see /api/docs for the API.",
+        405: f"{request.method} is not allowed on {request.path}.",
+    }.get(status, e.description or e.name)
+    response = error_response(status, code, message)
+    if status == 405 and e.get_response().headers.get("Allow"):
+        response.headers["Allow"] = e.get_response().headers["Allow"]
+    return response
+
+
+def handle_unexpected(e: Exception) -> Response:
+    from flask import request
+
+    if isinstance(e, HTTPException):
+        return handle_http_exception(e)  # type: ignore[return-value]
+    log.exception("Unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal_error", "The server failed; the error is in its log.")
+
+
+def add_error_envelope(response: Response) -> Response:
+    """Give MLflow's own JSON errors the ``error`` object too (after_request hook)."""
+    from flask import request
+
+    if response.status_code < 400 or not _is_api_path(request.path):
+        return response
+    if response.mimetype != "application/json" or response.is_streamed:
+        return response
+    body = response.get_json(silent=True)
+    if isinstance(body, dict) and "error" not in body and "error_code" in body:
+        body["error"] = {"code": str(body["error_code"]).lower(), "message": body.get("message", "")}
+        response.set_data(json.dumps(body))
+    return response
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(TrainflowError, handle_trainflow_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)
+    app.after_request(add_error_envelope)

@@ -1,0 +1,47 @@
+"""Alembic environment for trainflow's tables (``tf_*``), which share a database with MLflow's."""
+
+from __future__ import annotations
+
+from alembic import context
+from flask import current_app
+
+from trainflow.database import VERSION_TABLE
+from trainflow.db import TABLE_PREFIX, db
+
+config = context.config
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    # MLflow migrates its own tables; autogenerate must not propose dropping them.
+    return type_ != "table" or (name or "").startswith(TABLE_PREFIX)
+
+
+def run_migrations_online() -> None:
+    with db.engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=db.metadata,
+            version_table=VERSION_TABLE,
+            include_name=include_name,
+            render_as_batch=True,  # SQLite alters tables by copying them
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=current_app.config["SQLALCHEMY_DATABASE_URI"],
+        target_metadata=db.metadata,
+        version_table=VERSION_TABLE,
+        literal_binds=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,65 @@
+"""MLflow's tracking server as a Flask app we can build more than once, on our database.
+
+MLflow builds its Flask app once, at import, in ``mlflow.server``, and keeps its stores in
+module globals read from environment variables. trainflow copies that app's routes and hooks
+into a fresh Flask app per :func:`trainflow.app.create_app` call (so tests can build many),
+and points MLflow's globals at the configured database and artifact folder. One process
+serves one configuration at a time, as with ``mlflow server``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from flask import Flask
+
+if TYPE_CHECKING:
+    from trainflow.settings import Settings
+
+# Where runs' artifacts go: MLflow's artifact proxy, so clients never need the server's disk.
+DEFAULT_ARTIFACT_ROOT = "mlflow-artifacts:/"
+
+
+def configure_stores(settings: Settings) -> None:
+    """Point MLflow's process-wide tracking, registry and artifact stores at our settings."""
+    from mlflow.server import constants, handlers
+
+    uri = settings.resolved_database_url
+    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    # MLflow's handlers read these variables whenever they rebuild a store.
+    os.environ[constants.BACKEND_STORE_URI_ENV_VAR] = uri
+    os.environ[constants.REGISTRY_STORE_URI_ENV_VAR] = uri
+    os.environ[constants.ARTIFACT_ROOT_ENV_VAR] = DEFAULT_ARTIFACT_ROOT
+    os.environ[constants.SERVE_ARTIFACTS_ENV_VAR] = "true"
+    os.environ[constants.ARTIFACTS_DESTINATION_ENV_VAR] = str(settings.artifacts_dir)
+    handlers._tracking_store = None
+    handlers._model_registry_store = None
+    handlers._artifact_repo = None
+    handlers.initialize_backend_stores(uri, uri, DEFAULT_ARTIFACT_ROOT)
+
+
+def mlflow_flask_app(import_name: str) -> Flask:
+    """A new Flask app with every route and request hook of MLflow's own app."""
+    from mlflow.server import app as mlflow_app
+    from mlflow.server import security
+
+    app = Flask(import_name, static_folder=None)
+    for rule in mlflow_app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        app.add_url_rule(
+            rule.rule,
+            endpoint=rule.endpoint,
+            view_func=mlflow_app.view_functions[rule.endpoint],
+            methods=sorted(rule.methods or ()),
+        )
+    for hooks_name in ("before_request_funcs", "after_request_funcs", "teardown_request_funcs"):
+        for scope, funcs in getattr(mlflow_app, hooks_name).items():
+            getattr(app, hooks_name).setdefault(scope, []).extend(funcs)
+    # Host-header and cross-origin checks, as `mlflow server` installs them (MLflow's module
+    # app already has them when it was imported inside a server process).
+    installed = {f.__name__ for funcs in app.after_request_funcs.values() for f in funcs}
+    if "add_security_headers" not in installed:
+        security.init_security_middleware(app)
+    return app

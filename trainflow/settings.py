@@ -1,0 +1,154 @@
+"""Every ``TRAINFLOW_*`` setting, read once from the environment into a typed object.
+
+Config flows one way: the defaults below, then the environment, then whatever a caller
+(a test) passes to :meth:`Settings.replace`. The rest of the code reads the object, never
+``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainflow.errors import ConfigError
+
+
+def _setting(env: str, default: Any, help: str) -> Any:  # noqa: A002 - mirrors Datasette's Setting
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server's configuration. ``docs/SETTINGS.md`` lists every field (a test checks)."""
+
+    host: str = _setting("TRAINFLOW_HOST", "127.0.0.1", "Address the server listens on.")
+    port: int = _setting("TRAINFLOW_PORT", 5000, "TCP port the server listens on.")
+    workers: int = _setting(
+        "TRAINFLOW_WORKERS", 1, "Server processes sharing the port (each runs gevent)."
+    )
+    data_dir: Path = _setting(
+        "TRAINFLOW_DATA_DIR",
+        Path("data"),
+        "Directory for the SQLite database, the signing key, artifacts and uploads.",
+    )
+    database_url: str = _setting(
+        "TRAINFLOW_DATABASE_URL",
+        "",
+        "SQLAlchemy URL of the database holding MLflow's and trainflow's tables. "
+        "Empty: a SQLite file `trainflow.db` in the data directory.",
+    )
+    secret_key: str = _setting(
+        "TRAINFLOW_SECRET_KEY",
+        "",
+        "Key that signs JWTs. Empty: generated once into `<data dir>/secret_key` (mode 0600).",
+    )
+    admin_password: str = _setting(
+        "TRAINFLOW_ADMIN_PASSWORD",
+        "",
+        "Password of the `admin` account created on the first start with no users. "
+        "Empty: a generated password is printed once.",
+    )
+    is_registration_open: bool = _setting(
+        "TRAINFLOW_REGISTRATION_OPEN",
+        True,
+        "Whether anyone may register; when false only admins create users.",
+    )
+    default_permission: str = _setting(
+        "TRAINFLOW_DEFAULT_PERMISSION",
+        "READ",
+        "Permission every signed-in user has on MLflow objects they did not create "
+        "(READ, EDIT, MANAGE or NO_PERMISSIONS), as in MLflow's basic-auth app.",
+    )
+    access_token_minutes: int = _setting(
+        "TRAINFLOW_ACCESS_TOKEN_MINUTES", 15, "Lifetime of an access JWT, in minutes."
+    )
+    refresh_token_days: int = _setting(
+        "TRAINFLOW_REFRESH_TOKEN_DAYS", 7, "Lifetime of a refresh JWT, in days."
+    )
+    auth_cache_seconds: int = _setting(
+        "TRAINFLOW_AUTH_CACHE_SECONDS",
+        60,
+        "How long a verified credential is remembered (0 disables the cache). Any password "
+        "change, logout, role change or deletion forgets every entry at once.",
+    )
+    auth_cache_size: int = _setting(
+        "TRAINFLOW_AUTH_CACHE_SIZE", 10_000, "Most credentials the cache remembers."
+    )
+    login_attempts: int = _setting(
+        "TRAINFLOW_LOGIN_ATTEMPTS",
+        5,
+        "Failed logins allowed per username and client address within the window.",
+    )
+    login_window_seconds: int = _setting(
+        "TRAINFLOW_LOGIN_WINDOW_SECONDS",
+        300,
+        "Window of the failed-login limit; the 429's Retry-After says when to retry.",
+    )
+    log_level: str = _setting("TRAINFLOW_LOG_LEVEL", "INFO", "Level of the server's log.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from ``environ`` (default ``os.environ``), falling back to defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.metadata["env"], raw, type(f.default))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'trainflow.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.resolved_data_dir / "artifacts"
+
+    def __repr__(self) -> str:
+        # Never print secrets, e.g. when a settings object lands in a log or a traceback.
+        shown = {
+            f.name: ("***" if f.name in {"secret_key", "admin_password"} and getattr(self, f.name)
+                     else getattr(self, f.name))
+            for f in dataclasses.fields(self)
+        }
+        return f"Settings({shown})"
+
+
+def _parse(env: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ConfigError(f"{env} must be true or false, not {raw!r}.")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{env} must be a whole number, not {raw!r}.") from None
+    if kind is Path or issubclass(kind, Path):
+        return Path(raw)
+    return raw
+
+
+def documented_settings() -> list[tuple[str, Any, str]]:
+    """(env name, default, help) of every setting, for the docs and the CLI."""
+    return [
+        (f.metadata["env"], f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)
+    ]
