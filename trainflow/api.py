@@ -52,8 +52,16 @@ def endpoint(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` on ``bp``; it gets ``body=``/``query=`` as validated models."""
     operation = Operation(
-        method=method, summary=summary, tag=tag, body=body, query=query, response=response,
-        status=status, errors=errors, is_public=is_public, description=description,
+        method=method,
+        summary=summary,
+        tag=tag,
+        body=body,
+        query=query,
+        response=response,
+        status=status,
+        errors=errors,
+        is_public=is_public,
+        description=description,
     )
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:

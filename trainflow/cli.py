@@ -45,19 +45,23 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
         pass
     started = time.monotonic()
     settings = _settings(host=host, port=port, workers=workers)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from trainflow.accounts.bootstrap import ADMIN_USERNAME, ensure_admin
     from trainflow.app import create_app
     from trainflow.database import upgrade_all
     from trainflow.db import db
+    from trainflow.mlflow_app import dispose_stores
     from trainflow.server import serve
 
     try:
-        app = create_app(settings)
-        upgrade_all(app)
+        app = upgrade_all(settings)
         with app.app_context():
             generated = ensure_admin(settings)
-            db.engine.dispose()  # workers open their own connections
+            if settings.workers > 1:  # workers open their own connections
+                db.engine.dispose()
+                dispose_stores(settings.resolved_database_url)
     except TrainflowError as e:
         raise click.ClickException(str(e)) from None
     if generated:
@@ -84,7 +88,9 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     try:
         serve(app_factory, settings, on_ready=ready)
     except OSError as e:
-        raise click.ClickException(f"Cannot listen on {settings.host}:{settings.port}: {e.strerror}.") from None
+        raise click.ClickException(
+            f"Cannot listen on {settings.host}:{settings.port}: {e.strerror}."
+        ) from None
 
 
 @main.group()
@@ -95,11 +101,10 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration (MLflow's schema and trainflow's)."""
-    from trainflow.app import create_app
     from trainflow.database import upgrade_all
 
     settings = _settings()
-    upgrade_all(create_app(settings))
+    upgrade_all(settings)
     click.echo(f"Database is up to date: {_redacted(settings.resolved_database_url)}")
 
 
@@ -123,10 +128,13 @@ def create_user(username: str, is_admin: bool, password: str) -> None:
     from trainflow.db import db as database
 
     try:
-        request = CreateUserRequest(username=username, password=password, role="admin" if is_admin else "user")
+        request = CreateUserRequest(
+            username=username, password=password, role="admin" if is_admin else "user"
+        )
     except ValidationError as e:
-        raise click.UsageError("; ".join(f"{'.'.join(map(str, err['loc'])) or 'password'}: {err['msg']}"
-                                         for err in e.errors())) from None
+        raise click.UsageError(
+            "; ".join(f"{'.'.join(map(str, err['loc'])) or 'password'}: {err['msg']}" for err in e.errors())
+        ) from None
     app = create_app(_settings())
     with app.app_context():
         try:

@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from trainflow.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Beside MLflow's `alembic_version`: each schema keeps its own history.
 VERSION_TABLE = "tf_alembic_version"
 
 
-def upgrade_all(app: Flask) -> None:
-    """Apply every pending migration of both schemas. Safe to run on every start."""
+def upgrade_all(settings: Settings) -> Flask:
+    """Apply every pending migration of both schemas and return the app built on the result.
+
+    MLflow's schema goes first: MLflow's store refuses to open an out-of-date database, and
+    the app opens that store. Safe to run on every start.
+    """
     import flask_migrate
 
-    from trainflow.db import db
+    from trainflow.app import create_app
 
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade_mlflow_schema(settings.resolved_database_url)
+    app = create_app(settings)
     with app.app_context():
-        upgrade_mlflow_schema(db.engine)
         flask_migrate.upgrade(directory=str(MIGRATIONS_DIR))
+    return app
 
 
-def upgrade_mlflow_schema(engine: object) -> None:
+def upgrade_mlflow_schema(database_url: str) -> None:
     from mlflow.store.db import utils
+    from sqlalchemy import create_engine
 
-    if not utils._all_tables_exist(engine):
-        utils._initialize_tables(engine)
-    elif utils._get_schema_version(engine) != utils._get_latest_schema_revision():
-        utils._upgrade_db(engine)
+    engine = create_engine(database_url)
+    try:
+        if not utils._all_tables_exist(engine):
+            utils._initialize_tables(engine)
+        elif utils._get_schema_version(engine) != utils._get_latest_schema_revision():
+            utils._upgrade_db(engine)
+    finally:
+        engine.dispose()

@@ -89,8 +89,12 @@ class TooManyRequests(TrainflowError):
 
 
 # MLflow's error codes for the statuses trainflow's auth layer answers on MLflow routes.
-_MLFLOW_CODES = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "RESOURCE_DOES_NOT_EXIST",
-                 429: "REQUEST_LIMIT_EXCEEDED"}
+_MLFLOW_CODES = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    429: "REQUEST_LIMIT_EXCEEDED",
+}
 
 
 def error_body(status: int, code: str, message: str, **details: Any) -> dict[str, Any]:

@@ -17,8 +17,16 @@ bp = Blueprint("meta", __name__, url_prefix="/api", static_folder="static")
 TAG = "server"
 
 
-@endpoint(bp, "/health", "GET", summary="Server and database state", tag=TAG, response=Health,
-          is_public=True, description="503 when the database does not answer.")
+@endpoint(
+    bp,
+    "/health",
+    "GET",
+    summary="Server and database state",
+    tag=TAG,
+    response=Health,
+    is_public=True,
+    description="503 when the database does not answer.",
+)
 def health() -> Response:
     import mlflow
 
@@ -36,8 +44,7 @@ def health() -> Response:
     return json_response(body, code)
 
 
-@endpoint(bp, "/openapi.json", "GET", summary="This API as an OpenAPI 3.1 document", tag=TAG,
-          is_public=True)
+@endpoint(bp, "/openapi.json", "GET", summary="This API as an OpenAPI 3.1 document", tag=TAG, is_public=True)
 def openapi() -> Response:
     spec = current_app.extensions.get("trainflow.openapi")
     if spec is None:

@@ -63,3 +63,17 @@ def mlflow_flask_app(import_name: str) -> Flask:
     if "add_security_headers" not in installed:
         security.init_security_middleware(app)
     return app
+
+
+def dispose_stores(database_url: str) -> None:
+    """Close the connections MLflow's stores hold to ``database_url`` (before a fork, or in tests).
+
+    MLflow caches one engine per URL in each store class, for the life of the process.
+    """
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+    for store_class in (TrackingStore, RegistryStore):
+        engine = store_class._engine_map.pop(database_url, None)
+        if engine is not None:
+            engine.dispose()

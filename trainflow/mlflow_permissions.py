@@ -25,7 +25,7 @@ from trainflow.db import TABLE_PREFIX, db
 from trainflow.errors import BadRequest, PermissionDenied
 
 
-class Permission(str, enum.Enum):
+class Permission(enum.StrEnum):
     READ = "READ"
     USE = "USE"
     EDIT = "EDIT"
@@ -285,9 +285,7 @@ class MlflowAuthorizer:
             return self.default  # no such object: MLflow will say so
         model = ExperimentPermission if kind == "experiment" else RegisteredModelPermission
         column = model.experiment_id if kind == "experiment" else model.name
-        stored = db.session.scalar(
-            select(model.permission).where(column == key, model.user_id == user_id)
-        )
+        stored = db.session.scalar(select(model.permission).where(column == key, model.user_id == user_id))
         return Permission(stored) if stored else self.default
 
     # -- after MLflow answered ----------------------------------------------------------------
@@ -311,7 +309,9 @@ class MlflowAuthorizer:
             )
             db.session.commit()
         elif name == "DeleteRegisteredModel":
-            db.session.execute(delete(RegisteredModelPermission).where(RegisteredModelPermission.name == _param("name")))
+            db.session.execute(
+                delete(RegisteredModelPermission).where(RegisteredModelPermission.name == _param("name"))
+            )
             db.session.commit()
 
 
@@ -329,10 +329,12 @@ def grant(user_id: int, kind: str, key: str, permission: Permission) -> None:
 
 def _request_name() -> str:
     path = request.path
-    for suffix, name in (("/experiments/create", "CreateExperiment"),
-                         ("/registered-models/create", "CreateRegisteredModel"),
-                         ("/registered-models/rename", "RenameRegisteredModel"),
-                         ("/registered-models/delete", "DeleteRegisteredModel")):
+    for suffix, name in (
+        ("/experiments/create", "CreateExperiment"),
+        ("/registered-models/create", "CreateRegisteredModel"),
+        ("/registered-models/rename", "RenameRegisteredModel"),
+        ("/registered-models/delete", "DeleteRegisteredModel"),
+    ):
         if path.endswith(suffix):
             return name
     return ""
@@ -379,7 +381,9 @@ def _experiment_id_by_name(name: str) -> str | None:
 def _experiment_of_logged_model(model_id: str) -> str:
     from mlflow.store.tracking.dbmodels.models import SqlLoggedModel
 
-    experiment_id = db.session.scalar(select(SqlLoggedModel.experiment_id).where(SqlLoggedModel.model_id == model_id))
+    experiment_id = db.session.scalar(
+        select(SqlLoggedModel.experiment_id).where(SqlLoggedModel.model_id == model_id)
+    )
     return "" if experiment_id is None else str(experiment_id)
 
 

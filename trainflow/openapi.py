@@ -20,8 +20,11 @@ _ERROR_SCHEMA = {
         "error": {
             "type": "object",
             "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                           "fields": {"type": "array", "items": {"type": "object"}}},
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "fields": {"type": "array", "items": {"type": "object"}},
+            },
         }
     },
 }
@@ -44,20 +47,32 @@ def build_spec(app: Flask) -> dict[str, Any]:
         if operation.description:
             op["description"] = operation.description
         parameters = [
-            {"name": m.group("name"), "in": "path", "required": True,
-             "schema": {"type": "integer" if m.group("conv") == "int" else "string"}}
+            {
+                "name": m.group("name"),
+                "in": "path",
+                "required": True,
+                "schema": {"type": "integer" if m.group("conv") == "int" else "string"},
+            }
             for m in _CONVERTER.finditer(rule.rule)
         ]
         if operation.query is not None:
             query_schema = _schema(operation.query, schemas, inline=True)
             for name, prop in query_schema.get("properties", {}).items():
-                parameters.append({"name": name, "in": "query",
-                                   "required": name in query_schema.get("required", []), "schema": prop})
+                parameters.append(
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": name in query_schema.get("required", []),
+                        "schema": prop,
+                    }
+                )
         if parameters:
             op["parameters"] = parameters
         if operation.body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": _schema(operation.body, schemas)}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": _schema(operation.body, schemas)}},
+            }
         success: dict[str, Any] = {"description": HTTPStatus(operation.status).phrase}
         if operation.response is not None:
             success["content"] = {"application/json": {"schema": _schema(operation.response, schemas)}}
@@ -76,7 +91,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
             "title": "trainflow",
             "version": __version__,
             "description": "trainflow's own API. The MLflow REST API is served on the same port "
-                           "under /api/2.0/mlflow/ and /ajax-api/2.0/mlflow/, with the same sign-in.",
+            "under /api/2.0/mlflow/ and /ajax-api/2.0/mlflow/, with the same sign-in.",
         },
         "paths": paths,
         "components": {

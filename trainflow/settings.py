@@ -27,9 +27,7 @@ class Settings:
 
     host: str = _setting("TRAINFLOW_HOST", "127.0.0.1", "Address the server listens on.")
     port: int = _setting("TRAINFLOW_PORT", 5000, "TCP port the server listens on.")
-    workers: int = _setting(
-        "TRAINFLOW_WORKERS", 1, "Server processes sharing the port (each runs gevent)."
-    )
+    workers: int = _setting("TRAINFLOW_WORKERS", 1, "Server processes sharing the port (each runs gevent).")
     data_dir: Path = _setting(
         "TRAINFLOW_DATA_DIR",
         Path("data"),
@@ -112,7 +110,7 @@ class Settings:
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
-            return self.database_url
+            return normalize_database_url(self.database_url)
         return f"sqlite:///{self.resolved_data_dir / 'trainflow.db'}"
 
     @property
@@ -122,11 +120,25 @@ class Settings:
     def __repr__(self) -> str:
         # Never print secrets, e.g. when a settings object lands in a log or a traceback.
         shown = {
-            f.name: ("***" if f.name in {"secret_key", "admin_password"} and getattr(self, f.name)
-                     else getattr(self, f.name))
+            f.name: (
+                "***"
+                if f.name in {"secret_key", "admin_password"} and getattr(self, f.name)
+                else getattr(self, f.name)
+            )
             for f in dataclasses.fields(self)
         }
         return f"Settings({shown})"
+
+
+def normalize_database_url(url: str) -> str:
+    """Give a bare ``postgresql://`` (or ``postgres://``) URL the psycopg2 driver we ship.
+
+    SQLAlchemy 2.1 would otherwise pick psycopg 3, which trainflow does not install.
+    """
+    scheme, separator, rest = url.partition("://")
+    if separator and scheme in {"postgres", "postgresql"}:
+        return f"postgresql+psycopg2://{rest}"
+    return url
 
 
 def _parse(env: str, raw: str, kind: type) -> Any:
@@ -149,6 +161,4 @@ def _parse(env: str, raw: str, kind: type) -> Any:
 
 def documented_settings() -> list[tuple[str, Any, str]]:
     """(env name, default, help) of every setting, for the docs and the CLI."""
-    return [
-        (f.metadata["env"], f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)
-    ]
+    return [(f.metadata["env"], f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)]

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from trainflow.db import TABLE_PREFIX, UTCDateTime, db, utcnow
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     ADMIN = "admin"
     USER = "user"
 

@@ -43,8 +43,11 @@ def _check_password(value: str) -> str:
 
 Username = Annotated[
     str,
-    Field(pattern=USERNAME_PATTERN, description="3-64 letters, digits, `_`, `.` or `-`; "
-          "starts with a letter or digit; unique regardless of case."),
+    Field(
+        pattern=USERNAME_PATTERN,
+        description="3-64 letters, digits, `_`, `.` or `-`; "
+        "starts with a letter or digit; unique regardless of case.",
+    ),
 ]
 Password = Annotated[str, AfterValidator(_check_password), Field(description="At least 8 characters.")]
 Email = Annotated[str | None, AfterValidator(_check_email)]
@@ -144,14 +147,14 @@ class UserPage(BaseModel):
 class TokenPair(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a scheme, not a secret
     expires_in: int = Field(description="Seconds until the access token expires.")
     user: UserOut
 
 
 class AccessToken(BaseModel):
     access_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a scheme, not a secret
     expires_in: int
 
 

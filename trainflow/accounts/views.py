@@ -66,8 +66,18 @@ def _created(user: User) -> Response:
     return response
 
 
-@endpoint(bp, "/register", "POST", summary="Create an account", tag=TAG, body=RegisterRequest,
-          response=UserOut, status=201, errors=(400, 403, 409, 415), is_public=True)
+@endpoint(
+    bp,
+    "/register",
+    "POST",
+    summary="Create an account",
+    tag=TAG,
+    body=RegisterRequest,
+    response=UserOut,
+    status=201,
+    errors=(400, 403, 409, 415),
+    is_public=True,
+)
 def register(body: RegisterRequest) -> Response:
     if not current_app.config["TRAINFLOW"].is_registration_open:
         raise PermissionDenied("Registration is closed on this server; ask an admin for an account.")
@@ -75,16 +85,34 @@ def register(body: RegisterRequest) -> Response:
     return _created(user)
 
 
-@endpoint(bp, "/login", "POST", summary="Exchange a username and password for JWTs", tag=TAG,
-          body=LoginRequest, response=TokenPair, errors=(400, 401, 415, 429), is_public=True)
+@endpoint(
+    bp,
+    "/login",
+    "POST",
+    summary="Exchange a username and password for JWTs",
+    tag=TAG,
+    body=LoginRequest,
+    response=TokenPair,
+    errors=(400, 401, 415, 429),
+    is_public=True,
+)
 def login(body: LoginRequest) -> Response:
     user = auth.check_password_login(body.username, body.password)
     return json_response(_token_pair(user))
 
 
-@endpoint(bp, "/token/refresh", "POST", summary="A new access token for a refresh token", tag=TAG,
-          body=RefreshRequest, response=AccessToken, errors=(400, 401), is_public=True,
-          description="Send the refresh token in the body or as `Authorization: Bearer`.")
+@endpoint(
+    bp,
+    "/token/refresh",
+    "POST",
+    summary="A new access token for a refresh token",
+    tag=TAG,
+    body=RefreshRequest,
+    response=AccessToken,
+    errors=(400, 401),
+    is_public=True,
+    description="Send the refresh token in the body or as `Authorization: Bearer`.",
+)
 def refresh_token(body: RefreshRequest) -> Response:
     token = body.refresh_token or _bearer_from_header()
     if not token:
@@ -100,8 +128,16 @@ def _bearer_from_header() -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-@endpoint(bp, "/logout", "POST", summary="Revoke the token in use (or, with all, every token)",
-          tag=TAG, body=LogoutRequest, status=204, errors=(400, 401))
+@endpoint(
+    bp,
+    "/logout",
+    "POST",
+    summary="Revoke the token in use (or, with all, every token)",
+    tag=TAG,
+    body=LogoutRequest,
+    status=204,
+    errors=(400, 401),
+)
 def logout(body: LogoutRequest) -> Response:
     principal = auth.current_principal()
     if body.all:
@@ -122,8 +158,16 @@ def me() -> Response:
     return json_response(user_out(service.get_user(db.session, auth.current_principal().user_id)))
 
 
-@endpoint(bp, "/me/password", "POST", summary="Change your password (revokes older tokens)",
-          tag=TAG, body=ChangePasswordRequest, response=TokenPair, errors=(400, 401, 415, 429))
+@endpoint(
+    bp,
+    "/me/password",
+    "POST",
+    summary="Change your password (revokes older tokens)",
+    tag=TAG,
+    body=ChangePasswordRequest,
+    response=TokenPair,
+    errors=(400, 401, 415, 429),
+)
 def change_password(body: ChangePasswordRequest) -> Response:
     principal = auth.current_principal()
     user = auth.check_password_login(principal.username, body.old_password)
@@ -133,38 +177,70 @@ def change_password(body: ChangePasswordRequest) -> Response:
     return json_response(_token_pair(user))
 
 
-@endpoint(bp, "/users", "GET", summary="A page of users", tag=TAG, query=PageQuery,
-          response=UserPage, errors=(400, 401))
+@endpoint(
+    bp,
+    "/users",
+    "GET",
+    summary="A page of users",
+    tag=TAG,
+    query=PageQuery,
+    response=UserPage,
+    errors=(400, 401),
+)
 def list_users(query: PageQuery) -> Response:
     total, users = service.list_users(db.session, query.page, query.size)
     page = UserPage(total=total, page=query.page, size=query.size, list=[user_view(u) for u in users])
     return json_response(page)
 
 
-@endpoint(bp, "/users", "POST", summary="Create a user (admins)", tag=TAG, body=CreateUserRequest,
-          response=UserOut, status=201, errors=(400, 401, 403, 409, 415))
+@endpoint(
+    bp,
+    "/users",
+    "POST",
+    summary="Create a user (admins)",
+    tag=TAG,
+    body=CreateUserRequest,
+    response=UserOut,
+    status=201,
+    errors=(400, 401, 403, 409, 415),
+)
 def create_user(body: CreateUserRequest) -> Response:
     if not auth.current_principal().is_admin:
         raise PermissionDenied("Only an admin can create users; others register at /api/register.")
     return _created(service.create_user(db.session, **body.model_dump()))
 
 
-@endpoint(bp, "/users/<int:user_id>", "GET", summary="One user", tag=TAG, response=UserOut,
-          errors=(401, 404))
+@endpoint(bp, "/users/<int:user_id>", "GET", summary="One user", tag=TAG, response=UserOut, errors=(401, 404))
 def get_user(user_id: int) -> Response:
     return json_response(user_view(service.get_user(db.session, user_id)))
 
 
-@endpoint(bp, "/users/<int:user_id>", "PUT", summary="Replace a user's editable fields", tag=TAG,
-          body=ReplaceUserRequest, response=UserOut, errors=(400, 401, 403, 404, 409, 415),
-          description="Every field is required (send null to clear email or phone). "
-                      "Idempotent; never creates a user. Only admins change roles.")
+@endpoint(
+    bp,
+    "/users/<int:user_id>",
+    "PUT",
+    summary="Replace a user's editable fields",
+    tag=TAG,
+    body=ReplaceUserRequest,
+    response=UserOut,
+    errors=(400, 401, 403, 404, 409, 415),
+    description="Every field is required (send null to clear email or phone). "
+    "Idempotent; never creates a user. Only admins change roles.",
+)
 def replace_user(user_id: int, body: ReplaceUserRequest) -> Response:
     return _update(user_id, body.model_dump())
 
 
-@endpoint(bp, "/users/<int:user_id>", "PATCH", summary="Change some of a user's fields", tag=TAG,
-          body=PatchUserRequest, response=UserOut, errors=(400, 401, 403, 404, 409, 415))
+@endpoint(
+    bp,
+    "/users/<int:user_id>",
+    "PATCH",
+    summary="Change some of a user's fields",
+    tag=TAG,
+    body=PatchUserRequest,
+    response=UserOut,
+    errors=(400, 401, 403, 404, 409, 415),
+)
 def patch_user(user_id: int, body: PatchUserRequest) -> Response:
     changes = body.model_dump(include=body.model_fields_set)
     for name in ("username", "role"):
@@ -176,8 +252,9 @@ def patch_user(user_id: int, body: PatchUserRequest) -> Response:
 def raise_invalid(field: str) -> None:
     from trainflow.errors import ValidationFailed
 
-    raise ValidationFailed(f"Invalid request: {field}: cannot be null.",
-                           fields=[{"field": field, "message": "cannot be null"}])
+    raise ValidationFailed(
+        f"Invalid request: {field}: cannot be null.", fields=[{"field": field, "message": "cannot be null"}]
+    )
 
 
 def _update(user_id: int, changes: dict[str, Any]) -> Response:
@@ -190,8 +267,15 @@ def _update(user_id: int, changes: dict[str, Any]) -> Response:
     return json_response(user_out(user))
 
 
-@endpoint(bp, "/users/<int:user_id>", "DELETE", summary="Delete a user", tag=TAG, status=204,
-          errors=(401, 403, 404, 409))
+@endpoint(
+    bp,
+    "/users/<int:user_id>",
+    "DELETE",
+    summary="Delete a user",
+    tag=TAG,
+    status=204,
+    errors=(401, 403, 404, 409),
+)
 def delete_user(user_id: int) -> Response:
     _require_self_or_admin(user_id, "delete")
     service.delete_user(db.session, service.get_user(db.session, user_id))
