@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 
@@ -45,9 +44,9 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
         pass
     started = time.monotonic()
     settings = _settings(host=host, port=port, workers=workers)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from trainflow.logs import configure_logging
+
+    configure_logging(settings.log_level)
     from trainflow.accounts.bootstrap import ADMIN_USERNAME, ensure_admin
     from trainflow.app import create_app
     from trainflow.database import upgrade_all

@@ -353,8 +353,14 @@ def _param(*names: str) -> str:
         if value is None and request.method not in ("GET", "DELETE"):
             value = request.args.get(name)
         if value is not None:
-            return str(value)
+            return _clean(name, str(value))
     raise BadRequest(f"{names[0]} is required.")
+
+
+def _clean(name: str, value: str) -> str:
+    if "\x00" in value:
+        raise BadRequest(f"{name} must not contain NUL characters.")
+    return value
 
 
 def _params(*names: str) -> list[str]:
@@ -367,7 +373,7 @@ def _params(*names: str) -> list[str]:
             elif body_value is not None:
                 values = [str(body_value)]
         if values:
-            return values
+            return [_clean(name, v) for v in values]
     return []
 
 

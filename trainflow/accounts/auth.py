@@ -98,7 +98,7 @@ def _from_basic(credential: str) -> Principal:
     except UnicodeDecodeError:
         text = decoded.decode("latin-1")
     username, separator, password = text.partition(":")
-    if not separator or not username:
+    if not separator or not username or "\x00" in text:
         raise Unauthenticated("The Basic credential must be `username:password`.")
     epoch = state.epoch.current()
     user = check_password_login(username, password)

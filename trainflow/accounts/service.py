@@ -14,8 +14,11 @@ from trainflow.db import utcnow
 from trainflow.errors import Conflict, NotFound, PermissionDenied
 
 
+MAX_ID = 2**63 - 1  # the largest integer key any of our databases stores
+
+
 def get_user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id)
+    user = session.get(User, user_id) if 0 < user_id <= MAX_ID else None
     if user is None:
         raise NotFound(f"No user {user_id}; GET /api/users lists them.")
     return user

@@ -1,0 +1,77 @@
+"""Every error under /api and /ajax-api is JSON with the right status; no input gives a 500."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_malformed_json_is_400(client):
+    response = client.post("/api/register", data="{not json", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "bad_request"
+    assert "JSON" in response.json["error"]["message"]
+
+
+@pytest.mark.parametrize("body", ["[]", "42", '"text"', "null"])
+def test_a_json_body_that_is_not_an_object_is_400(client, body):
+    response = client.post("/api/register", data=body, content_type="application/json")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_wrong_content_type_is_415(client, content_type):
+    response = client.post("/api/register", data='{"username": "x"}', content_type=content_type)
+    assert response.status_code == 415
+    assert response.json["error"]["code"] == "unsupported_media_type"
+
+
+def test_invalid_utf8_is_400_not_500(client):
+    response = client.post("/api/login", data=b'{"username": "\xff\xfe"}', content_type="application/json")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/api/nope", "/api/users/abc", "/ajax-api/2.0/mlflow/nope", "/api/2.0/mlflow/nope"])
+def test_unknown_routes_are_404_json(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.json["error"]["code"] == "not_found"
+
+
+def test_wrong_method_is_405_json_with_allow(client, alice):
+    response = client.delete("/api/register")
+    assert response.status_code == 405
+    assert response.json["error"]["code"] == "method_not_allowed"
+    assert "POST" in response.headers["Allow"]
+
+
+def test_mlflow_errors_carry_both_shapes(client, alice):
+    response = client.get("/api/2.0/mlflow/experiments/get?experiment_id=999999", headers=alice.basic)
+    assert response.status_code == 404
+    assert response.json["error_code"] == "RESOURCE_DOES_NOT_EXIST"  # what the mlflow client reads
+    assert response.json["error"]["code"] == "resource_does_not_exist"
+
+
+@pytest.mark.parametrize("payload", [
+    {"username": None, "password": None}, {"username": ["a"], "password": {"b": 1}},
+    {"username": "x" * 10_000, "password": "y" * 10_000}, {"username": "\u0000abc", "password": "\u0000" * 9},
+    {"username": "ok-name", "password": "p" * 2000},
+])
+def test_odd_inputs_never_500(client, payload):
+    for path in ("/api/register", "/api/login"):
+        response = client.post(path, json=payload)
+        assert 400 <= response.status_code < 500, (path, response.json)
+        assert "error" in response.json
+
+
+def test_odd_user_updates_never_500(client, alice):
+    for payload in ({"username": 5}, {"role": "root"}, {"email": ["x"]}, {"phone": 12345678}, {"unknown": 1}):
+        response = client.patch(f"/api/users/{alice.id}", json=payload, headers=alice.basic)
+        assert response.status_code == 400, payload
+    assert client.get("/api/users/99999999999999999999", headers=alice.basic).status_code == 404
+
+
+def test_nul_in_a_basic_credential_is_401_not_500(client, alice):
+    import base64
+
+    header = "Basic " + base64.b64encode(b"al\x00ice:whatever-pass").decode()
+    assert client.get("/api/me", headers={"Authorization": header}).status_code == 401
