@@ -18,7 +18,9 @@ def test_a_json_body_that_is_not_an_object_is_400(client, body):
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
 def test_wrong_content_type_is_415(client, content_type):
     response = client.post("/api/register", data='{"username": "x"}', content_type=content_type)
     assert response.status_code == 415
@@ -30,7 +32,9 @@ def test_invalid_utf8_is_400_not_500(client):
     assert response.status_code == 400
 
 
-@pytest.mark.parametrize("path", ["/api/nope", "/api/users/abc", "/ajax-api/2.0/mlflow/nope", "/api/2.0/mlflow/nope"])
+@pytest.mark.parametrize(
+    "path", ["/api/nope", "/api/users/abc", "/ajax-api/2.0/mlflow/nope", "/api/2.0/mlflow/nope"]
+)
 def test_unknown_routes_are_404_json(client, path):
     response = client.get(path)
     assert response.status_code == 404
@@ -51,11 +55,16 @@ def test_mlflow_errors_carry_both_shapes(client, alice):
     assert response.json["error"]["code"] == "resource_does_not_exist"
 
 
-@pytest.mark.parametrize("payload", [
-    {"username": None, "password": None}, {"username": ["a"], "password": {"b": 1}},
-    {"username": "x" * 10_000, "password": "y" * 10_000}, {"username": "\u0000abc", "password": "\u0000" * 9},
-    {"username": "ok-name", "password": "p" * 2000},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"username": None, "password": None},
+        {"username": ["a"], "password": {"b": 1}},
+        {"username": "x" * 10_000, "password": "y" * 10_000},
+        {"username": "\u0000abc", "password": "\u0000" * 9},
+        {"username": "ok-name", "password": "p" * 2000},
+    ],
+)
 def test_odd_inputs_never_500(client, payload):
     for path in ("/api/register", "/api/login"):
         response = client.post(path, json=payload)

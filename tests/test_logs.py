@@ -17,6 +17,8 @@ def test_redact_hides_headers_jwts_and_passwords():
 
 
 def test_the_filter_rewrites_records_with_args():
-    record = logging.LogRecord("x", logging.INFO, __file__, 1, "header was %s", ("Basic YWxpY2U6c2VjcmV0",), None)
+    record = logging.LogRecord(
+        "x", logging.INFO, __file__, 1, "header was %s", ("Basic YWxpY2U6c2VjcmV0",), None
+    )
     RedactingFilter().filter(record)
     assert "YWxpY2U6c2VjcmV0" not in record.getMessage()

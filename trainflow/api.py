@@ -112,8 +112,9 @@ def validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
     if nul_fields:
         # PostgreSQL cannot store NUL in text, and no legitimate field holds one.
         fields = [{"field": name, "message": "must not contain NUL characters"} for name in nul_fields]
-        raise ValidationFailed(f"Invalid request: {', '.join(nul_fields)}: must not contain NUL characters.",
-                               fields=fields)
+        raise ValidationFailed(
+            f"Invalid request: {', '.join(nul_fields)}: must not contain NUL characters.", fields=fields
+        )
     try:
         return model.model_validate(data)
     except ValidationError as e:
@@ -131,7 +132,9 @@ def _fields_with_nul(value: Any, path: str = "") -> list[str]:
     if isinstance(value, dict):
         return [f for k, v in value.items() for f in _fields_with_nul(v, f"{path}.{k}" if path else str(k))]
     if isinstance(value, list):
-        return [f for i, v in enumerate(value) for f in _fields_with_nul(v, f"{path}.{i}" if path else str(i))]
+        return [
+            f for i, v in enumerate(value) for f in _fields_with_nul(v, f"{path}.{i}" if path else str(i))
+        ]
     return []
 
 

@@ -11,16 +11,28 @@ from tests.conftest import PASSWORD, basic_auth
 from trainflow.accounts.auth import auth_state
 
 
-@pytest.mark.parametrize("path", ["/api/me", "/api/users", "/api/2.0/mlflow/experiments/search?max_results=1"])
+@pytest.mark.parametrize(
+    "path", ["/api/me", "/api/users", "/api/2.0/mlflow/experiments/search?max_results=1"]
+)
 def test_protected_routes_take_basic_and_bearer(client, alice, path):
     assert client.get(path, headers=alice.basic).status_code == 200
     assert client.get(path, headers=alice.bearer()).status_code == 200
 
 
-@pytest.mark.parametrize("header", [
-    None, "", "Basic", "Basic !!!notbase64", "Basic " + base64.b64encode(b"no-colon").decode(),
-    "Bearer", "Bearer not.a.jwt", "Token abc", "Digest username=alice",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "Basic",
+        "Basic !!!notbase64",
+        "Basic " + base64.b64encode(b"no-colon").decode(),
+        "Bearer",
+        "Bearer not.a.jwt",
+        "Token abc",
+        "Digest username=alice",
+    ],
+)
 def test_missing_or_malformed_credentials_are_401_json_with_a_basic_challenge(client, alice, header):
     headers = {"Authorization": header} if header is not None else {}
     response = client.get("/api/me", headers=headers)
@@ -31,7 +43,12 @@ def test_missing_or_malformed_credentials_are_401_json_with_a_basic_challenge(cl
 
 def test_credentials_in_the_url_are_ignored(client, alice):
     token = alice.login()["access_token"]
-    for query in (f"access_token={token}", f"token={token}", f"jwt={token}", f"password={PASSWORD}&username=alice"):
+    for query in (
+        f"access_token={token}",
+        f"token={token}",
+        f"jwt={token}",
+        f"password={PASSWORD}&username=alice",
+    ):
         assert client.get(f"/api/me?{query}").status_code == 401
     # Nor does a user:password@host URL count: werkzeug would turn it into a header, browsers strip it.
 
@@ -69,8 +86,11 @@ def test_the_cache_forgets_in_other_processes_through_the_shared_epoch(app, sett
     other_client = other.test_client()
     assert other_client.get("/api/me", headers=alice.basic).status_code == 200  # cached there
     client = app.test_client()
-    response = client.post("/api/me/password", headers=alice.basic,
-                           json={"old_password": PASSWORD, "new_password": "brand new secret"})
+    response = client.post(
+        "/api/me/password",
+        headers=alice.basic,
+        json={"old_password": PASSWORD, "new_password": "brand new secret"},
+    )
     assert response.status_code == 200
     assert other_client.get("/api/me", headers=alice.basic).status_code == 401
 
@@ -88,8 +108,12 @@ def test_failed_logins_are_limited_per_username_and_address(app, client, alice):
     assert client.get("/api/me", headers=alice.basic).status_code == 429
     # Another client address is not locked out, nor is another username.
     other_address = {"REMOTE_ADDR": "10.1.2.3"}
-    assert client.post("/api/login", json={"username": "alice", "password": PASSWORD},
-                       environ_base=other_address).status_code == 200
+    assert (
+        client.post(
+            "/api/login", json={"username": "alice", "password": PASSWORD}, environ_base=other_address
+        ).status_code
+        == 200
+    )
 
 
 def test_the_limit_lifts_after_its_window(app, client, alice, monkeypatch):
@@ -110,9 +134,21 @@ def test_no_log_line_holds_a_credential(client, alice, caplog):
     client.get("/api/me", headers={"Authorization": f"Bearer {tokens['access_token']}"})
     client.get("/api/me", headers=alice.basic)
     client.post("/api/login", json={"username": "alice", "password": "the-wrong-one"})
-    client.post("/api/me/password", headers=alice.basic, json={"old_password": PASSWORD, "new_password": "fresh pass 1"})
-    client.get("/api/2.0/mlflow/experiments/get?experiment_id=404", headers=basic_auth("alice", "fresh pass 1"))
+    client.post(
+        "/api/me/password",
+        headers=alice.basic,
+        json={"old_password": PASSWORD, "new_password": "fresh pass 1"},
+    )
+    client.get(
+        "/api/2.0/mlflow/experiments/get?experiment_id=404", headers=basic_auth("alice", "fresh pass 1")
+    )
     text = "\n".join(record.getMessage() + (record.exc_text or "") for record in caplog.records)
-    for secret in (PASSWORD, "the-wrong-one", "fresh pass 1", tokens["access_token"], tokens["refresh_token"],
-                   alice.basic["Authorization"].split()[1]):
+    for secret in (
+        PASSWORD,
+        "the-wrong-one",
+        "fresh pass 1",
+        tokens["access_token"],
+        tokens["refresh_token"],
+        alice.basic["Authorization"].split()[1],
+    ):
         assert secret not in text

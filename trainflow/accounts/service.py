@@ -13,7 +13,6 @@ from trainflow.accounts.passwords import hash_password, verify_password
 from trainflow.db import utcnow
 from trainflow.errors import Conflict, NotFound, PermissionDenied
 
-
 MAX_ID = 2**63 - 1  # the largest integer key any of our databases stores
 
 
