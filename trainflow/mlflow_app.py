@@ -10,6 +10,7 @@ serves one configuration at a time, as with ``mlflow server``.
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -43,6 +44,13 @@ def mlflow_flask_app(import_name: str) -> Flask:
     """A new Flask app with every route and request hook of MLflow's own app."""
     from mlflow.server import app as mlflow_app
     from mlflow.server import security
+
+    # trainflow replaces MLflow's basic-auth app. Some MLflow handlers (search_runs, graphql)
+    # import that app when they can and ask its own, unconfigured user store who may read
+    # what, which fails the request. A None entry makes their import fail, and they then
+    # skip that step, as they do when the auth extra is not installed; our permission hook
+    # has already checked the request.
+    sys.modules.setdefault("mlflow.server.auth", None)  # type: ignore[arg-type]
 
     app = Flask(import_name, static_folder=None)
     for rule in mlflow_app.url_map.iter_rules():

@@ -1,0 +1,180 @@
+"""MLflow's own objects follow MLflow basic-auth's permission model (issue 3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainflow.errors import ConfigError
+
+API = "/api/2.0/mlflow"
+
+
+def _create_experiment(client, user, name="exp"):
+    response = client.post(f"{API}/experiments/create", json={"name": name}, headers=user.basic)
+    assert response.status_code == 200, response.json
+    return response.json["experiment_id"]
+
+
+def _create_run(client, user, experiment_id):
+    response = client.post(f"{API}/runs/create", json={"experiment_id": experiment_id}, headers=user.basic)
+    assert response.status_code == 200, response.json
+    return response.json["run"]["info"]["run_id"]
+
+
+def _log_metric(client, user, run_id):
+    return client.post(
+        f"{API}/runs/log-metric",
+        headers=user.basic,
+        json={"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": 1, "step": 0},
+    )
+
+
+def test_mlflow_api_needs_credentials(client):
+    response = client.get(f"{API}/experiments/search?max_results=5")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert response.json["error_code"] == "UNAUTHENTICATED"
+
+
+def test_the_ui_prompts_for_sign_in_but_its_static_files_are_public(client):
+    assert client.get("/").status_code == 401
+    assert client.get("/").headers["WWW-Authenticate"].startswith("Basic")
+    assert client.get("/health").status_code == 200
+    assert client.get("/static-files/no-such-file.js").status_code == 404  # served without auth
+
+
+def test_the_creator_manages_their_experiment(client, alice):
+    experiment_id = _create_experiment(client, alice)
+    run_id = _create_run(client, alice, experiment_id)
+    assert _log_metric(client, alice, run_id).status_code == 200
+    response = client.post(
+        f"{API}/experiments/update",
+        headers=alice.basic,
+        json={"experiment_id": experiment_id, "new_name": "renamed"},
+    )
+    assert response.status_code == 200
+    assert client.post(f"{API}/runs/delete", json={"run_id": run_id}, headers=alice.basic).status_code == 200
+
+
+def test_another_user_can_read_but_not_change(client, alice, bob):
+    experiment_id = _create_experiment(client, alice)
+    run_id = _create_run(client, alice, experiment_id)
+    # READ by default: looking is fine.
+    assert (
+        client.get(f"{API}/experiments/get?experiment_id={experiment_id}", headers=bob.basic).status_code
+        == 200
+    )
+    assert client.get(f"{API}/runs/get?run_id={run_id}", headers=bob.basic).status_code == 200
+    response = client.post(f"{API}/runs/search", json={"experiment_ids": [experiment_id]}, headers=bob.basic)
+    assert response.status_code == 200
+    # Changing is not.
+    denied = [
+        _log_metric(client, bob, run_id),
+        client.post(f"{API}/runs/create", json={"experiment_id": experiment_id}, headers=bob.basic),
+        client.post(f"{API}/runs/update", json={"run_id": run_id, "status": "KILLED"}, headers=bob.basic),
+        client.post(f"{API}/runs/delete", json={"run_id": run_id}, headers=bob.basic),
+        client.post(
+            f"{API}/runs/set-tag", json={"run_id": run_id, "key": "k", "value": "v"}, headers=bob.basic
+        ),
+        client.post(f"{API}/runs/log-batch", json={"run_id": run_id, "metrics": []}, headers=bob.basic),
+        client.post(f"{API}/experiments/delete", json={"experiment_id": experiment_id}, headers=bob.basic),
+        client.post(
+            f"{API}/experiments/update",
+            json={"experiment_id": experiment_id, "new_name": "mine"},
+            headers=bob.basic,
+        ),
+    ]
+    for response in denied:
+        assert response.status_code == 403, response.request.path
+        assert response.json["error_code"] == "PERMISSION_DENIED"
+    run = client.get(f"{API}/runs/get?run_id={run_id}", headers=alice.basic).json["run"]
+    assert run["info"]["lifecycle_stage"] == "active" and "metrics" not in run["data"]
+
+
+def test_admins_may_change_anything(client, alice, admin):
+    experiment_id = _create_experiment(client, alice)
+    run_id = _create_run(client, alice, experiment_id)
+    assert _log_metric(client, admin, run_id).status_code == 200
+    assert (
+        client.post(
+            f"{API}/experiments/delete", json={"experiment_id": experiment_id}, headers=admin.basic
+        ).status_code
+        == 200
+    )
+
+
+def test_the_default_experiment_is_read_only_for_users(client, alice):
+    response = client.post(f"{API}/runs/create", json={"experiment_id": "0"}, headers=alice.basic)
+    assert response.status_code == 403
+
+
+def test_no_permissions_by_default_hides_others_experiments(app, client, alice, bob):
+    app.extensions["trainflow.mlflow_authorizer"].default = type(
+        app.extensions["trainflow.mlflow_authorizer"].default
+    )("NO_PERMISSIONS")
+    experiment_id = _create_experiment(client, alice)
+    assert (
+        client.get(f"{API}/experiments/get?experiment_id={experiment_id}", headers=alice.basic).status_code
+        == 200
+    )
+    assert (
+        client.get(f"{API}/experiments/get?experiment_id={experiment_id}", headers=bob.basic).status_code
+        == 403
+    )
+    response = client.get(f"{API}/experiments/get-by-name?experiment_name=exp", headers=bob.basic)
+    assert response.status_code == 403
+
+
+def test_a_bad_default_permission_is_a_clear_config_error(settings):
+    from trainflow.app import create_app
+
+    with pytest.raises(ConfigError, match="TRAINFLOW_DEFAULT_PERMISSION"):
+        create_app(settings.replace(default_permission="SUPERUSER"))
+
+
+def test_registered_models_belong_to_their_creator(client, alice, bob):
+    response = client.post(f"{API}/registered-models/create", json={"name": "model-a"}, headers=alice.basic)
+    assert response.status_code == 200
+    assert client.get(f"{API}/registered-models/get?name=model-a", headers=bob.basic).status_code == 200
+    response = client.post(
+        f"{API}/registered-models/rename", json={"name": "model-a", "new_name": "model-b"}, headers=bob.basic
+    )
+    assert response.status_code == 403
+    response = client.post(
+        f"{API}/registered-models/rename",
+        json={"name": "model-a", "new_name": "model-b"},
+        headers=alice.basic,
+    )
+    assert response.status_code == 200
+    # The permission followed the rename.
+    response = client.delete(f"{API}/registered-models/delete", json={"name": "model-b"}, headers=bob.basic)
+    assert response.status_code == 403
+    response = client.delete(f"{API}/registered-models/delete", json={"name": "model-b"}, headers=alice.basic)
+    assert response.status_code == 200
+
+
+def test_artifact_uploads_follow_the_experiment(client, alice, bob):
+    experiment_id = _create_experiment(client, alice)
+    path = f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/run1/artifacts/model.txt"
+    assert client.put(path, data=b"weights", headers=bob.basic).status_code == 403
+    assert client.put(path, data=b"weights", headers=alice.basic).status_code == 200
+    response = client.get(path, headers=bob.basic)
+    assert response.status_code == 200 and response.get_data() == b"weights"
+    response.close()
+
+
+def test_unknown_mlflow_writes_are_for_admins_only(client, alice, admin):
+    # Webhooks are not in the permission table: a user may not create one.
+    body = {
+        "name": "hook",
+        "url": "https://example.com/hook",
+        "events": [{"entity": "registered_model", "action": "created"}],
+    }
+    response = client.post(f"{API}/webhooks", json=body, headers=alice.basic)
+    assert response.status_code == 403
+    assert client.post(f"{API}/webhooks", json=body, headers=admin.basic).status_code != 403
+
+
+def test_missing_ids_are_a_400_not_a_bypass(client, alice):
+    response = client.post(f"{API}/runs/log-metric", json={"key": "loss", "value": 1}, headers=alice.basic)
+    assert response.status_code == 400
