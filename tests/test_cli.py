@@ -53,7 +53,10 @@ def test_db_upgrade_creates_both_schemas_and_is_repeatable(tmp_path, empty_datab
 
 
 def test_db_upgrade_hides_the_database_password(tmp_path):
-    env = {"TRAINFLOW_DATA_DIR": str(tmp_path), "TRAINFLOW_DATABASE_URL": "postgresql://u:hunter22@127.0.0.1:1/x"}
+    env = {
+        "TRAINFLOW_DATA_DIR": str(tmp_path),
+        "TRAINFLOW_DATABASE_URL": "postgresql://u:hunter22@127.0.0.1:1/x",
+    }
     result = CliRunner().invoke(main, ["db", "upgrade"], env=env)
     assert result.exit_code != 0
     assert "hunter22" not in result.output

@@ -178,3 +178,18 @@ def test_unknown_mlflow_writes_are_for_admins_only(client, alice, admin):
 def test_missing_ids_are_a_400_not_a_bypass(client, alice):
     response = client.post(f"{API}/runs/log-metric", json={"key": "loss", "value": 1}, headers=alice.basic)
     assert response.status_code == 400
+
+
+def test_cached_permissions_follow_new_grants_in_every_process(app, settings, client, alice):
+    """A second app on the same data directory stands in for a second server process."""
+    from trainflow.app import create_app
+
+    other = create_app(settings).test_client()
+    next_id = str(int(_create_experiment(client, alice, "first")) + 1)
+    # Both processes now remember alice's default READ on the experiment that does not exist yet.
+    for c in (client, other):
+        response = c.post(f"{API}/runs/create", json={"experiment_id": next_id}, headers=alice.basic)
+        assert response.status_code == 403
+    assert _create_experiment(client, alice, "second") == next_id
+    for c in (client, other):
+        assert _create_run(c, alice, next_id)

@@ -32,8 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app)
     JWTManager(app)
     Migrate(app, db, directory=str(MIGRATIONS_DIR), version_table=VERSION_TABLE)
-    auth.init_app(app, settings)
-    mlflow_permissions.init_app(app, settings.default_permission)
+    auth_state = auth.init_app(app, settings)
+    mlflow_permissions.init_app(app, settings, auth_state.epoch)
     errors.register(app)
 
     app.register_blueprint(accounts_views.bp)

@@ -20,9 +20,10 @@ from flask import Flask, Response, request
 from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint, delete, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from trainflow.accounts.credentials import Principal
+from trainflow.accounts.credentials import AuthEpoch, Principal
 from trainflow.db import TABLE_PREFIX, db
 from trainflow.errors import BadRequest, PermissionDenied
+from trainflow.settings import Settings
 
 
 class Permission(enum.StrEnum):
@@ -191,9 +192,9 @@ def build_rule_table() -> dict[tuple[str, str], Rule]:
 class MlflowAuthorizer:
     """Checks a request to an MLflow route against the rule table; records creators."""
 
-    _RUN_CACHE_SIZE = 100_000
+    _CACHE_SIZE = 100_000
 
-    def __init__(self, default_permission: str) -> None:
+    def __init__(self, default_permission: str, permission_epoch: AuthEpoch, auth_epoch: AuthEpoch) -> None:
         try:
             self.default = Permission(default_permission.upper())
         except ValueError:
@@ -206,6 +207,12 @@ class MlflowAuthorizer:
         self.rules = build_rule_table()
         # A run never changes experiment, so its experiment id can be remembered for good.
         self._run_experiments: OrderedDict[str, str | None] = OrderedDict()
+        # Stored permissions change only when this module grants or moves one, which bumps the
+        # shared permission epoch; a user deleted (whose id a new user may get) bumps the auth
+        # epoch. A cached answer is trusted only while both are as they were.
+        self._permission_epoch = permission_epoch
+        self._auth_epoch = auth_epoch
+        self._permissions: OrderedDict[tuple[int, str, str], tuple[Permission, int, int]] = OrderedDict()
 
     def rule_for_request(self) -> Rule:
         url_rule = request.url_rule
@@ -276,17 +283,26 @@ class MlflowAuthorizer:
                 # Let MLflow answer its own 404 for a run that does not exist.
                 return ""
             self._run_experiments[run_id] = str(experiment_id)
-            while len(self._run_experiments) > self._RUN_CACHE_SIZE:
+            while len(self._run_experiments) > self._CACHE_SIZE:
                 self._run_experiments.popitem(last=False)
         return self._run_experiments[run_id] or ""
 
     def _permission(self, user_id: int, kind: str, key: str) -> Permission:
         if kind == "experiment" and key == "":
             return self.default  # no such object: MLflow will say so
+        epochs = (self._permission_epoch.current(), self._auth_epoch.current())
+        cache_key = (user_id, kind, key)
+        cached = self._permissions.get(cache_key)
+        if cached is not None and cached[1:] == epochs:
+            return cached[0]
         model = ExperimentPermission if kind == "experiment" else RegisteredModelPermission
         column = model.experiment_id if kind == "experiment" else model.name
         stored = db.session.scalar(select(model.permission).where(column == key, model.user_id == user_id))
-        return Permission(stored) if stored else self.default
+        permission = Permission(stored) if stored else self.default
+        self._permissions[cache_key] = (permission, *epochs)
+        while len(self._permissions) > self._CACHE_SIZE:
+            self._permissions.popitem(last=False)
+        return permission
 
     # -- after MLflow answered ----------------------------------------------------------------
 
@@ -298,33 +314,36 @@ class MlflowAuthorizer:
         if name == "CreateExperiment":
             body = response.get_json(silent=True) or {}
             if "experiment_id" in body:
-                grant(principal.user_id, "experiment", str(body["experiment_id"]), Permission.MANAGE)
+                self.grant(principal.user_id, "experiment", str(body["experiment_id"]), Permission.MANAGE)
         elif name == "CreateRegisteredModel":
-            grant(principal.user_id, "registered_model", _param("name"), Permission.MANAGE)
+            self.grant(principal.user_id, "registered_model", _param("name"), Permission.MANAGE)
         elif name == "RenameRegisteredModel":
             db.session.execute(
                 update(RegisteredModelPermission)
                 .where(RegisteredModelPermission.name == _param("name"))
                 .values(name=_param("new_name"))
             )
-            db.session.commit()
+            self._commit_change()
         elif name == "DeleteRegisteredModel":
             db.session.execute(
                 delete(RegisteredModelPermission).where(RegisteredModelPermission.name == _param("name"))
             )
-            db.session.commit()
+            self._commit_change()
 
+    def grant(self, user_id: int, kind: str, key: str, permission: Permission) -> None:
+        model: Any = ExperimentPermission if kind == "experiment" else RegisteredModelPermission
+        column = model.experiment_id if kind == "experiment" else model.name
+        row = db.session.scalars(select(model).where(column == key, model.user_id == user_id)).first()
+        if row is None:
+            fields = {"experiment_id" if kind == "experiment" else "name": key}
+            db.session.add(model(user_id=user_id, permission=permission.value, **fields))
+        else:
+            row.permission = permission.value
+        self._commit_change()
 
-def grant(user_id: int, kind: str, key: str, permission: Permission) -> None:
-    model: Any = ExperimentPermission if kind == "experiment" else RegisteredModelPermission
-    column = model.experiment_id if kind == "experiment" else model.name
-    row = db.session.scalars(select(model).where(column == key, model.user_id == user_id)).first()
-    if row is None:
-        fields = {"experiment_id" if kind == "experiment" else "name": key}
-        db.session.add(model(user_id=user_id, permission=permission.value, **fields))
-    else:
-        row.permission = permission.value
-    db.session.commit()
+    def _commit_change(self) -> None:
+        db.session.commit()
+        self._permission_epoch.bump()
 
 
 def _request_name() -> str:
@@ -393,5 +412,8 @@ def _experiment_of_logged_model(model_id: str) -> str:
     return "" if experiment_id is None else str(experiment_id)
 
 
-def init_app(app: Flask, default_permission: str) -> None:
-    app.extensions["trainflow.mlflow_authorizer"] = MlflowAuthorizer(default_permission)
+def init_app(app: Flask, settings: Settings, auth_epoch: AuthEpoch) -> None:
+    permission_epoch = AuthEpoch(settings.resolved_data_dir / "permission_epoch")
+    app.extensions["trainflow.mlflow_authorizer"] = MlflowAuthorizer(
+        settings.default_permission, permission_epoch, auth_epoch
+    )

@@ -39,8 +39,9 @@ class AuthState:
         self.limiter = LoginLimiter(settings.login_attempts, settings.login_window_seconds)
 
 
-def init_app(app: Flask, settings: Settings) -> None:
-    app.extensions[_EXTENSION] = AuthState(settings)
+def init_app(app: Flask, settings: Settings) -> AuthState:
+    state = app.extensions[_EXTENSION] = AuthState(settings)
+    return state
 
 
 def auth_state() -> AuthState:
