@@ -193,3 +193,11 @@ def test_cached_permissions_follow_new_grants_in_every_process(app, settings, cl
     assert _create_experiment(client, alice, "second") == next_id
     for c in (client, other):
         assert _create_run(c, alice, next_id)
+
+
+def test_the_uis_post_searches_are_reads(client, alice):
+    experiment_id = _create_experiment(client, alice)
+    response = client.post("/ajax-api/3.0/mlflow/traces/search", headers=alice.basic,
+                           json={"locations": [{"type": "MLFLOW_EXPERIMENT",
+                                                "mlflow_experiment": {"experiment_id": experiment_id}}]})
+    assert response.status_code == 200, response.json
