@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 
@@ -32,6 +33,9 @@ def main() -> None:
 @click.option("--workers", type=int, help="Server processes (TRAINFLOW_WORKERS, default 1).")
 def server(host: str | None, port: int | None, workers: int | None) -> None:
     """Migrate the database, create the first admin if needed, and serve."""
+    # Start-up allocates millions of long-lived objects (MLflow's import alone takes ~2 s);
+    # collecting garbage meanwhile only slows it, by about a quarter measured here.
+    gc.disable()
     # gevent must patch the standard library before anything opens sockets or threads.
     from gevent import monkey
 
@@ -79,6 +83,11 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
         sys.stdout.flush()
 
     first_app = [app]
+    # What start-up built lives as long as the process: keep the collector off it (and, with
+    # workers, keep forked pages shared instead of touching them on every collection).
+    gc.collect()
+    gc.freeze()
+    gc.enable()
 
     def app_factory():  # type: ignore[no-untyped-def]
         # The app built for migrations serves the first (or only) process.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -13,8 +14,12 @@ T = TypeVar("T")
 
 # argon2-cffi's defaults are RFC 9106's low-memory profile: 64 MiB, 3 passes, 4 lanes.
 _hasher = PasswordHasher()
-# Verified against when the username is unknown, so a miss costs as long as a hit.
-_DUMMY_HASH = _hasher.hash("trainflow-timing-equaliser")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the username is unknown, so a miss costs as long as a hit."""
+    return _hasher.hash("trainflow-timing-equaliser")
 
 
 def run_blocking(fn: Callable[..., T], *args: object) -> T:
@@ -41,7 +46,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
 
     def check() -> bool:
         try:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+            return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
         except (VerificationError, InvalidHashError):
             return False
 
