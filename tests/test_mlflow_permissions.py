@@ -197,7 +197,13 @@ def test_cached_permissions_follow_new_grants_in_every_process(app, settings, cl
 
 def test_the_uis_post_searches_are_reads(client, alice):
     experiment_id = _create_experiment(client, alice)
-    response = client.post("/ajax-api/3.0/mlflow/traces/search", headers=alice.basic,
-                           json={"locations": [{"type": "MLFLOW_EXPERIMENT",
-                                                "mlflow_experiment": {"experiment_id": experiment_id}}]})
+    response = client.post(
+        "/ajax-api/3.0/mlflow/traces/search",
+        headers=alice.basic,
+        json={
+            "locations": [
+                {"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}
+            ]
+        },
+    )
     assert response.status_code == 200, response.json

@@ -10,9 +10,16 @@ if TYPE_CHECKING:
 
     from trainflow.settings import Settings
 
+from trainflow.db import TABLE_PREFIX
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Beside MLflow's `alembic_version`: each schema keeps its own history.
 VERSION_TABLE = "tf_alembic_version"
+
+
+def is_trainflow_table(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's include_name: MLflow migrates its own tables, so ours are the only ones compared."""
+    return type_ != "table" or ((name or "").startswith(TABLE_PREFIX) and name != VERSION_TABLE)
 
 
 def upgrade_all(settings: Settings) -> Flask:

@@ -5,15 +5,10 @@ from __future__ import annotations
 from alembic import context
 from flask import current_app
 
-from trainflow.database import VERSION_TABLE
-from trainflow.db import TABLE_PREFIX, db
+from trainflow.database import VERSION_TABLE, is_trainflow_table
+from trainflow.db import db
 
 config = context.config
-
-
-def include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    # MLflow migrates its own tables; autogenerate must not propose dropping them.
-    return type_ != "table" or (name or "").startswith(TABLE_PREFIX)
 
 
 def run_migrations_online() -> None:
@@ -22,7 +17,7 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=db.metadata,
             version_table=VERSION_TABLE,
-            include_name=include_name,
+            include_name=is_trainflow_table,
             render_as_batch=True,  # SQLite alters tables by copying them
             compare_type=True,
         )
