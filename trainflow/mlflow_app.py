@@ -34,9 +34,15 @@ def configure_stores(settings: Settings) -> None:
     os.environ[constants.ARTIFACT_ROOT_ENV_VAR] = DEFAULT_ARTIFACT_ROOT
     os.environ[constants.SERVE_ARTIFACTS_ENV_VAR] = "true"
     os.environ[constants.ARTIFACTS_DESTINATION_ENV_VAR] = str(settings.artifacts_dir)
-    handlers._tracking_store = None
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    from trainflow.tracking_store import TrainflowTrackingStore
+
     handlers._model_registry_store = None
     handlers._artifact_repo = None
+    # Our store subclass, set first so that MLflow's own initialisation keeps it.
+    handlers._tracking_store = TrainflowTrackingStore(uri, DEFAULT_ARTIFACT_ROOT)
+    tracking_utils.set_tracking_uri(uri)
     handlers.initialize_backend_stores(uri, uri, DEFAULT_ARTIFACT_ROOT)
 
 

@@ -1,0 +1,128 @@
+"""MLflow's SQL tracking store with metric writes done in a few SQL statements.
+
+``log_metric`` and ``log_batch`` are most of what a training script sends. MLflow's store
+builds an ORM object per metric and reads the run's latest values back before updating them
+(about 1.5 ms per metric call, 100 ms per 1,000-metric batch on SQLite). This subclass writes
+the same rows with Core statements: insert the metrics ignoring exact duplicates, insert the
+per-key latest values ignoring existing keys, then move each existing latest value forward
+with one conditional UPDATE whose row-value comparison ``(step, timestamp, value) < (...)``
+is MLflow's own rule for "more recent". The result in the database is the same as MLflow's
+(``tests/test_tracking_store.py`` checks both side by side), and the conditional UPDATE keeps
+concurrent writers correct without reading rows first.
+
+Dialects without an insert-ignore here fall back to MLflow's implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mlflow.entities import LifecycleStage, Metric
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils.validation import _validate_metric
+from sqlalchemy import Table, and_, bindparam, select, tuple_, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+_METRICS: Table = SqlMetric.__table__  # type: ignore[assignment]
+_LATEST: Table = SqlLatestMetric.__table__  # type: ignore[assignment]
+_RUNS: Table = SqlRun.__table__  # type: ignore[assignment]
+
+_INSERT_IGNORING_DUPLICATES: dict[str, Callable[[Table], Insert]] = {
+    "sqlite": lambda table: sqlite.insert(table).on_conflict_do_nothing(),
+    "postgresql": lambda table: postgresql.insert(table).on_conflict_do_nothing(),
+    "mysql": lambda table: mysql.insert(table).prefix_with("IGNORE"),
+}
+
+# Move a latest value forward only if the new one is more recent, MLflow's ordering.
+_ADVANCE_LATEST = (
+    update(_LATEST)
+    .where(
+        and_(
+            _LATEST.c.run_uuid == bindparam("b_run_uuid"),
+            _LATEST.c.key == bindparam("b_key"),
+            tuple_(_LATEST.c.step, _LATEST.c.timestamp, _LATEST.c.value)
+            < tuple_(bindparam("b_step"), bindparam("b_timestamp"), bindparam("b_value")),
+        )
+    )
+    .values(
+        step=bindparam("b_step"),
+        timestamp=bindparam("b_timestamp"),
+        value=bindparam("b_value"),
+        is_nan=bindparam("b_is_nan"),
+    )
+)
+
+
+class TrainflowTrackingStore(SqlAlchemyStore):  # type: ignore[misc]
+    """MLflow's ``SqlAlchemyStore`` with a faster ``_log_metrics_once``."""
+
+    def _log_metrics_once(self, run_id: str, metrics: Sequence[Metric]) -> None:
+        insert_ignoring = _INSERT_IGNORING_DUPLICATES.get(self.engine.dialect.name)
+        if insert_ignoring is None:
+            super()._log_metrics_once(run_id, metrics)
+            return
+        rows = self._metric_rows(run_id, metrics)
+        with self.engine.begin() as connection:
+            stage = connection.execute(
+                select(_RUNS.c.lifecycle_stage).where(_RUNS.c.run_uuid == run_id)
+            ).scalar_one_or_none()
+            if stage is None:
+                raise MlflowException(f"Run with id={run_id} not found", RESOURCE_DOES_NOT_EXIST)
+            if stage != LifecycleStage.ACTIVE:
+                raise MlflowException(
+                    f"The run {run_id} must be in the 'active' state. Current state is {stage}.",
+                    INVALID_PARAMETER_VALUE,
+                )
+            if not rows:
+                return
+            connection.execute(insert_ignoring(_METRICS), rows)
+            latest = _most_recent_per_key(rows)
+            connection.execute(insert_ignoring(_LATEST), latest)
+            connection.execute(_ADVANCE_LATEST, [{f"b_{k}": v for k, v in row.items()} for row in latest])
+
+    def _metric_rows(self, run_id: str, metrics: Sequence[Metric]) -> list[dict[str, Any]]:
+        """Validate, drop repeats and sanitise NaN and infinities, as MLflow's store does."""
+        rows: list[dict[str, Any]] = []
+        seen: set[Metric] = set()
+        is_single_metric = len(metrics) == 1
+        for index, metric in enumerate(metrics):
+            _validate_metric(
+                metric.key,
+                metric.value,
+                metric.timestamp,
+                metric.step,
+                path="" if is_single_metric else f"metrics[{index}]",
+            )
+            if metric not in seen:
+                is_nan, value = self.sanitize_metric_value(metric.value)
+                rows.append(
+                    {
+                        "run_uuid": run_id,
+                        "key": metric.key,
+                        "value": value,
+                        "timestamp": metric.timestamp,
+                        "step": metric.step,
+                        "is_nan": is_nan,
+                    }
+                )
+            seen.add(metric)
+        return rows
+
+
+def _recency(row: dict[str, Any]) -> tuple[int, int, float]:
+    return row["step"], row["timestamp"], row["value"]
+
+
+def _most_recent_per_key(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The most recent row of each key, in key order (so concurrent writers lock alike)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        current = latest.get(row["key"])
+        if current is None or _recency(row) > _recency(current):
+            latest[row["key"]] = row
+    return [latest[key] for key in sorted(latest)]
