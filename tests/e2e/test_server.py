@@ -153,3 +153,47 @@ def test_workers_share_logins_and_forget_changed_passwords_together(server_facto
     ]
     assert statuses[0] == 401 and set(statuses) <= {401, 429}
     assert server.stop() == 0
+
+
+def test_a_weak_admin_password_is_refused_at_start(tmp_path, database_url):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFLOW_", "MLFLOW_"))}
+    env.update(
+        TRAINFLOW_DATA_DIR=str(tmp_path / "data"),
+        TRAINFLOW_DATABASE_URL=database_url,
+        TRAINFLOW_ADMIN_PASSWORD="admin",
+        TRAINFLOW_PORT="1",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "trainflow.cli", "server"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "TRAINFLOW_ADMIN_PASSWORD is too weak" in result.stderr
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path, database_url):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFLOW_", "MLFLOW_"))}
+        env.update(
+            TRAINFLOW_DATA_DIR=str(tmp_path / "data"),
+            TRAINFLOW_DATABASE_URL=database_url,
+            TRAINFLOW_PORT=str(port),
+            TRAINFLOW_ADMIN_PASSWORD="chosen-admin-pass",
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "trainflow.cli", "server"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr

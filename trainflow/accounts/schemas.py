@@ -31,7 +31,7 @@ def _check_phone(value: str | None) -> str | None:
     return value
 
 
-def _check_password(value: str) -> str:
+def check_password(value: str) -> str:
     if len(value) < 8:
         raise ValueError("is too weak: use at least 8 characters")
     if len(value) > 1024:
@@ -49,7 +49,7 @@ Username = Annotated[
         "starts with a letter or digit; unique regardless of case.",
     ),
 ]
-Password = Annotated[str, AfterValidator(_check_password), Field(description="At least 8 characters.")]
+Password = Annotated[str, AfterValidator(check_password), Field(description="At least 8 characters.")]
 Email = Annotated[str | None, AfterValidator(_check_email)]
 Phone = Annotated[str | None, AfterValidator(_check_phone)]
 RoleName = Literal["admin", "user"]
