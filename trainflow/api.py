@@ -27,6 +27,7 @@ class Operation:
     tag: str
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
+    form: type[BaseModel] | None = None  # a multipart/form-data body, read by the view itself
     response: type[BaseModel] | None = None
     status: int = 200
     errors: tuple[int, ...] = ()
@@ -44,6 +45,7 @@ def endpoint(
     tag: str,
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
+    form: type[BaseModel] | None = None,
     response: type[BaseModel] | None = None,
     status: int = 200,
     errors: tuple[int, ...] = (),
@@ -57,6 +59,7 @@ def endpoint(
         tag=tag,
         body=body,
         query=query,
+        form=form,
         response=response,
         status=status,
         errors=errors,

@@ -15,6 +15,7 @@ from trainflow.db import db
 from trainflow.keys import load_secret_key
 from trainflow.meta import bp as meta_bp
 from trainflow.mlflow_app import configure_stores, mlflow_flask_app
+from trainflow.scripts import views as scripts_views
 from trainflow.settings import Settings
 
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.register_blueprint(accounts_views.bp)
     app.register_blueprint(meta_bp)
+    app.register_blueprint(scripts_views.bp)
     # Run before MLflow's own hooks would touch a store, after its host-header check.
     app.before_request(authenticate_and_authorize)
     app.after_request(record_mlflow_creator)

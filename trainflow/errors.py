@@ -8,6 +8,7 @@
     ├── PermissionDenied                403 permission_denied
     ├── NotFound                        404 not_found
     ├── Conflict                        409 conflict
+    ├── PayloadTooLarge                 413 payload_too_large
     ├── UnsupportedMediaType            415 unsupported_media_type
     └── TooManyRequests                 429 too_many_requests
 
@@ -72,6 +73,11 @@ class NotFound(TrainflowError):
 class Conflict(TrainflowError):
     status = 409
     code = "conflict"
+
+
+class PayloadTooLarge(TrainflowError):
+    status = 413
+    code = "payload_too_large"
 
 
 class UnsupportedMediaType(TrainflowError):

@@ -73,6 +73,11 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": _schema(operation.body, schemas)}},
             }
+        if operation.form is not None:
+            op["requestBody"] = {
+                "required": True,
+                "content": {"multipart/form-data": {"schema": _schema(operation.form, schemas)}},
+            }
         success: dict[str, Any] = {"description": HTTPStatus(operation.status).phrase}
         if operation.response is not None:
             success["content"] = {"application/json": {"schema": _schema(operation.response, schemas)}}

@@ -86,6 +86,14 @@ class Settings:
         300,
         "Window of the failed-login limit; the 429's Retry-After says when to retry.",
     )
+    max_upload_mb: int = _setting(
+        "TRAINFLOW_MAX_UPLOAD_MB", 100, "Largest script or project archive accepted, in MB (413 above)."
+    )
+    max_unpacked_mb: int = _setting(
+        "TRAINFLOW_MAX_UNPACKED_MB",
+        1000,
+        "Largest total size a project archive may unpack to, in MB (guards against zip bombs).",
+    )
     log_level: str = _setting("TRAINFLOW_LOG_LEVEL", "INFO", "Level of the server's log.")
 
     @classmethod
@@ -112,6 +120,10 @@ class Settings:
         if self.database_url:
             return normalize_database_url(self.database_url)
         return f"sqlite:///{self.resolved_data_dir / 'trainflow.db'}"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.resolved_data_dir / "uploads"
 
     @property
     def artifacts_dir(self) -> Path:

@@ -6,9 +6,16 @@ from alembic import context
 from flask import current_app
 
 from trainflow.database import VERSION_TABLE, is_trainflow_table
-from trainflow.db import db
+from trainflow.db import UTCDateTime, db
 
 config = context.config
+
+
+def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    # Migrations stay self-contained: our UTC wrapper is a plain DateTime column in the schema.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime()"
+    return False
 
 
 def run_migrations_online() -> None:
@@ -18,6 +25,7 @@ def run_migrations_online() -> None:
             target_metadata=db.metadata,
             version_table=VERSION_TABLE,
             include_name=is_trainflow_table,
+            render_item=render_item,
             render_as_batch=True,  # SQLite alters tables by copying them
             compare_type=True,
         )

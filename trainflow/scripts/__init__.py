@@ -1,0 +1,1 @@
+"""Uploaded training scripts and project archives: receiving, checking, storing."""

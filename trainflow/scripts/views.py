@@ -1,0 +1,157 @@
+"""The scripts API: upload (multipart), list, show, download and delete."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request, send_file
+
+from trainflow.accounts.auth import current_principal
+from trainflow.accounts.models import User
+from trainflow.accounts.schemas import PageQuery
+from trainflow.api import endpoint, json_response
+from trainflow.db import db
+from trainflow.errors import BadRequest
+from trainflow.scripts import service
+from trainflow.scripts.models import Script
+from trainflow.scripts.multipart import read_multipart
+from trainflow.scripts.schemas import ScriptOut, ScriptPage, UploadForm
+from trainflow.settings import Settings
+
+TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
+bp = Blueprint("scripts", __name__, url_prefix=TRAIN_PREFIX)
+TAG = "scripts"
+FORM_FIELDS = {"entrypoint"}
+MB = 1024 * 1024
+
+
+def _settings() -> Settings:
+    return current_app.config["TRAINFLOW"]  # type: ignore[no-any-return]
+
+
+def script_out(script: Script, owner: str | None = None) -> ScriptOut:
+    if owner is None:
+        owner = db.session.get(User, script.owner_id).username  # type: ignore[union-attr]
+    return ScriptOut(
+        script=script.id,
+        filename=script.filename,
+        kind=script.kind,  # type: ignore[arg-type]
+        entrypoint=script.entrypoint,
+        has_requirements=script.has_requirements,
+        size=script.size,
+        sha256=script.sha256,
+        owner=owner,
+        created_at=script.created_at,
+    )
+
+
+@endpoint(
+    bp,
+    "/upload",
+    "POST",
+    summary="Upload a training script or project archive",
+    tag=TAG,
+    form=UploadForm,
+    response=ScriptOut,
+    status=201,
+    errors=(400, 401, 413, 415),
+    description="multipart/form-data with the file in a part named `file`. The body is "
+    "streamed to disk; TRAINFLOW_MAX_UPLOAD_MB bounds it.",
+)
+def upload() -> Response:
+    settings = _settings()
+    form = read_multipart(
+        request.stream,
+        request.headers.get("Content-Type"),
+        request.content_length,
+        settings.uploads_dir / ".incoming",
+        settings.max_upload_mb * MB,
+    )
+    try:
+        unknown = sorted((set(form.fields) - FORM_FIELDS) | (set(form.files) - {"file"}))
+        received = form.files.get("file")
+        if received is None:
+            hint = f" (got {', '.join(repr(n) for n in unknown)})" if unknown else ""
+            raise BadRequest(f"The form has no file part named 'file'{hint}.")
+        if unknown:
+            raise BadRequest(
+                f"Unknown form fields: {', '.join(unknown)}; send 'file' and optionally 'entrypoint'."
+            )
+        script = service.create_script(
+            db.session, settings, current_principal().user_id, received, form.fields.get("entrypoint")
+        )
+    finally:
+        form.discard()
+    response = json_response(script_out(script), 201)
+    response.headers["Location"] = f"{TRAIN_PREFIX}/scripts/{script.id}"
+    return response
+
+
+@endpoint(
+    bp,
+    "/scripts",
+    "GET",
+    summary="Your scripts, newest first (an admin: everyone's)",
+    tag=TAG,
+    query=PageQuery,
+    response=ScriptPage,
+    errors=(400, 401),
+)
+def list_scripts(query: PageQuery) -> Response:
+    total, rows = service.list_scripts(db.session, current_principal(), query.page, query.size)
+    page = ScriptPage(
+        total=total,
+        page=query.page,
+        size=query.size,
+        list=[script_out(script, owner) for script, owner in rows],
+    )
+    return json_response(page)
+
+
+@endpoint(
+    bp,
+    "/scripts/<int:script_id>",
+    "GET",
+    summary="One script",
+    tag=TAG,
+    response=ScriptOut,
+    errors=(401, 404),
+)
+def get_script(script_id: int) -> Response:
+    return json_response(script_out(service.get_script(db.session, current_principal(), script_id)))
+
+
+@endpoint(
+    bp,
+    "/scripts/<int:script_id>/content",
+    "GET",
+    summary="The uploaded file, as uploaded",
+    tag=TAG,
+    errors=(401, 404),
+)
+def script_content(script_id: int) -> Response:
+    script = service.get_script(db.session, current_principal(), script_id)
+    mimetype = "text/x-python; charset=utf-8" if script.kind == "python" else "application/octet-stream"
+    response = send_file(
+        service.original_path(_settings(), script),
+        mimetype=mimetype,
+        download_name=script.filename,
+        as_attachment=script.kind != "python",
+    )
+    # Shown as text, never rendered: a script is not a page.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    return response
+
+
+@endpoint(
+    bp,
+    "/scripts/<int:script_id>",
+    "DELETE",
+    summary="Delete a script no job uses",
+    tag=TAG,
+    status=204,
+    errors=(401, 404, 409),
+)
+def delete_script(script_id: int) -> Response:
+    script = service.get_script(db.session, current_principal(), script_id)
+    service.delete_script(db.session, _settings(), script)
+    return Response(status=204)
