@@ -10,8 +10,11 @@ from sqlalchemy import create_engine, inspect, text
 
 from tests.conftest import _admin_execute, _with_database, basic_auth
 from trainflow.cli import main
+from trainflow.database import MIGRATIONS_DIR
 from trainflow.mlflow_app import dispose_stores
 from trainflow.settings import normalize_database_url
+
+HEAD_REVISION = sorted(p.name.split("_")[0] for p in (MIGRATIONS_DIR / "versions").glob("0*.py"))[-1]
 
 
 def _tables(url: str) -> set[str]:
@@ -47,7 +50,9 @@ def test_db_upgrade_creates_both_schemas_and_is_repeatable(tmp_path, empty_datab
     assert second.exit_code == 0, second.output
     engine = create_engine(normalize_database_url(empty_database))
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT version_num FROM tf_alembic_version")).scalar() == "0001"
+        assert (
+            connection.execute(text("SELECT version_num FROM tf_alembic_version")).scalar() == HEAD_REVISION
+        )
     engine.dispose()
     dispose_stores(normalize_database_url(empty_database))
 

@@ -12,6 +12,8 @@ from trainflow.accounts import views as accounts_views
 from trainflow.api import operation_of
 from trainflow.database import MIGRATIONS_DIR, VERSION_TABLE
 from trainflow.db import db
+from trainflow.errors import PermissionDenied
+from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
 from trainflow.meta import bp as meta_bp
 from trainflow.mlflow_app import configure_stores, mlflow_flask_app
@@ -40,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(accounts_views.bp)
     app.register_blueprint(meta_bp)
     app.register_blueprint(scripts_views.bp)
+    app.register_blueprint(jobs_views.bp)
     # Run before MLflow's own hooks would touch a store, after its host-header check.
     app.before_request(authenticate_and_authorize)
     app.after_request(record_mlflow_creator)
@@ -57,6 +60,8 @@ def authenticate_and_authorize() -> None:
     if operation is not None:  # one of trainflow's own routes
         if not operation.is_public:
             g.principal = auth.authenticate_request()
+            if g.principal.job_id is not None:
+                raise PermissionDenied("A job's token works only for its own MLflow run.")
         return None
     if request.endpoint in mlflow_permissions.PUBLIC_ENDPOINTS or request.endpoint.endswith(".static"):
         return None

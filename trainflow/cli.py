@@ -82,6 +82,8 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
         )
         sys.stdout.flush()
 
+    from trainflow.jobs.scheduler import start_scheduler
+
     first_app = [app]
     # What start-up built lives as long as the process: keep the collector off it (and, with
     # workers, keep forked pages shared instead of touching them on every collection).
@@ -89,9 +91,12 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     gc.freeze()
     gc.enable()
 
-    def app_factory():  # type: ignore[no-untyped-def]
+    def app_factory(slot: int):  # type: ignore[no-untyped-def]
         # The app built for migrations serves the first (or only) process.
-        return first_app.pop() if first_app and settings.workers <= 1 else create_app(settings)
+        served = first_app.pop() if first_app and settings.workers <= 1 else create_app(settings)
+        if slot == 0:  # one scheduler per data directory
+            start_scheduler(served)
+        return served
 
     try:
         serve(app_factory, settings, on_ready=ready)

@@ -254,6 +254,9 @@ class MlflowAuthorizer:
         return rule
 
     def authorize(self, principal: Principal) -> None:
+        if principal.run_scope is not None:
+            self._authorize_job(principal)
+            return
         if principal.is_admin:
             return
         rule = self.rule_for_request()
@@ -266,12 +269,37 @@ class MlflowAuthorizer:
                 raise PermissionDenied("You have no permission to read MLflow objects here.")
             return
         for kind, key in self._resources(rule.target):
-            permission = self._permission(principal.user_id, kind, key)
+            permission = self.permission(principal.user_id, kind, key)
             if not permission.allows(rule.action):
                 raise PermissionDenied(
                     f"You have {permission.value} on {kind} {key!r}; "
                     f"this needs permission to {rule.action} it."
                 )
+
+    def _authorize_job(self, principal: Principal) -> None:
+        """A job's token: its own run (and reading its experiment), nothing else."""
+        rule = self.rule_for_request()
+        denied = PermissionDenied(
+            f"A job's token may only use its own run {principal.run_scope}; "
+            f"{request.method} {request.path} is outside it."
+        )
+        if request.endpoint == "_get_server_info":
+            return
+        if rule.target == "run":
+            if _param("run_id", "run_uuid") != principal.run_scope:
+                raise denied
+        elif rule.target == "run_ids":
+            if set(_params("run_ids", "run_id")) - {principal.run_scope}:
+                raise denied
+        elif rule.target == "experiment" and rule.action == "read":
+            if _param("experiment_id") != principal.experiment_scope:
+                raise denied
+        elif rule.target == "artifact_path":
+            path = (request.view_args or {}).get("artifact_path") or request.args.get("path") or ""
+            if not path.strip("/").startswith(f"{principal.experiment_scope}/{principal.run_scope}/"):
+                raise denied
+        else:
+            raise denied
 
     # -- finding the objects a request touches ------------------------------------------------
 
@@ -316,7 +344,8 @@ class MlflowAuthorizer:
                 self._run_experiments.popitem(last=False)
         return self._run_experiments[run_id] or ""
 
-    def _permission(self, user_id: int, kind: str, key: str) -> Permission:
+    def permission(self, user_id: int, kind: str, key: str) -> Permission:
+        """What this user may do to one object (cached; see the class notes)."""
         if kind == "experiment" and key == "":
             return self.default  # no such object: MLflow will say so
         epochs = (self._permission_epoch.current(), self._auth_epoch.current())

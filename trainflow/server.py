@@ -46,12 +46,12 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
 
 
 def serve(app_factory, settings: Settings, on_ready=None) -> None:  # type: ignore[no-untyped-def]
-    """Bind, then serve ``app_factory()`` in ``settings.workers`` processes until SIGTERM/SIGINT."""
+    """Bind, then serve ``app_factory(slot)`` in ``settings.workers`` processes until SIGTERM/SIGINT."""
     sock = listen(settings.host, settings.port)
     if on_ready is not None:
         on_ready(sock)
     if settings.workers <= 1 or not hasattr(os, "fork"):
-        _serve_one(sock, app_factory())
+        _serve_one(sock, app_factory(0))
         return
     children: dict[int, int] = {}
 
@@ -60,7 +60,7 @@ def serve(app_factory, settings: Settings, on_ready=None) -> None:  # type: igno
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            _serve_one(sock, app_factory())
+            _serve_one(sock, app_factory(slot))
             os._exit(0)
         children[pid] = slot
 

@@ -94,6 +94,22 @@ class Settings:
         1000,
         "Largest total size a project archive may unpack to, in MB (guards against zip bombs).",
     )
+    max_concurrent_jobs: int = _setting(
+        "TRAINFLOW_MAX_CONCURRENT_JOBS", 2, "Jobs running at once; the rest wait QUEUED, first in first out."
+    )
+    max_jobs_per_user: int = _setting(
+        "TRAINFLOW_MAX_JOBS_PER_USER",
+        0,
+        "Jobs one user may run at once (0: no limit); their others wait while other users' jobs start.",
+    )
+    gpus: str = _setting(
+        "TRAINFLOW_GPUS",
+        "",
+        "GPU ids jobs may use, e.g. `0,1`; a job asking for N gets N free ones in CUDA_VISIBLE_DEVICES.",
+    )
+    job_grace_seconds: int = _setting(
+        "TRAINFLOW_JOB_GRACE_SECONDS", 10, "Seconds between SIGTERM and SIGKILL when a job is cancelled."
+    )
     log_level: str = _setting("TRAINFLOW_LOG_LEVEL", "INFO", "Level of the server's log.")
 
     @classmethod
@@ -120,6 +136,20 @@ class Settings:
         if self.database_url:
             return normalize_database_url(self.database_url)
         return f"sqlite:///{self.resolved_data_dir / 'trainflow.db'}"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.resolved_data_dir / "jobs"
+
+    @property
+    def gpu_ids(self) -> list[str]:
+        return [gpu.strip() for gpu in self.gpus.split(",") if gpu.strip()]
+
+    @property
+    def local_url(self) -> str:
+        """How a job on this machine reaches the server."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)  # noqa: S104
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
     def uploads_dir(self) -> Path:

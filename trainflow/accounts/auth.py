@@ -126,6 +126,10 @@ def _from_bearer(token: str, expected_type: str) -> Principal:
         return principal
     epoch = state.epoch.current()
     claims = decode_jwt(token, expected_type)
+    if "job" in claims:
+        principal = _job_principal(claims)
+        state.cache.put(key, principal, epoch)
+        return principal
     user = db.session.get(User, _int(claims.get("sub")))
     is_revoked = db.session.scalar(select(RevokedToken.jti).where(RevokedToken.jti == claims.get("jti")))
     if user is None or claims.get("tv") != user.token_version or is_revoked:
@@ -135,6 +139,45 @@ def _from_bearer(token: str, expected_type: str) -> Principal:
     )
     state.cache.put(key, principal, epoch)
     return principal
+
+
+def _job_principal(claims: dict[str, object]) -> Principal:
+    """A job's token is good while its job runs, for that job's run only."""
+    from trainflow.jobs.models import Job, JobStatus
+
+    job = db.session.get(Job, _int(claims["job"]))
+    user = db.session.get(User, _int(claims.get("sub")))
+    if (
+        job is None
+        or user is None
+        or job.status != JobStatus.RUNNING.value
+        or job.run_id != claims.get("run")
+    ):
+        raise Unauthenticated("This job token is no longer valid: its job has ended.")
+    return Principal(
+        user.id,
+        user.username,
+        is_admin=False,
+        token_id=str(claims["jti"]),
+        token_expires=_int(claims["exp"]),
+        job_id=job.id,
+        run_scope=job.run_id,
+        experiment_scope=job.experiment_id,
+    )
+
+
+def issue_job_token(app: Flask, job: object) -> str:
+    """An access token for a job's process: MLflow calls on its own run, until the job ends."""
+    with app.app_context():
+        return create_access_token(
+            identity=str(job.owner_id),  # type: ignore[attr-defined]
+            additional_claims={"job": job.id, "run": job.run_id},  # type: ignore[attr-defined]
+            expires_delta=timedelta(days=31),
+        )
+
+
+def forget_credentials_of_app(app: Flask) -> None:
+    app.extensions[_EXTENSION].cache.forget_all()
 
 
 def principal_from_refresh_token(token: str) -> Principal:

@@ -40,6 +40,10 @@ class Principal:
     is_admin: bool
     token_id: str | None = None  # the JWT's jti when a Bearer token was used
     token_expires: int | None = None
+    # A job's token acts for the job's owner, on the job's own MLflow run only.
+    job_id: int | None = None
+    run_scope: str | None = None
+    experiment_scope: str | None = None
 
 
 class AuthEpoch:

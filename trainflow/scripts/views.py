@@ -153,5 +153,8 @@ def script_content(script_id: int) -> Response:
 )
 def delete_script(script_id: int) -> Response:
     script = service.get_script(db.session, current_principal(), script_id)
+    from trainflow.jobs.service import ensure_script_unused
+
+    ensure_script_unused(db.session, script.id)
     service.delete_script(db.session, _settings(), script)
     return Response(status=204)

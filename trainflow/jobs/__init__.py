@@ -1,0 +1,1 @@
+"""Training jobs: a stored script run as a supervised process, tied to one MLflow run."""

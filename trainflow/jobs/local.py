@@ -1,0 +1,135 @@
+"""The local executor: each job under its own supervisor process on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What to run for one job; written to the job's folder as spec.json."""
+
+    job_id: int
+    argv: list[str]
+    env: dict[str, str]
+    timeout_s: int | None
+    grace_s: float
+
+
+class LocalExecutor:
+    """Starts, cancels and observes supervisors; everything it knows is in each job's folder."""
+
+    def __init__(self, jobs_dir: Path, notify_path: Path | None) -> None:
+        self.jobs_dir = jobs_dir
+        self.notify_path = notify_path
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.jobs_dir / str(job_id)
+
+    def work_dir(self, job_id: int) -> Path:
+        return self.job_dir(job_id) / "work"
+
+    def output_dir(self, job_id: int) -> Path:
+        return self.job_dir(job_id) / "output"
+
+    def prepare(self, job_id: int, files: Path) -> Path:
+        """A fresh folder for the job, with a copy of its script's files to run in."""
+        folder = self.job_dir(job_id)
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, mode=0o700)
+        shutil.copytree(files, folder / "work")
+        for name in ("output", "tmp", "home"):
+            (folder / name).mkdir()
+        return folder
+
+    def start(self, spec: LaunchSpec) -> int:
+        """Launch the supervisor in a session of its own; return its pid."""
+        folder = self.job_dir(spec.job_id)
+        document = {
+            "job": spec.job_id,
+            "argv": spec.argv,
+            "cwd": str(folder / "work"),
+            "env": spec.env,
+            "timeout_s": spec.timeout_s,
+            "grace_s": spec.grace_s,
+            "notify": str(self.notify_path) if self.notify_path else None,
+        }
+        # The spec holds the job's token: only the server's user may read it.
+        fd = os.open(folder / "spec.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(document, f)
+        with open(folder / "supervisor.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "trainflow.jobs.supervisor", str(folder)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                env=_supervisor_env(),
+            )
+        self._children[process.pid] = process
+        return process.pid
+
+    def reap(self) -> None:
+        """Collect exited supervisors we started (after a restart, init collects them)."""
+        for pid, process in list(self._children.items()):
+            if process.poll() is not None:
+                del self._children[pid]
+
+    def status(self, job_id: int) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.job_dir(job_id) / "status.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def is_supervising(self, job_id: int, pid: int | None) -> bool:
+        """Whether ``pid`` is still this job's supervisor (not a reused pid)."""
+        if not pid:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if cmdline.exists():
+            with contextlib.suppress(OSError):
+                return str(self.job_dir(job_id)).encode() in cmdline.read_bytes()
+        return True
+
+    def cancel(self, job_id: int, supervisor_pid: int | None) -> bool:
+        """Ask the supervisor to end the job (SIGTERM, then SIGKILL after the grace period)."""
+        if not self.is_supervising(job_id, supervisor_pid):
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(supervisor_pid, signal.SIGTERM)  # type: ignore[arg-type]
+        return True
+
+    def kill_orphan(self, pid: int | None) -> None:
+        """End a job whose supervisor vanished, so nothing runs unwatched."""
+        if pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def remove(self, job_id: int) -> None:
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+
+def _supervisor_env() -> dict[str, str]:
+    """The supervisor needs only to find Python and trainflow; it gets nothing else."""
+    env = {k: v for k, v in os.environ.items() if k in {"PATH", "LANG", "LC_ALL", "SYSTEMROOT"}}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    return env

@@ -1,0 +1,65 @@
+"""The jobs table and the states a job moves through."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from trainflow.db import TABLE_PREFIX, UTCDateTime, db, utcnow
+
+
+class JobStatus(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+    LOST = "LOST"
+
+    @property
+    def is_finished(self) -> bool:
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+# How each end of a job shows in MLflow.
+MLFLOW_RUN_STATUS = {
+    JobStatus.SUCCEEDED: "FINISHED",
+    JobStatus.FAILED: "FAILED",
+    JobStatus.CANCELLED: "KILLED",
+    JobStatus.TIMED_OUT: "KILLED",
+    JobStatus.LOST: "FAILED",
+}
+
+
+class Job(db.Model):  # type: ignore[name-defined,misc]
+    __tablename__ = f"{TABLE_PREFIX}jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(
+        ForeignKey(f"{TABLE_PREFIX}users.id", ondelete="CASCADE"), index=True
+    )
+    # A script used by a job cannot be deleted while the job is kept (RESTRICT).
+    script_id: Mapped[int] = mapped_column(
+        ForeignKey(f"{TABLE_PREFIX}scripts.id", ondelete="RESTRICT"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    experiment_id: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    args: Mapped[list[str]] = mapped_column(JSON, default=list)
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    timeout_s: Mapped[int | None] = mapped_column(Integer)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    gpu_ids: Mapped[str | None] = mapped_column(String(255))
+    supervisor_pid: Mapped[int | None] = mapped_column(Integer)
+    pid: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,292 @@
+"""The scheduler: starts queued jobs when slots and GPUs are free, and records how jobs end.
+
+Exactly one runs per data directory (in `trainflow server`, the only or first process). It
+works from the database and each job's folder, so a new one picks up where a killed one left
+off: on start it looks at every job marked RUNNING, keeps watching those whose supervisor is
+still alive, records the end of those that finished meanwhile, and marks LOST the ones whose
+supervisor vanished without recording an exit. A job is claimed with a conditional UPDATE
+before its supervisor starts, so no job starts twice.
+
+Supervisors announce state changes with a datagram on a local socket; the scheduler also
+looks at running jobs' status files once a second in case a datagram was missed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from trainflow.db import db, utcnow
+from trainflow.jobs import service
+from trainflow.jobs.local import LaunchSpec, LocalExecutor
+from trainflow.jobs.models import Job, JobStatus
+from trainflow.scripts import service as scripts
+from trainflow.scripts.models import Script
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from trainflow.settings import Settings
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0
+EXTENSION = "trainflow.scheduler"
+
+
+def notify_socket_path(settings: Settings) -> Path:
+    """Where the scheduler listens; a short path, since AF_UNIX paths are limited to ~100 bytes."""
+    path = settings.resolved_data_dir / "run" / "notify.sock"
+    if len(str(path)) < 100:
+        return path
+    return Path(tempfile.mkdtemp(prefix="trainflow-")) / "notify.sock"
+
+
+class JobScheduler:
+    def __init__(self, app: Flask, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.notify_path = notify_socket_path(settings) if hasattr(socket, "AF_UNIX") else None
+        self.executor = LocalExecutor(settings.jobs_dir, self.notify_path)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._socket: socket.socket | None = None
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.notify_path is not None:
+            self._socket = _bind(self.notify_path)
+            self._threads.append(threading.Thread(target=self._listen, name="job-notify", daemon=True))
+        self._threads.append(threading.Thread(target=self._loop, name="job-scheduler", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _listen(self) -> None:
+        assert self._socket is not None
+        while not self._stop.is_set():
+            try:
+                self._socket.recv(4096)
+            except OSError:
+                return
+            self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self.app.app_context():
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("The job scheduler failed a round; it will try again")
+                finally:
+                    db.session.remove()
+            self._wake.wait(timeout=POLL_S)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        self.executor.reap()
+        self._observe_running()
+        self._start_queued()
+
+    # -- watching -----------------------------------------------------------------------------
+
+    def _observe_running(self) -> None:
+        for job in db.session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value)).all():
+            status = self.executor.status(job.id)
+            if status and status.get("state") == "exited":
+                self._record_exit(job, status)
+            elif not self.executor.is_supervising(job.id, job.supervisor_pid):
+                status = self.executor.status(job.id)  # it may have written its exit just now
+                if status and status.get("state") == "exited":
+                    self._record_exit(job, status)
+                    continue
+                self.executor.kill_orphan((status or {}).get("pid"))
+                service.finish(
+                    db.session,
+                    job,
+                    JobStatus.LOST,
+                    exit_code=None,
+                    reason="Its supervisor process ended without recording how the job ended "
+                    "(the machine restarted, or the process was killed).",
+                )
+                log.warning("Job %d: LOST", job.id)
+            elif status and status.get("pid") and job.pid != status["pid"]:
+                job.pid = status["pid"]
+                db.session.commit()
+
+    def _record_exit(self, job: Job, status: dict[str, Any]) -> None:
+        reason = status.get("reason")
+        code, signal_number = status.get("exit_code"), status.get("signal")
+        if reason == "cancelled":
+            outcome, text = JobStatus.CANCELLED, "Cancelled."
+        elif reason == "timed_out":
+            outcome, text = JobStatus.TIMED_OUT, f"Ran past its timeout of {job.timeout_s} s."
+        elif reason == "start_failed":
+            outcome, text = JobStatus.FAILED, "The job's process could not start; see its log."
+        elif code == 0:
+            outcome, text = JobStatus.SUCCEEDED, None
+        elif signal_number:
+            outcome, text = JobStatus.FAILED, f"Killed by signal {signal_number}."
+        else:
+            outcome, text = JobStatus.FAILED, f"Exited with code {code}."
+        if service.finish(
+            db.session,
+            job,
+            outcome,
+            exit_code=code,
+            reason=text,
+            finished_at=status.get("finished_at"),
+            output_dir=self.executor.output_dir(job.id),
+        ):
+            log.info("Job %d: %s (%s)", job.id, outcome.value, text or "exit code 0")
+            from trainflow.accounts.auth import forget_credentials_of_app
+
+            forget_credentials_of_app(self.app)  # its job token stops working at once
+
+    # -- starting -----------------------------------------------------------------------------
+
+    def _start_queued(self) -> None:
+        running = db.session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value)).all()
+        if len(running) >= self.settings.max_concurrent_jobs:
+            return
+        per_user = Counter(job.owner_id for job in running)
+        busy_gpus = {gpu for job in running for gpu in (job.gpu_ids or "").split(",") if gpu}
+        slots = self.settings.max_concurrent_jobs - len(running)
+        queued = db.session.scalars(
+            select(Job).where(Job.status == JobStatus.QUEUED.value).order_by(Job.id)
+        ).all()
+        for job in queued:
+            if slots <= 0:
+                return
+            limit = self.settings.max_jobs_per_user
+            if limit and per_user[job.owner_id] >= limit:
+                continue  # this user's turn comes when one of theirs ends
+            free = [gpu for gpu in self.settings.gpu_ids if gpu not in busy_gpus]
+            if job.gpus > len(free):
+                continue
+            gpu_ids = free[: job.gpus]
+            if not self._claim(job, gpu_ids):
+                continue
+            self._launch(job, gpu_ids)
+            slots -= 1
+            per_user[job.owner_id] += 1
+            busy_gpus.update(gpu_ids)
+
+    def _claim(self, job: Job, gpu_ids: list[str]) -> bool:
+        claimed = db.session.execute(
+            update(Job)
+            .where(Job.id == job.id, Job.status == JobStatus.QUEUED.value)
+            .values(
+                status=JobStatus.RUNNING.value,
+                started_at=utcnow(),
+                gpu_ids=",".join(gpu_ids) if self.settings.gpu_ids else None,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        db.session.commit()
+        db.session.refresh(job)
+        return bool(claimed)
+
+    def _launch(self, job: Job, gpu_ids: list[str]) -> None:
+        from trainflow.accounts.auth import issue_job_token
+
+        try:
+            script = db.session.get(Script, job.script_id)
+            assert script is not None
+            folder = self.executor.prepare(job.id, scripts.files_dir(self.settings, script))
+            env = service.job_env(
+                job,
+                base_env=dict(os.environ),
+                tracking_uri=self.settings.local_url,
+                token=issue_job_token(self.app, job),
+                folder=folder,
+                gpu_ids=",".join(gpu_ids) if self.settings.gpu_ids else None,
+            )
+            spec = LaunchSpec(
+                job.id,
+                service.job_argv(job, script.entrypoint),
+                env,
+                job.timeout_s,
+                float(self.settings.job_grace_seconds),
+            )
+            job.supervisor_pid = self.executor.start(spec)
+            db.session.commit()
+            _set_run_running(job.run_id)
+            log.info("Job %d: started (supervisor %d)", job.id, job.supervisor_pid)
+        except Exception as e:
+            log.exception("Job %d: could not start", job.id)
+            service.finish(db.session, job, JobStatus.FAILED, exit_code=None, reason=f"Could not start: {e}")
+
+    # -- cancelling ---------------------------------------------------------------------------
+
+    def cancel(self, job: Job) -> None:
+        """Cancel a queued job at once, or ask a running job's supervisor to end it."""
+        if job.status == JobStatus.QUEUED.value:
+            service.finish(
+                db.session, job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled while queued."
+            )
+        elif job.status == JobStatus.RUNNING.value:
+            self.executor.cancel(job.id, job.supervisor_pid)
+            self.wake()
+
+
+def _set_run_running(run_id: str) -> None:
+    from mlflow.entities import RunStatus
+    from mlflow.server.handlers import _get_tracking_store
+
+    try:
+        _get_tracking_store().update_run_info(run_id, RunStatus.RUNNING, end_time=None, run_name=None)
+    except Exception:
+        log.exception("Could not mark run %s RUNNING", run_id)
+
+
+def _bind(path: Path) -> socket.socket:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
+    return sock
+
+
+def wake_scheduler(app: Flask) -> None:
+    """Tell the scheduler something changed: directly in its process, by datagram elsewhere."""
+    scheduler: JobScheduler | None = app.extensions.get(EXTENSION)
+    if scheduler is not None:
+        scheduler.wake()
+        return
+    path = notify_socket_path(app.config["TRAINFLOW"])
+    if path.exists() and hasattr(socket, "AF_UNIX"):
+        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(json.dumps({"event": "wake"}).encode(), str(path))
+
+
+def start_scheduler(app: Flask) -> JobScheduler:
+    scheduler = JobScheduler(app, app.config["TRAINFLOW"])
+    app.extensions[EXTENSION] = scheduler
+    scheduler.start()
+    return scheduler

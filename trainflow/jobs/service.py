@@ -1,0 +1,254 @@
+"""Job operations: submit, find, list, cancel, delete, and recording how a job ended."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from trainflow.accounts.credentials import Principal
+from trainflow.accounts.models import User
+from trainflow.db import utcnow
+from trainflow.errors import BadRequest, Conflict, NotFound, PermissionDenied
+from trainflow.jobs.models import MLFLOW_RUN_STATUS, Job, JobStatus
+from trainflow.jobs.schemas import SubmitJobRequest
+from trainflow.scripts import service as scripts
+from trainflow.scripts.models import Script
+
+log = logging.getLogger(__name__)
+MAX_ID = 2**63 - 1
+PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")  # from the server's environment, and no more
+
+
+def submit(session: Session, principal: Principal, request: SubmitJobRequest, authorizer: Any) -> Job:
+    """Check the request, create the job's MLflow run, and queue the job."""
+    script = scripts.get_script(session, principal, request.script_id)
+    from mlflow.entities import Param, RunStatus, RunTag
+    from mlflow.server.handlers import _get_tracking_store
+
+    store = _get_tracking_store()
+    experiment_name = request.experiment_name or f"{principal.username}/{Path(script.filename).stem}"
+    experiment_id = _experiment_for(store, principal, experiment_name, authorizer)
+    run = store.create_run(
+        experiment_id=experiment_id,
+        user_id=principal.username,
+        start_time=int(time.time() * 1000),
+        tags=[
+            RunTag("mlflow.source.name", script.entrypoint),
+            RunTag("mlflow.source.type", "JOB"),
+            RunTag("mlflow.user", principal.username),
+        ],
+        run_name=request.run_name,
+    )
+    run_id = run.info.run_id
+    try:
+        if request.params:
+            store.log_batch(
+                run_id, metrics=[], params=[Param(k, str(v)) for k, v in request.params.items()], tags=[]
+            )
+        store.update_run_info(run_id, RunStatus.SCHEDULED, end_time=None, run_name=None)
+        job = Job(
+            owner_id=principal.user_id,
+            script_id=script.id,
+            experiment_id=experiment_id,
+            run_id=run_id,
+            params=request.params,
+            args=request.args,
+            env=request.env,
+            timeout_s=request.timeout_s,
+            gpus=request.gpus,
+            status=JobStatus.QUEUED.value,
+        )
+        session.add(job)
+        session.commit()
+    except BaseException:
+        # No job was queued: the run it would have used ends as failed, not left scheduled.
+        session.rollback()
+        with contextlib.suppress(Exception):
+            store.update_run_info(run_id, RunStatus.FAILED, end_time=int(time.time() * 1000), run_name=None)
+        raise
+    with contextlib.suppress(Exception):
+        store.set_tag(run_id, RunTag("trainflow.job_id", str(job.id)))
+    return job
+
+
+def _experiment_for(store: Any, principal: Principal, name: str, authorizer: Any) -> str:
+    from mlflow.exceptions import MlflowException
+
+    from trainflow.mlflow_permissions import Permission
+
+    experiment = store.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            experiment_id = str(store.create_experiment(name))
+        except MlflowException as e:
+            raise BadRequest(f"Cannot create experiment {name!r}: {e.message}") from None
+        authorizer.grant(principal.user_id, "experiment", experiment_id, Permission.MANAGE)
+        return experiment_id
+    experiment_id = str(experiment.experiment_id)
+    if experiment.lifecycle_stage != "active":
+        raise BadRequest(f"Experiment {name!r} is deleted; restore it or choose another name.")
+    if not principal.is_admin and not authorizer.permission(
+        principal.user_id, "experiment", experiment_id
+    ).allows("update"):
+        raise PermissionDenied(
+            f"You may not add runs to experiment {name!r}; choose another experiment_name."
+        )
+    return experiment_id
+
+
+def get_job(session: Session, principal: Principal, job_id: int) -> Job:
+    """The job if it exists and is the caller's (or the caller is an admin); 404 otherwise."""
+    job = session.get(Job, job_id) if 0 < job_id <= MAX_ID else None
+    if job is None or not (principal.is_admin or job.owner_id == principal.user_id):
+        raise NotFound(f"No job {job_id}; GET /ajax-api/2.0/mlflow/train/jobs lists yours.")
+    return job
+
+
+def list_jobs(
+    session: Session, principal: Principal, page: int, size: int, status: str | None, username: str | None
+) -> tuple[int, list[Job]]:
+    query = select(Job)
+    if not principal.is_admin:
+        query = query.where(Job.owner_id == principal.user_id)
+    if status:
+        query = query.where(Job.status == status)
+    if username:
+        from trainflow.accounts.service import find_user
+
+        user = find_user(session, username)
+        query = query.where(Job.owner_id == (user.id if user else -1))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    jobs = session.scalars(query.order_by(Job.id.desc()).offset((page - 1) * size).limit(size)).all()
+    return total, list(jobs)
+
+
+def queue_positions(session: Session) -> dict[int, int]:
+    """1-based positions of queued jobs, first in first out."""
+    ids = session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED.value).order_by(Job.id)).all()
+    return {job_id: index + 1 for index, job_id in enumerate(ids)}
+
+
+def usernames(session: Session, jobs: list[Job]) -> dict[int, str]:
+    owner_ids = {job.owner_id for job in jobs}
+    rows = (
+        session.execute(select(User.id, User.username).where(User.id.in_(owner_ids))).all()
+        if owner_ids
+        else []
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+def script_names(session: Session, jobs: list[Job]) -> dict[int, str]:
+    ids = {job.script_id for job in jobs}
+    rows = session.execute(select(Script.id, Script.filename).where(Script.id.in_(ids))).all() if ids else []
+    return {row[0]: row[1] for row in rows}
+
+
+def ensure_deletable(job: Job) -> None:
+    if not JobStatus(job.status).is_finished:
+        raise Conflict(f"Job {job.id} is {job.status}; cancel it first.")
+
+
+def ensure_script_unused(session: Session, script_id: int) -> None:
+    count = session.scalar(select(func.count()).select_from(Job).where(Job.script_id == script_id)) or 0
+    if count:
+        raise Conflict(f"Script {script_id} is used by {count} job(s); delete those jobs first.")
+
+
+def finish(
+    session: Session,
+    job: Job,
+    status: JobStatus,
+    *,
+    exit_code: int | None,
+    reason: str | None,
+    finished_at: float | None = None,
+    output_dir: Path | None = None,
+) -> bool:
+    """Record the end of a job and of its MLflow run, once; return whether this call did it."""
+    updated = session.execute(
+        Job.__table__.update()
+        .where(Job.id == job.id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+        .values(
+            status=status.value,
+            exit_code=exit_code,
+            reason=reason,
+            finished_at=datetime.fromtimestamp(finished_at, UTC) if finished_at else utcnow(),
+        )
+    ).rowcount
+    session.commit()
+    if not updated:
+        return False
+    session.refresh(job)
+    _end_run(job, status, output_dir)
+    return True
+
+
+def _end_run(job: Job, status: JobStatus, output_dir: Path | None) -> None:
+    from mlflow.entities import RunStatus
+    from mlflow.server.handlers import _get_tracking_store
+
+    store = _get_tracking_store()
+    try:
+        if output_dir is not None and output_dir.is_dir() and any(output_dir.iterdir()):
+            _log_artifacts(store, job.run_id, output_dir)
+        end = int((job.finished_at or utcnow()).timestamp() * 1000)
+        store.update_run_info(
+            job.run_id, RunStatus.from_string(MLFLOW_RUN_STATUS[status]), end_time=end, run_name=None
+        )
+    except Exception:
+        log.exception("Job %d: could not finish its MLflow run %s", job.id, job.run_id)
+
+
+def _log_artifacts(store: Any, run_id: str, output_dir: Path) -> None:
+    """Copy the job's output folder into the run's artifacts (through MLflow's artifact store)."""
+    from mlflow.server.handlers import _get_artifact_repo_mlflow_artifacts
+
+    run = store.get_run(run_id)
+    root = run.info.artifact_uri  # mlflow-artifacts:/<experiment>/<run>/artifacts
+    prefix = root.split(":", 1)[1].lstrip("/") if root.startswith("mlflow-artifacts:") else None
+    if prefix is None:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        get_artifact_repository(root).log_artifacts(str(output_dir))
+        return
+    _get_artifact_repo_mlflow_artifacts().log_artifacts(str(output_dir), artifact_path=prefix)
+
+
+def job_argv(job: Job, entrypoint: str) -> list[str]:
+    argv = [sys.executable, "-u", entrypoint]
+    for key, value in job.params.items():
+        argv += [f"--{key}", str(value)]
+    return argv + list(job.args)
+
+
+def job_env(
+    job: Job, *, base_env: dict[str, str], tracking_uri: str, token: str, folder: Path, gpu_ids: str | None
+) -> dict[str, str]:
+    """The job's whole environment: an allow-list, never the server's secrets."""
+    env = {k: v for k, v in base_env.items() if k in PASSED_ENV}
+    env.update(job.env)
+    env.update(
+        PATH=str(Path(sys.executable).parent) + ":/usr/local/bin:/usr/bin:/bin",
+        HOME=str(folder / "home"),
+        TMPDIR=str(folder / "tmp"),
+        PYTHONUNBUFFERED="1",
+        PYTHONIOENCODING="utf-8",
+        MLFLOW_TRACKING_URI=tracking_uri,
+        MLFLOW_RUN_ID=job.run_id,
+        MLFLOW_EXPERIMENT_ID=job.experiment_id,
+        MLFLOW_TRACKING_TOKEN=token,
+        TRAINFLOW_OUTPUT_DIR=str(folder / "output"),
+        TRAINFLOW_JOB_ID=str(job.id),
+    )
+    if gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu_ids
+    return env

@@ -1,0 +1,276 @@
+"""The job supervisor: runs one job's process and records everything it prints and how it ends.
+
+Started by the web process as ``python -m trainflow.jobs.supervisor JOB_DIR`` in a session of
+its own, so it outlives a restart (or a SIGKILL) of the web process. It uses the standard
+library only: it starts in tens of milliseconds and holds a few MB per job.
+
+``JOB_DIR/spec.json`` (written by the web process) says what to run. The supervisor writes:
+
+- ``logs.ndjson``: one JSON record per output line: ``{"n", "ts", "stream", "line"}``, plus
+  ``"partial": true`` when the line was cut (over 64 KB, or no newline for a second). A
+  progress bar redrawn with ``\\r`` is kept as the line a terminal would finally show.
+- ``status.json``, replaced atomically on each change: ``starting`` → ``running`` (with the
+  job's pid) → ``exited`` (with ``exit_code``, ``signal`` and ``reason``: ``cancelled``,
+  ``timed_out`` or null).
+
+SIGTERM to the supervisor cancels the job. The job runs in its own process group; ending it
+sends SIGTERM to the whole group and SIGKILL after the grace period, children included.
+A datagram to ``spec["notify"]`` (if that socket exists) tells the web process a state changed.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+MAX_LINE = 64 * 1024
+IDLE_FLUSH_S = 1.0
+DRAIN_S = 2.0  # how long a job's leftover children may keep its pipes open after it exits
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class LogWriter:
+    """Numbers records and appends them to the log file."""
+
+    def __init__(self, path: Path) -> None:
+        self.count = _count_lines(path)
+        self._file: BinaryIO = open(path, "ab", buffering=1 << 16)
+
+    def write(self, stream: str, line: str, is_partial: bool = False) -> None:
+        self.count += 1
+        record: dict[str, Any] = {
+            "n": self.count,
+            "ts": round(time.time(), 6),
+            "stream": stream,
+            "line": line,
+        }
+        if is_partial:
+            record["partial"] = True
+        self._file.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+class LineSplitter:
+    """Turns one stream's bytes into lines, the way a terminal would show them."""
+
+    def __init__(self, stream: str, log: LogWriter) -> None:
+        self.stream = stream
+        self.log = log
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending = ""
+        self.is_overwriting = False  # a \r was seen: the next text replaces the line
+        self.has_carriage = False  # the pending line is a redrawn one (a progress bar)
+        self.last_data = time.monotonic()
+
+    def feed(self, data: bytes) -> None:
+        self.last_data = time.monotonic()
+        text = self.decoder.decode(data)
+        start = 0
+        for index, char in enumerate(text):
+            if char == "\n":
+                self._append(text[start:index])
+                self._emit()
+                start = index + 1
+            elif char == "\r":
+                self._append(text[start:index])
+                self.is_overwriting = True
+                self.has_carriage = True
+                start = index + 1
+        self._append(text[start:])
+
+    def _append(self, text: str) -> None:
+        if not text:
+            return
+        if self.is_overwriting:
+            self.pending = ""
+            self.is_overwriting = False
+        self.pending += text
+        while len(self.pending) > MAX_LINE:
+            self.log.write(self.stream, self.pending[:MAX_LINE], is_partial=True)
+            self.pending = self.pending[MAX_LINE:]
+
+    def _emit(self) -> None:
+        self.log.write(self.stream, self.pending)
+        self.pending = ""
+        self.is_overwriting = False
+        self.has_carriage = False
+
+    def flush_idle(self, now: float) -> None:
+        """Write out text that has waited a second for its newline (not a bar being redrawn)."""
+        if self.pending and not self.has_carriage and now - self.last_data >= IDLE_FLUSH_S:
+            self.log.write(self.stream, self.pending, is_partial=True)
+            self.pending = ""
+
+    def close(self) -> None:
+        self._append(self.decoder.decode(b"", final=True))
+        if self.pending:
+            self._emit()
+
+
+class Supervisor:
+    def __init__(self, job_dir: Path) -> None:
+        self.job_dir = job_dir
+        self.spec: dict[str, Any] = json.loads((job_dir / "spec.json").read_text(encoding="utf-8"))
+        self.status_path = job_dir / "status.json"
+        self.reason: str | None = None
+        self.kill_at: float | None = None  # when SIGKILL follows the SIGTERM already sent
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_cancel)
+        signal.signal(signal.SIGINT, self._on_cancel)
+        self._set_status(state="starting", supervisor_pid=os.getpid())
+        log = LogWriter(self.job_dir / "logs.ndjson")
+        if self.reason == "cancelled":  # cancelled before it started
+            log.close()
+            self._set_status(
+                state="exited", exit_code=None, signal=None, reason="cancelled", finished_at=time.time()
+            )
+            return 0
+        try:
+            self.process = subprocess.Popen(
+                self.spec["argv"],
+                cwd=self.spec["cwd"],
+                env=self.spec["env"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                bufsize=0,
+            )
+        except OSError as e:
+            log.write("stderr", f"trainflow: could not start the job: {e}")
+            log.close()
+            self._set_status(
+                state="exited", exit_code=127, signal=None, reason="start_failed", finished_at=time.time()
+            )
+            return 0
+        started = time.time()
+        self._set_status(
+            state="running", supervisor_pid=os.getpid(), pid=self.process.pid, started_at=started
+        )
+        if self.reason == "cancelled":
+            self._terminate()
+        timeout = self.spec.get("timeout_s")
+        deadline = started + timeout if timeout else None
+        self._pump(log, deadline)
+        code = self.process.wait()
+        log.close()
+        self._set_status(
+            state="exited",
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            reason=self.reason,
+            started_at=started,
+            finished_at=time.time(),
+            pid=self.process.pid,
+        )
+        return 0
+
+    def _pump(self, log: LogWriter, deadline: float | None) -> None:
+        assert self.process is not None and self.process.stdout and self.process.stderr
+        selector = selectors.DefaultSelector()
+        splitters = {}
+        for name, pipe in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
+            os.set_blocking(pipe.fileno(), False)
+            selector.register(pipe, selectors.EVENT_READ, name)
+            splitters[name] = LineSplitter(name, log)
+        drain_until: float | None = None
+        while selector.get_map():
+            now = time.monotonic()
+            wall = time.time()
+            if deadline is not None and wall >= deadline and self.reason is None:
+                self.reason = "timed_out"
+                self._terminate()
+            if self.kill_at is not None and now >= self.kill_at:
+                self._killpg(signal.SIGKILL)
+                self.kill_at = None
+            if drain_until is None and self.process.poll() is not None:
+                drain_until = now + DRAIN_S
+            if drain_until is not None and now >= drain_until:
+                self._killpg(signal.SIGKILL)  # leftover children holding the pipes
+                break
+            for key, _ in selector.select(timeout=0.2):
+                try:
+                    data = os.read(key.fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if data:
+                    splitters[key.data].feed(data)
+                else:
+                    selector.unregister(key.fileobj)
+            for splitter in splitters.values():
+                splitter.flush_idle(time.monotonic())
+            log.flush()
+        for splitter in splitters.values():
+            splitter.close()
+        selector.close()
+
+    def _on_cancel(self, signum: int, frame: object) -> None:
+        if self.reason is None:
+            self.reason = "cancelled"
+        self._terminate()
+
+    def _terminate(self) -> None:
+        if self.kill_at is None:
+            self._killpg(signal.SIGTERM)
+            self.kill_at = time.monotonic() + float(self.spec.get("grace_s", 10))
+
+    def _killpg(self, signum: int) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signum)
+
+    def _set_status(self, **status: Any) -> None:
+        status["job"] = self.spec.get("job")
+        write_json_atomic(self.status_path, status)
+        notify(self.spec.get("notify"), {"job": self.spec.get("job"), "state": status["state"]})
+
+
+def notify(path: str | None, message: dict[str, Any]) -> None:
+    """Best effort: a web process that is not listening learns it on its next reconcile."""
+    if not path or not hasattr(socket, "AF_UNIX"):
+        return
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(json.dumps(message).encode(), path)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m trainflow.jobs.supervisor JOB_DIR", file=sys.stderr)
+        return 2
+    return Supervisor(Path(argv[1])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,215 @@
+"""The jobs API: submit, list, show, logs, cancel and delete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, current_app
+
+from trainflow.accounts.auth import current_principal
+from trainflow.api import endpoint, json_response
+from trainflow.db import db
+from trainflow.errors import BadRequest
+from trainflow.jobs import service
+from trainflow.jobs.models import Job, JobStatus
+from trainflow.jobs.scheduler import EXTENSION, LocalExecutor, wake_scheduler
+from trainflow.jobs.schemas import JobListQuery, JobOut, JobPage, LogLine, LogPage, LogQuery, SubmitJobRequest
+from trainflow.settings import Settings
+
+TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
+bp = Blueprint("jobs", __name__, url_prefix=TRAIN_PREFIX)
+TAG = "jobs"
+
+
+def _settings() -> Settings:
+    return current_app.config["TRAINFLOW"]  # type: ignore[no-any-return]
+
+
+def _executor() -> LocalExecutor:
+    scheduler = current_app.extensions.get(EXTENSION)
+    if scheduler is not None:
+        return scheduler.executor  # type: ignore[no-any-return]
+    return LocalExecutor(_settings().jobs_dir, None)
+
+
+def jobs_out(jobs: list[Job]) -> list[JobOut]:
+    users = service.usernames(db.session, jobs)
+    scripts = service.script_names(db.session, jobs)
+    positions = (
+        service.queue_positions(db.session) if any(j.status == JobStatus.QUEUED.value for j in jobs) else {}
+    )
+    out = []
+    for job in jobs:
+        duration = None
+        if job.started_at is not None:
+            from trainflow.db import utcnow
+
+            duration = round(((job.finished_at or utcnow()) - job.started_at).total_seconds(), 3)
+        out.append(
+            JobOut(
+                job=job.id,
+                status=job.status,
+                reason=job.reason,
+                exit_code=job.exit_code,  # type: ignore[arg-type]
+                queue_position=positions.get(job.id),
+                user=users.get(job.owner_id, ""),
+                script_id=job.script_id,
+                script=scripts.get(job.script_id, ""),
+                experiment_id=job.experiment_id,
+                run_id=job.run_id,
+                params=job.params,
+                args=job.args,
+                env_names=sorted(job.env),
+                timeout_s=job.timeout_s,
+                gpus=job.gpus,
+                gpu_ids=job.gpu_ids,
+                created_at=job.created_at,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+                duration_s=duration,
+            )
+        )
+    return out
+
+
+@endpoint(
+    bp,
+    "/jobs",
+    "POST",
+    summary="Submit a job: run an uploaded script as an MLflow run",
+    tag=TAG,
+    body=SubmitJobRequest,
+    response=JobOut,
+    status=201,
+    errors=(400, 401, 403, 404, 415),
+)
+def submit(body: SubmitJobRequest) -> Response:
+    settings = _settings()
+    if body.gpus > len(settings.gpu_ids):
+        raise BadRequest(f"gpus: this server has {len(settings.gpu_ids)} GPU(s) for jobs (TRAINFLOW_GPUS).")
+    job = service.submit(
+        db.session, current_principal(), body, current_app.extensions["trainflow.mlflow_authorizer"]
+    )
+    wake_scheduler(current_app)  # type: ignore[arg-type]
+    response = json_response(jobs_out([job])[0], 201)
+    response.headers["Location"] = f"{TRAIN_PREFIX}/jobs/{job.id}"
+    return response
+
+
+@endpoint(
+    bp,
+    "/jobs",
+    "GET",
+    summary="Jobs, newest first (yours; an admin: everyone's)",
+    tag=TAG,
+    query=JobListQuery,
+    response=JobPage,
+    errors=(400, 401),
+)
+def list_jobs(query: JobListQuery) -> Response:
+    total, jobs = service.list_jobs(
+        db.session, current_principal(), query.page, query.size, query.status, query.user
+    )
+    return json_response(JobPage(total=total, page=query.page, size=query.size, list=jobs_out(jobs)))
+
+
+@endpoint(bp, "/jobs/<int:job_id>", "GET", summary="One job", tag=TAG, response=JobOut, errors=(401, 404))
+def get_job(job_id: int) -> Response:
+    return json_response(jobs_out([service.get_job(db.session, current_principal(), job_id)])[0])
+
+
+@endpoint(
+    bp,
+    "/jobs/<int:job_id>/cancel",
+    "POST",
+    summary="Cancel a job (idempotent)",
+    tag=TAG,
+    response=JobOut,
+    errors=(401, 404),
+    description="A queued job is cancelled at once; a running one gets SIGTERM (its whole process "
+    "group), then SIGKILL after the grace period. Cancelling a finished job changes nothing.",
+)
+def cancel(job_id: int) -> Response:
+    job = service.get_job(db.session, current_principal(), job_id)
+    scheduler = current_app.extensions.get(EXTENSION)
+    if job.status == JobStatus.QUEUED.value:
+        service.finish(db.session, job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled while queued.")
+    elif job.status == JobStatus.RUNNING.value:
+        _executor().cancel(job.id, job.supervisor_pid)
+        if scheduler is not None:
+            scheduler.wake()
+    return json_response(jobs_out([job])[0], 202 if job.status == JobStatus.RUNNING.value else 200)
+
+
+@endpoint(
+    bp,
+    "/jobs/<int:job_id>",
+    "DELETE",
+    summary="Delete a finished job and its logs",
+    tag=TAG,
+    status=204,
+    errors=(401, 404, 409),
+)
+def delete_job(job_id: int) -> Response:
+    job = service.get_job(db.session, current_principal(), job_id)
+    service.ensure_deletable(job)
+    db.session.delete(job)
+    db.session.commit()
+    _executor().remove(job_id)
+    return Response(status=204)
+
+
+@endpoint(
+    bp,
+    "/jobs/<int:job_id>/logs",
+    "GET",
+    summary="A page of the job's output lines",
+    tag=TAG,
+    query=LogQuery,
+    response=LogPage,
+    errors=(400, 401, 404),
+)
+def logs(job_id: int, query: LogQuery) -> Response:
+    job = service.get_job(db.session, current_principal(), job_id)
+    lines = []
+    for index, raw in enumerate(_log_lines(job.id)):
+        if index < query.offset:
+            continue
+        if len(lines) >= query.limit:
+            break
+        lines.append(LogLine.model_validate(json.loads(raw)))
+    next_offset = query.offset + len(lines)
+    is_complete = JobStatus(job.status).is_finished and len(lines) < query.limit
+    return json_response(
+        LogPage(offset=query.offset, next_offset=next_offset, lines=lines, is_complete=is_complete)
+    )
+
+
+@endpoint(
+    bp, "/jobs/<int:job_id>/logs/download", "GET", summary="The whole log as text", tag=TAG, errors=(401, 404)
+)
+def download_logs(job_id: int) -> Response:
+    job = service.get_job(db.session, current_principal(), job_id)
+
+    def generate() -> Iterator[bytes]:
+        for raw in _log_lines(job.id):
+            record = json.loads(raw)
+            end = "" if record.get("partial") else "\n"
+            yield (record["line"] + end).encode("utf-8")
+
+    response = Response(generate(), mimetype="text/plain")
+    response.headers["Content-Disposition"] = f'attachment; filename="job-{job.id}.log"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _log_lines(job_id: int) -> Iterator[bytes]:
+    path = _executor().job_dir(job_id) / "logs.ndjson"
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                if raw.endswith(b"\n"):  # a line still being written is not shown yet
+                    yield raw
+    except FileNotFoundError:
+        return
