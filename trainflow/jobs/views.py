@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 from flask import Blueprint, Response, current_app
 
@@ -173,7 +174,7 @@ def delete_job(job_id: int) -> Response:
 def logs(job_id: int, query: LogQuery) -> Response:
     job = service.get_job(db.session, current_principal(), job_id)
     lines = []
-    for index, raw in enumerate(_log_lines(job.id)):
+    for index, raw in enumerate(_read_lines(_log_path(job.id))):
         if index < query.offset:
             continue
         if len(lines) >= query.limit:
@@ -191,9 +192,10 @@ def logs(job_id: int, query: LogQuery) -> Response:
 )
 def download_logs(job_id: int) -> Response:
     job = service.get_job(db.session, current_principal(), job_id)
+    path = _log_path(job.id)  # read now: the generator runs after the request context is gone
 
     def generate() -> Iterator[bytes]:
-        for raw in _log_lines(job.id):
+        for raw in _read_lines(path):
             record = json.loads(raw)
             end = "" if record.get("partial") else "\n"
             yield (record["line"] + end).encode("utf-8")
@@ -204,8 +206,11 @@ def download_logs(job_id: int) -> Response:
     return response
 
 
-def _log_lines(job_id: int) -> Iterator[bytes]:
-    path = _executor().job_dir(job_id) / "logs.ndjson"
+def _log_path(job_id: int) -> Path:
+    return _executor().job_dir(job_id) / "logs.ndjson"
+
+
+def _read_lines(path: Path) -> Iterator[bytes]:
     try:
         with open(path, "rb") as f:
             for raw in f:
