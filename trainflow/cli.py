@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -155,6 +156,194 @@ def create_user(username: str, is_admin: bool, password: str) -> None:
         except TrainflowError as e:
             raise click.ClickException(str(e)) from None
         click.echo(f"Created user {user.username!r} (id {user.id}, role {user.role}).")
+
+
+# -- talking to a server ------------------------------------------------------------------------
+
+DEFAULT_SERVER = "http://127.0.0.1:5000"
+server_option = click.option(
+    "--server",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    envvar="TRAINFLOW_URL",
+    help="The trainflow server (env TRAINFLOW_URL).",
+)
+# Ends of a followed job, as exit codes (as `ray job submit` reflects its job's end).
+EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "LOST": 1, "TIMED_OUT": 124, "CANCELLED": 130}
+
+
+def _client(server: str):  # type: ignore[no-untyped-def]
+    from trainflow.client import Client
+
+    return Client(server)
+
+
+def _run(action):  # type: ignore[no-untyped-def]
+    """Turn a server's refusal or an unreachable server into a one-line error, not a traceback."""
+    import requests
+
+    from trainflow.client import ClientError
+
+    try:
+        return action()
+    except ClientError as e:
+        raise click.ClickException(str(e)) from None
+    except requests.ConnectionError:
+        raise click.ClickException("Cannot reach the server; is `trainflow server` running there?") from None
+
+
+@main.command()
+@server_option
+@click.option("--username", prompt=True, help="Your trainflow username.")
+@click.password_option(confirmation_prompt=False, help="Prompted when not given; never stored.")
+def login(server: str, username: str, password: str) -> None:
+    """Sign in and keep the session's tokens (not the password) for later commands."""
+    credentials = _run(lambda: _client(server).login(username, password))
+    click.echo(f"Signed in to {credentials.server} as {credentials.username}.")
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise click.UsageError(f"--param takes key=value, not {pair!r}.")
+        params[key] = value
+    return params
+
+
+@main.command()
+@server_option
+@click.argument("script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter (repeatable).")
+@click.option("--arg", "args", multiple=True, help="An extra command-line argument (repeatable).")
+@click.option("--experiment", help="MLflow experiment name (default: <you>/<script name>).")
+@click.option("--run-name", help="MLflow run name.")
+@click.option("--entrypoint", help="For archives: the script to run (default train.py).")
+@click.option(
+    "--timeout", "timeout_s", type=click.IntRange(min=1), help="Kill the job after this many seconds."
+)
+@click.option("--gpus", type=click.IntRange(min=0), default=0, help="GPUs the job needs.")
+@click.option("--follow", is_flag=True, help="Print the job's output until it ends; exit with its outcome.")
+def submit(
+    server: str,
+    script: Path,
+    params: tuple[str, ...],
+    args: tuple[str, ...],
+    experiment: str | None,
+    run_name: str | None,
+    entrypoint: str | None,
+    timeout_s: int | None,
+    gpus: int,
+    follow: bool,
+) -> None:
+    """Upload SCRIPT (a .py file or a .zip/.tar.gz project) and run it as a job."""
+    parsed = _parse_params(params)  # a usage mistake is reported before anything is uploaded
+    client = _client(server)
+    size = script.stat().st_size
+    with click.progressbar(
+        length=size, label=f"Uploading {script.name}", file=sys.stderr, show_pos=False
+    ) as bar:
+        uploaded = _run(lambda: client.upload(script, entrypoint, on_read=lambda n: bar.update(min(n, size))))
+    body = {
+        "script_id": uploaded["script"],
+        "params": parsed,
+        "args": list(args),
+        "gpus": gpus,
+    }
+    body.update(
+        {
+            k: v
+            for k, v in {"experiment_name": experiment, "run_name": run_name, "timeout_s": timeout_s}.items()
+            if v is not None
+        }
+    )
+    job = _run(lambda: client.submit(**body))
+    click.echo(
+        f"Job {job['job']} {job['status']}: run {job['run_id']} in experiment {job['experiment_id']}",
+        err=follow,
+    )
+    if follow:
+        sys.exit(_follow(client, job["job"]))
+
+
+def _follow(client, job_id: int) -> int:  # type: ignore[no-untyped-def]
+    """Print the job's lines as they come; return the exit code its end maps to."""
+
+    def stream() -> None:
+        for record in client.follow_logs(job_id):
+            click.echo(record["line"], err=record["stream"] == "stderr", nl=not record.get("partial"))
+
+    _run(stream)
+    job = _run(lambda: client.job(job_id))
+    reason = f" ({job['reason']})" if job.get("reason") else ""
+    click.echo(f"Job {job_id} {job['status']}{reason}", err=True)
+    if job["status"] == "FAILED" and job.get("exit_code"):
+        return min(int(job["exit_code"]), 255)
+    return EXIT_CODES.get(job["status"], 1)
+
+
+@main.command()
+@server_option
+@click.option(
+    "--status",
+    type=click.Choice(["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST"]),
+    help="Only jobs in this state.",
+)
+@click.option("--page", type=click.IntRange(min=1), default=1)
+@click.option("--size", type=click.IntRange(1, 100), default=20)
+def jobs(server: str, status: str | None, page: int, size: int) -> None:
+    """List your jobs, newest first."""
+    listing = _run(lambda: _client(server).jobs(status=status, page=page, size=size))
+    click.echo(f"{'JOB':>6}  {'STATUS':<10} {'USER':<12} {'SCRIPT':<24} {'CREATED':<20} DURATION")
+    for job in listing["list"]:
+        position = f" #{job['queue_position']}" if job.get("queue_position") else ""
+        duration = f"{job['duration_s']:.1f}s" if job.get("duration_s") is not None else "-"
+        click.echo(
+            f"{job['job']:>6}  {job['status'] + position:<10} {job['user'][:12]:<12} "
+            f"{job['script'][:24]:<24} {job['created_at'][:19]:<20} {duration}"
+        )
+    click.echo(
+        f"Page {listing['page']} of {max(1, -(-listing['total'] // listing['size']))} "
+        f"({listing['total']} jobs)",
+        err=True,
+    )
+
+
+@main.command()
+@server_option
+@click.argument("job_id", type=int)
+@click.option("--follow", is_flag=True, help="Keep printing until the job ends; exit with its outcome.")
+def logs(server: str, job_id: int, follow: bool) -> None:
+    """Print a job's output."""
+    client = _client(server)
+    if follow:
+        sys.exit(_follow(client, job_id))
+
+    def print_all() -> None:
+        offset = 0
+        while True:
+            page = client.call(
+                "GET",
+                f"/ajax-api/2.0/mlflow/train/jobs/{job_id}/logs",
+                params={"offset": offset, "limit": 10000},
+            )
+            for record in page["lines"]:
+                click.echo(record["line"], err=record["stream"] == "stderr", nl=not record.get("partial"))
+            if len(page["lines"]) < 10000:
+                return
+            offset = page["next_offset"]
+
+    _run(print_all)
+
+
+@main.command()
+@server_option
+@click.argument("job_id", type=int)
+def cancel(server: str, job_id: int) -> None:
+    """Cancel a job (a finished job stays as it is)."""
+    job = _run(lambda: _client(server).cancel(job_id))
+    click.echo(f"Job {job_id}: {job['status']}" + (" (stopping)" if job["status"] == "RUNNING" else ""))
 
 
 if __name__ == "__main__":

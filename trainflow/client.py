@@ -1,0 +1,245 @@
+"""An HTTP client for a trainflow server, used by the command line (login, submit, logs ...).
+
+It keeps the session's tokens (never the password) in ``~/.config/trainflow/credentials.json``
+(mode 0600), one entry per server, and refreshes the access token when it expires.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import requests
+
+TRAIN = "/ajax-api/2.0/mlflow/train"
+FINISHED = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST"}
+
+
+class ClientError(Exception):
+    """The server refused a request; the message is the server's."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "trainflow"
+
+
+@dataclass
+class Credentials:
+    server: str
+    username: str
+    access_token: str
+    refresh_token: str
+
+
+class CredentialStore:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or config_dir() / "credentials.json"
+
+    def _all(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def get(self, server: str) -> Credentials | None:
+        entry = self._all().get(server.rstrip("/"))
+        return Credentials(**entry) if entry else None
+
+    def save(self, credentials: Credentials) -> None:
+        data = self._all()
+        data[credentials.server.rstrip("/")] = credentials.__dict__
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, self.path)
+
+
+class MultipartFile:
+    """A ``multipart/form-data`` body read from disk in chunks, reporting progress as it goes."""
+
+    def __init__(
+        self, path: Path, fields: dict[str, str], on_read: Callable[[int], None] | None = None
+    ) -> None:
+        self.boundary = f"----trainflow{uuid.uuid4().hex}"
+        head = b"".join(
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+            for name, value in fields.items()
+        )
+        head += (
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        self._parts: list[bytes | BinaryIO] = [
+            head,
+            open(path, "rb"),
+            f"\r\n--{self.boundary}--\r\n".encode(),
+        ]
+        self._length = len(head) + path.stat().st_size + len(self._parts[2])  # type: ignore[arg-type]
+        self._on_read = on_read
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def __len__(self) -> int:
+        return self._length
+
+    def close(self) -> None:
+        for part in self._parts:
+            if not isinstance(part, bytes):
+                part.close()
+        self._parts = []
+
+    def read(self, size: int = -1) -> bytes:
+        size = 1 << 16 if size is None or size < 0 else size
+        while self._parts:
+            part = self._parts[0]
+            if isinstance(part, bytes):
+                chunk, rest = part[:size], part[size:]
+                if rest:
+                    self._parts[0] = rest
+                else:
+                    self._parts.pop(0)
+            else:
+                chunk = part.read(size)
+                if not chunk:
+                    part.close()
+                    self._parts.pop(0)
+                    continue
+            if self._on_read:
+                self._on_read(len(chunk))
+            return chunk
+        return b""
+
+
+class Client:
+    def __init__(
+        self, server: str, store: CredentialStore | None = None, basic: tuple[str, str] | None = None
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.store = store or CredentialStore()
+        self.basic = basic
+        self.session = requests.Session()
+
+    # -- authentication -----------------------------------------------------------------------
+
+    def login(self, username: str, password: str) -> Credentials:
+        body = self._checked(
+            self.session.post(
+                f"{self.server}/api/login", timeout=30, json={"username": username, "password": password}
+            )
+        )
+        credentials = Credentials(self.server, username, body["access_token"], body["refresh_token"])
+        self.store.save(credentials)
+        return credentials
+
+    def _auth_headers(self) -> dict[str, str]:
+        if self.basic is not None:
+            return {}
+        credentials = self.store.get(self.server)
+        if credentials is None:
+            raise ClientError(
+                401, f"Not signed in to {self.server}; run `trainflow login --server {self.server}`."
+            )
+        return {"Authorization": f"Bearer {credentials.access_token}"}
+
+    def _refresh(self) -> bool:
+        credentials = self.store.get(self.server)
+        if credentials is None or self.basic is not None:
+            return False
+        response = self.session.post(
+            f"{self.server}/api/token/refresh", timeout=30, json={"refresh_token": credentials.refresh_token}
+        )
+        if response.status_code != 200:
+            return False
+        credentials.access_token = response.json()["access_token"]
+        self.store.save(credentials)
+        return True
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        for attempt in range(2):
+            response = self.session.request(
+                method,
+                f"{self.server}{path}",
+                headers=self._auth_headers(),
+                auth=self.basic,
+                timeout=kwargs.pop("timeout", 60),
+                **kwargs,
+            )
+            if response.status_code == 401 and attempt == 0 and self._refresh():
+                continue
+            return response
+        return response
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._checked(self.request(method, path, **kwargs))
+
+    @staticmethod
+    def _checked(response: requests.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:500] or response.reason
+            raise ClientError(response.status_code, message)
+        return response.json() if response.content else None
+
+    # -- training -----------------------------------------------------------------------------
+
+    def upload(
+        self, path: Path, entrypoint: str | None = None, on_read: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
+        """Upload a script or archive, streamed from disk (``on_read`` gets each chunk's size)."""
+        for attempt in range(2):
+            headers = self._auth_headers()
+            body = MultipartFile(path, {"entrypoint": entrypoint} if entrypoint else {}, on_read)
+            try:
+                response = self.session.post(
+                    f"{self.server}{TRAIN}/upload",
+                    data=body,
+                    auth=self.basic,
+                    timeout=3600,
+                    headers={**headers, "Content-Type": body.content_type},
+                )
+            finally:
+                body.close()
+            if response.status_code == 401 and attempt == 0 and self._refresh():
+                continue
+            break
+        return self._checked(response)  # type: ignore[no-any-return]
+
+    def submit(self, **body: Any) -> dict[str, Any]:
+        return self.call("POST", f"{TRAIN}/jobs", json=body)  # type: ignore[no-any-return]
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self.call("GET", f"{TRAIN}/jobs/{job_id}")  # type: ignore[no-any-return]
+
+    def jobs(self, **query: Any) -> dict[str, Any]:
+        return self.call("GET", f"{TRAIN}/jobs", params={k: v for k, v in query.items() if v})  # type: ignore[no-any-return]
+
+    def cancel(self, job_id: int) -> dict[str, Any]:
+        return self.call("POST", f"{TRAIN}/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
+
+    def follow_logs(self, job_id: int, offset: int = 0, interval: float = 0.5) -> Iterator[dict[str, Any]]:
+        """Every log line from ``offset`` on, until the job has ended and no line is left."""
+        while True:
+            page = self.call("GET", f"{TRAIN}/jobs/{job_id}/logs", params={"offset": offset, "limit": 10000})
+            yield from page["lines"]
+            offset = page["next_offset"]
+            if page["is_complete"]:
+                return
+            if not page["lines"]:
+                time.sleep(interval)
