@@ -214,7 +214,7 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
 
 @main.command()
 @server_option
-@click.argument("script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("script", type=click.Path(exists=True, path_type=Path))
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="A parameter (repeatable).")
 @click.option("--arg", "args", multiple=True, help="An extra command-line argument (repeatable).")
 @click.option("--experiment", help="MLflow experiment name (default: <you>/<script name>).")
@@ -237,9 +237,11 @@ def submit(
     gpus: int,
     follow: bool,
 ) -> None:
-    """Upload SCRIPT (a .py file or a .zip/.tar.gz project) and run it as a job."""
+    """Upload SCRIPT (a .py file, a .zip/.tar.gz project, or a project folder) and run it as a job."""
     parsed = _parse_params(params)  # a usage mistake is reported before anything is uploaded
     client = _client(server)
+    if script.is_dir():
+        script = _pack(script)
     size = script.stat().st_size
     with click.progressbar(
         length=size, label=f"Uploading {script.name}", file=sys.stderr, show_pos=False
@@ -265,6 +267,28 @@ def submit(
     )
     if follow:
         sys.exit(_follow(client, job["job"]))
+
+
+SKIPPED_IN_PACKS = {"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache", "mlruns"}
+
+
+def _pack(folder: Path) -> Path:
+    """A project folder as a .tar.gz in a temporary directory (caches and VCS data left out)."""
+    import tarfile
+    import tempfile
+
+    target = Path(tempfile.mkdtemp(prefix="trainflow-")) / f"{folder.resolve().name}.tar.gz"
+
+    def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        parts = set(Path(info.name).parts)
+        if parts & SKIPPED_IN_PACKS or info.name.endswith(".pyc") or info.issym() or info.islnk():
+            return None
+        return info
+
+    with tarfile.open(target, "w:gz") as archive:
+        for child in sorted(folder.iterdir()):
+            archive.add(child, arcname=child.name, filter=keep)
+    return target
 
 
 def _follow(client, job_id: int) -> int:  # type: ignore[no-untyped-def]

@@ -94,3 +94,30 @@ def test_clear_errors_without_a_session_or_a_server(cli, tmp_path):
     )
     assert result.exit_code == 1 and ("Cannot reach" in result.output or "Not signed in" in result.output)
     assert cli("submit", script, "--param", "novalue").exit_code == 2
+
+
+def test_the_example_project_runs_with_its_own_requirements(cli):
+    """examples/sklearn_digits: a folder, a requirements.txt (tqdm, not in the server's venv), MLflow."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "sklearn_digits"
+    cli("login", "--username", "alice", "--password", PASSWORD)
+    result = cli("submit", str(example), "--param", "epochs=3", "--follow")
+    assert result.exit_code == 0, result.output
+    assert "final accuracy" in result.stdout
+    assert "epochs: 100%" in result.stderr  # tqdm's bar, kept as its final line
+    assert "creating a virtual environment" in result.stdout
+    job_id = int(result.stderr.split("Job ")[1].split()[0])
+    job = requests.get(
+        f"{cli.server.url}/ajax-api/2.0/mlflow/train/jobs/{job_id}", auth=("alice", PASSWORD), timeout=10
+    ).json()
+    run = requests.get(
+        f"{cli.server.url}/api/2.0/mlflow/runs/get",
+        params={"run_id": job["run_id"]},
+        auth=("alice", PASSWORD),
+        timeout=10,
+    ).json()["run"]
+    assert {m["key"] for m in run["data"]["metrics"]} == {"accuracy", "loss"}
+    # The environment is cached: a second run does not build it again.
+    again = cli("submit", str(example), "--param", "epochs=1", "--follow")
+    assert again.exit_code == 0 and "using the cached environment" in again.stdout

@@ -9,7 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ class LaunchSpec:
     env: dict[str, str]
     timeout_s: int | None
     grace_s: float
+    setup: list[list[str]] = field(default_factory=list)  # steps run before the job (its venv)
+    setup_env: dict[str, str] | None = None
 
 
 class LocalExecutor:
@@ -63,6 +65,8 @@ class LocalExecutor:
             "env": spec.env,
             "timeout_s": spec.timeout_s,
             "grace_s": spec.grace_s,
+            "setup": spec.setup,
+            "setup_env": spec.setup_env or spec.env,
             "notify": str(self.notify_path) if self.notify_path else None,
         }
         # The spec holds the job's token: only the server's user may read it.

@@ -30,6 +30,7 @@ from trainflow.db import db, utcnow
 from trainflow.jobs import service
 from trainflow.jobs.local import LaunchSpec, LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
+from trainflow.jobs.venv import python_of
 from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
 
@@ -144,6 +145,11 @@ class JobScheduler:
             outcome, text = JobStatus.CANCELLED, "Cancelled."
         elif reason == "timed_out":
             outcome, text = JobStatus.TIMED_OUT, f"Ran past its timeout of {job.timeout_s} s."
+        elif reason == "setup_failed":
+            outcome, text = (
+                JobStatus.FAILED,
+                "Its environment could not be set up (requirements.txt); see its log.",
+            )
         elif reason == "start_failed":
             outcome, text = JobStatus.FAILED, "The job's process could not start; see its log."
         elif code == 0:
@@ -225,12 +231,19 @@ class JobScheduler:
                 folder=folder,
                 gpu_ids=",".join(gpu_ids) if self.settings.gpu_ids else None,
             )
+            argv = service.job_argv(job, script.entrypoint)
+            setup: list[list[str]] = []
+            if script.has_requirements:
+                venv, setup = service.venv_setup(self.settings, folder / "work" / "requirements.txt")
+                argv[0] = str(python_of(venv))
             spec = LaunchSpec(
                 job.id,
-                service.job_argv(job, script.entrypoint),
+                argv,
                 env,
                 job.timeout_s,
                 float(self.settings.job_grace_seconds),
+                setup,
+                service.setup_env(env, dict(os.environ)),
             )
             job.supervisor_pid = self.executor.start(spec)
             db.session.commit()

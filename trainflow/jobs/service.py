@@ -230,6 +230,55 @@ def job_argv(job: Job, entrypoint: str) -> list[str]:
     return argv + list(job.args)
 
 
+# What pip needs to reach a package index, passed to the environment's setup step only.
+PIP_ENV = (
+    "PIP_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "PIP_TRUSTED_HOST",
+    "PIP_FIND_LINKS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+)
+
+
+def venv_setup(settings: Any, requirements: Path) -> tuple[Path, list[list[str]]]:
+    """The cached environment for this requirements.txt, and the step that makes sure it exists."""
+    import hashlib
+
+    import mlflow
+
+    from trainflow.jobs.venv import server_site_packages
+
+    digest = hashlib.sha256(requirements.read_bytes())
+    digest.update(f"{sys.version}|{mlflow.__version__}".encode())
+    venv = settings.resolved_data_dir / "venvs" / digest.hexdigest()[:32]
+    version = mlflow.__version__
+    step = [
+        sys.executable,
+        "-m",
+        "trainflow.jobs.venv",
+        str(requirements),
+        str(venv),
+        server_site_packages(),
+        f"mlflow=={version}",
+        f"mlflow-skinny=={version}",
+        f"mlflow-tracing=={version}",
+    ]
+    return venv, [step]
+
+
+def setup_env(job_env: dict[str, str], server_env: dict[str, str]) -> dict[str, str]:
+    """The setup step's environment: the job's, without its token, with what pip needs."""
+    env = {k: v for k, v in job_env.items() if k != "MLFLOW_TRACKING_TOKEN"}
+    env.update({k: v for k, v in server_env.items() if k in PIP_ENV})
+    return env
+
+
 def job_env(
     job: Job, *, base_env: dict[str, str], tracking_uri: str, token: str, folder: Path, gpu_ids: str | None
 ) -> dict[str, str]:

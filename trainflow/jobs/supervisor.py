@@ -9,6 +9,8 @@ library only: it starts in tens of milliseconds and holds a few MB per job.
 - ``logs.ndjson``: one JSON record per output line: ``{"n", "ts", "stream", "line"}``, plus
   ``"partial": true`` when the line was cut (over 64 KB, or no newline for a second). A
   progress bar redrawn with ``\\r`` is kept as the line a terminal would finally show.
+- Before the job, the optional ``setup`` steps (argv lists) run the same way; one that fails
+  ends the job with reason ``setup_failed``.
 - ``status.json``, replaced atomically on each change: ``starting`` → ``running`` (with the
   job's pid) → ``exited`` (with ``exit_code``, ``signal`` and ``reason``: ``cancelled``,
   ``timed_out`` or null).
@@ -157,6 +159,18 @@ class Supervisor:
                 state="exited", exit_code=None, signal=None, reason="cancelled", finished_at=time.time()
             )
             return 0
+        for step in self.spec.get("setup", []):
+            code = self._run_step(step, log)
+            if code != 0 or self.reason == "cancelled":
+                log.close()
+                self._set_status(
+                    state="exited",
+                    exit_code=code,
+                    signal=None,
+                    reason=self.reason or "setup_failed",
+                    finished_at=time.time(),
+                )
+                return 0
         try:
             self.process = subprocess.Popen(
                 self.spec["argv"],
@@ -196,6 +210,27 @@ class Supervisor:
             pid=self.process.pid,
         )
         return 0
+
+    def _run_step(self, argv: list[str], log: LogWriter) -> int:
+        """A setup step (such as building the job's environment), captured like the job itself."""
+        try:
+            self.process = subprocess.Popen(
+                argv,
+                cwd=self.spec["cwd"],
+                env=self.spec.get("setup_env", self.spec["env"]),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                bufsize=0,
+            )
+        except OSError as e:
+            log.write("stderr", f"trainflow: could not run a setup step: {e}")
+            return 127
+        self._pump(log, None)
+        code = self.process.wait()
+        self.process = None
+        return code
 
     def _pump(self, log: LogWriter, deadline: float | None) -> None:
         assert self.process is not None and self.process.stdout and self.process.stderr
