@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from trainflow.errors import ConfigError
-from trainflow.settings import Settings, documented_settings, normalize_database_url
+from trainflow.settings import Settings, documented_settings, normalize_database_url, settings_markdown
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "SETTINGS.md"
 
@@ -54,3 +54,4 @@ def test_every_setting_is_documented():
     for env, _default, help_text in documented_settings():
         assert f"`{env}`" in text, f"{env} is missing from docs/SETTINGS.md"
         assert help_text, env
+    assert text == settings_markdown(), "regenerate: python -m trainflow.settings > docs/SETTINGS.md"

@@ -204,3 +204,33 @@ def _parse(env: str, raw: str, kind: type) -> Any:
 def documented_settings() -> list[tuple[str, Any, str]]:
     """(env name, default, help) of every setting, for the docs and the CLI."""
     return [(f.metadata["env"], f.default, f.metadata["help"]) for f in dataclasses.fields(Settings)]
+
+
+def settings_markdown() -> str:
+    """docs/SETTINGS.md, generated: `python -m trainflow.settings > docs/SETTINGS.md`."""
+    lines = [
+        "# Settings",
+        "",
+        "trainflow reads these environment variables once, at start-up. Every one is optional; the "
+        "defaults run a one-machine server with nothing to install.",
+        "",
+        "| Variable | Default | What it does |",
+        "| --- | --- | --- |",
+    ]
+    for env, default, help_text in documented_settings():
+        shown = f"`{default}`" if default not in ("", None) else "(empty)"
+        lines.append(f"| `{env}` | {shown} | {help_text} |")
+    lines += [
+        "",
+        "MLflow's own server variables also apply where trainflow does not set them, for example",
+        "`MLFLOW_SERVER_ALLOWED_HOSTS` (the Host headers accepted; by default localhost and private",
+        "addresses, as with `mlflow server`) and `MLFLOW_SERVER_CORS_ALLOWED_ORIGINS`.",
+        "",
+        "The command line (`trainflow login`, `submit`, ...) reads `TRAINFLOW_URL` for `--server`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")
