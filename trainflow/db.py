@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+T = TypeVar("T")
 
 # trainflow's tables live beside MLflow's in one database: the prefix keeps them apart, and
 # the naming convention gives Alembic stable constraint names on SQLite and PostgreSQL alike.
@@ -29,6 +31,13 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+MAX_ID = 2**63 - 1  # the largest integer key any of our databases stores
+
+
+def get_by_id(session: Any, model: type[T], row_id: int) -> T | None:
+    """``session.get``, except that an id no database could hold is not found rather than an error."""
+    return session.get(model, row_id) if 0 < row_id <= MAX_ID else None  # type: ignore[no-any-return]
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -155,21 +155,21 @@ def test_workers_share_logins_and_forget_changed_passwords_together(server_facto
     assert server.stop() == 0
 
 
-def test_a_weak_admin_password_is_refused_at_start(tmp_path, database_url):
+def run_server_once(tmp_path, database_url, **env_vars: str) -> subprocess.CompletedProcess:
+    """Run `trainflow server` expecting it to refuse to start; its output comes back."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFLOW_", "MLFLOW_"))}
-    env.update(
-        TRAINFLOW_DATA_DIR=str(tmp_path / "data"),
-        TRAINFLOW_DATABASE_URL=database_url,
-        TRAINFLOW_ADMIN_PASSWORD="admin",
-        TRAINFLOW_PORT="1",
-    )
-    result = subprocess.run(
+    env.update(TRAINFLOW_DATA_DIR=str(tmp_path / "data"), TRAINFLOW_DATABASE_URL=database_url, **env_vars)
+    return subprocess.run(
         [sys.executable, "-m", "trainflow.cli", "server"],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_a_weak_admin_password_is_refused_at_start(tmp_path, database_url):
+    result = run_server_once(tmp_path, database_url, TRAINFLOW_ADMIN_PASSWORD="admin", TRAINFLOW_PORT="1")
     assert result.returncode == 1
     assert "TRAINFLOW_ADMIN_PASSWORD is too weak" in result.stderr
 
@@ -181,19 +181,8 @@ def test_a_taken_port_is_a_clear_error(tmp_path, database_url):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFLOW_", "MLFLOW_"))}
-        env.update(
-            TRAINFLOW_DATA_DIR=str(tmp_path / "data"),
-            TRAINFLOW_DATABASE_URL=database_url,
-            TRAINFLOW_PORT=str(port),
-            TRAINFLOW_ADMIN_PASSWORD="chosen-admin-pass",
-        )
-        result = subprocess.run(
-            [sys.executable, "-m", "trainflow.cli", "server"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        result = run_server_once(
+            tmp_path, database_url, TRAINFLOW_PORT=str(port), TRAINFLOW_ADMIN_PASSWORD="chosen-admin-pass"
         )
     assert result.returncode == 1
     assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr

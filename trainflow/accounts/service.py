@@ -10,14 +10,12 @@ from sqlalchemy.orm import Session
 
 from trainflow.accounts.models import Role, User, fold_username
 from trainflow.accounts.passwords import hash_password, verify_password
-from trainflow.db import utcnow
+from trainflow.db import get_by_id, utcnow
 from trainflow.errors import Conflict, NotFound, PermissionDenied
-
-MAX_ID = 2**63 - 1  # the largest integer key any of our databases stores
 
 
 def get_user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id) if 0 < user_id <= MAX_ID else None
+    user = get_by_id(session, User, user_id)
     if user is None:
         raise NotFound(f"No user {user_id}; GET /api/users lists them.")
     return user

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from trainflow.accounts.credentials import Principal
 from trainflow.accounts.models import User
-from trainflow.db import utcnow
+from trainflow.db import get_by_id, utcnow
 from trainflow.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from trainflow.jobs.models import MLFLOW_RUN_STATUS, Job, JobStatus
 from trainflow.jobs.schemas import SubmitJobRequest
@@ -23,7 +23,6 @@ from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
 
 log = logging.getLogger(__name__)
-MAX_ID = 2**63 - 1
 PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")  # from the server's environment, and no more
 
 
@@ -106,7 +105,7 @@ def _experiment_for(store: Any, principal: Principal, name: str, authorizer: Any
 
 def get_job(session: Session, principal: Principal, job_id: int) -> Job:
     """The job if it exists and is the caller's (or the caller is an admin); 404 otherwise."""
-    job = session.get(Job, job_id) if 0 < job_id <= MAX_ID else None
+    job = get_by_id(session, Job, job_id)
     if job is None or not (principal.is_admin or job.owner_id == principal.user_id):
         raise NotFound(f"No job {job_id}; GET /ajax-api/2.0/mlflow/train/jobs lists yours.")
     return job

@@ -11,13 +11,12 @@ from sqlalchemy.orm import Session
 
 from trainflow.accounts.credentials import Principal
 from trainflow.accounts.models import User
+from trainflow.db import get_by_id
 from trainflow.errors import BadRequest, NotFound
 from trainflow.scripts import storage
 from trainflow.scripts.models import Script
 from trainflow.scripts.multipart import ReceivedFile
 from trainflow.settings import Settings
-
-MAX_ID = 2**63 - 1
 
 
 def create_script(
@@ -52,7 +51,7 @@ def create_script(
 
 def get_script(session: Session, principal: Principal, script_id: int) -> Script:
     """The script, if it exists and the caller may see it (owner or admin); 404 otherwise."""
-    script = session.get(Script, script_id) if 0 < script_id <= MAX_ID else None
+    script = get_by_id(session, Script, script_id)
     if script is None or not (principal.is_admin or script.owner_id == principal.user_id):
         raise NotFound(f"No script {script_id}; GET /ajax-api/2.0/mlflow/train/scripts lists yours.")
     return script
