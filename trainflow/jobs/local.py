@@ -111,7 +111,8 @@ class LocalExecutor:
         cmdline = Path(f"/proc/{pid}/cmdline")
         if cmdline.exists():
             with contextlib.suppress(OSError):
-                return str(self.job_dir(job_id)).encode() in cmdline.read_bytes()
+                # The exact argument: /jobs/1 must not match the supervisor of /jobs/10.
+                return str(self.job_dir(job_id)).encode() in cmdline.read_bytes().split(b"\0")
         return True
 
     def cancel(self, job_id: int, supervisor_pid: int | None) -> bool:
