@@ -23,7 +23,7 @@ from trainflow.settings import Settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
-    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     configure_stores(settings)
 
     app = mlflow_flask_app(__name__)

@@ -32,7 +32,7 @@ def upgrade_all(settings: Settings) -> Flask:
 
     from trainflow.app import create_app
 
-    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     upgrade_mlflow_schema(settings.resolved_database_url)
     app = create_app(settings)
     with app.app_context():
