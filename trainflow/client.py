@@ -233,7 +233,7 @@ class Client:
     def cancel(self, job_id: int) -> dict[str, Any]:
         return self.call("POST", f"{TRAIN}/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
 
-    def follow_logs(self, job_id: int, offset: int = 0, interval: float = 0.5) -> Iterator[dict[str, Any]]:
+    def follow_logs(self, job_id: int, offset: int = 0, interval: float = 0.2) -> Iterator[dict[str, Any]]:
         """Every log line from ``offset`` on, until the job has ended and no line is left."""
         while True:
             page = self.call("GET", f"{TRAIN}/jobs/{job_id}/logs", params={"offset": offset, "limit": 10000})

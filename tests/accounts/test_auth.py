@@ -152,3 +152,15 @@ def test_no_log_line_holds_a_credential(client, alice, caplog):
         alice.basic["Authorization"].split()[1],
     ):
         assert secret not in text
+
+
+def test_a_job_ending_keeps_users_cached_credentials(app, client, alice):
+    """Forgetting job tokens must not send every user back through argon2 (issue 4 bench)."""
+    from trainflow.accounts.auth import forget_job_tokens
+
+    assert client.get("/api/me", headers=alice.basic).status_code == 200
+    state = app.extensions["trainflow.auth"]
+    before, jobs_before = state.epoch.current(), state.job_epoch.current()
+    forget_job_tokens(app)
+    assert state.epoch.current() == before and len(state.cache) == 1
+    assert state.job_epoch.current() == jobs_before + 1

@@ -36,6 +36,12 @@ class AuthState:
     def __init__(self, settings: Settings) -> None:
         self.epoch = AuthEpoch(settings.resolved_data_dir / "auth_epoch")
         self.cache = CredentialCache(self.epoch, settings.auth_cache_seconds, settings.auth_cache_size)
+        # Jobs' tokens have their own cache and epoch: a job ending forgets those alone, so it
+        # never sends every signed-in user back through a password check.
+        self.job_epoch = AuthEpoch(settings.resolved_data_dir / "job_epoch")
+        self.job_cache = CredentialCache(
+            self.job_epoch, settings.auth_cache_seconds, settings.auth_cache_size
+        )
         self.limiter = LoginLimiter(settings.login_attempts, settings.login_window_seconds)
 
 
@@ -121,14 +127,15 @@ def decode_jwt(token: str, expected_type: str) -> dict[str, object]:
 def _from_bearer(token: str, expected_type: str) -> Principal:
     state = auth_state()
     key = CredentialCache.key(f"Bearer {expected_type} {token}")
-    principal = state.cache.get(key)
-    if principal is not None and (principal.token_expires or 0) > time.time():
-        return principal
-    epoch = state.epoch.current()
+    for cache in (state.cache, state.job_cache):
+        principal = cache.get(key)
+        if principal is not None and (principal.token_expires or 0) > time.time():
+            return principal
+    epoch, job_epoch = state.epoch.current(), state.job_epoch.current()
     claims = decode_jwt(token, expected_type)
     if "job" in claims:
         principal = _job_principal(claims)
-        state.cache.put(key, principal, epoch)
+        state.job_cache.put(key, principal, job_epoch)
         return principal
     user = db.session.get(User, _int(claims.get("sub")))
     is_revoked = db.session.scalar(select(RevokedToken.jti).where(RevokedToken.jti == claims.get("jti")))
@@ -176,8 +183,9 @@ def issue_job_token(app: Flask, job: object) -> str:
         )
 
 
-def forget_credentials_of_app(app: Flask) -> None:
-    app.extensions[_EXTENSION].cache.forget_all()
+def forget_job_tokens(app: Flask) -> None:
+    """Every process drops every cached job token (a job ended: its token must stop working)."""
+    app.extensions[_EXTENSION].job_cache.forget_all()
 
 
 def principal_from_refresh_token(token: str) -> Principal:
@@ -207,8 +215,9 @@ def revoke_token(token: str, expected_type: str, user_id: int) -> None:
 
 
 def forget_credentials() -> None:
-    """Every process drops every cached credential (the auth epoch moves)."""
+    """Every process drops every cached credential and job token (both epochs move)."""
     auth_state().cache.forget_all()
+    auth_state().job_cache.forget_all()
 
 
 def jwt_config(settings: Settings, secret_key: str) -> dict[str, object]:

@@ -168,9 +168,9 @@ class JobScheduler:
             output_dir=self.executor.output_dir(job.id),
         ):
             log.info("Job %d: %s (%s)", job.id, outcome.value, text or "exit code 0")
-            from trainflow.accounts.auth import forget_credentials_of_app
+            from trainflow.accounts.auth import forget_job_tokens
 
-            forget_credentials_of_app(self.app)  # its job token stops working at once
+            forget_job_tokens(self.app)  # its token stops working at once
 
     # -- starting -----------------------------------------------------------------------------
 

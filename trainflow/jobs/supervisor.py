@@ -26,12 +26,14 @@ import codecs
 import contextlib
 import json
 import os
+import re
 import selectors
 import signal
 import socket
 import subprocess
 import sys
 import time
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -49,30 +51,42 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+INDEX_EVERY = 1000  # logs.idx holds the byte offset of every 1000th record
+
+
 class LogWriter:
-    """Numbers records and appends them to the log file."""
+    """Numbers records and appends them to the log file, with a sparse index of offsets.
+
+    Records are formatted by hand with the C string escaper: ``json.dumps`` per line costs
+    about five times as much, and a job printing 100,000 lines a second pays for it.
+    """
 
     def __init__(self, path: Path) -> None:
         self.count = _count_lines(path)
         self._file: BinaryIO = open(path, "ab", buffering=1 << 16)
+        self._position = self._file.tell()
+        self._index: BinaryIO = open(path.with_suffix(".idx"), "ab", buffering=1 << 12)
+        self.now = time.time()  # one timestamp per chunk read, set by the reader
 
     def write(self, stream: str, line: str, is_partial: bool = False) -> None:
+        if self.count % INDEX_EVERY == 0:
+            self._index.write(self._position.to_bytes(8, "little"))
         self.count += 1
-        record: dict[str, Any] = {
-            "n": self.count,
-            "ts": round(time.time(), 6),
-            "stream": stream,
-            "line": line,
-        }
-        if is_partial:
-            record["partial"] = True
-        self._file.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+        flag = ',"partial":true' if is_partial else ""
+        data = (
+            f'{{"n":{self.count},"ts":{self.now:.6f},"stream":"{stream}",'
+            f'"line":{encode_basestring(line)}{flag}}}\n'
+        ).encode("utf-8", "surrogatepass")
+        self._file.write(data)
+        self._position += len(data)
 
     def flush(self) -> None:
         self._file.flush()
+        self._index.flush()
 
     def close(self) -> None:
         self._file.close()
+        self._index.close()
 
 
 def _count_lines(path: Path) -> int:
@@ -80,6 +94,9 @@ def _count_lines(path: Path) -> int:
         return 0
     with open(path, "rb") as f:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+_BREAKS = re.compile(r"[\r\n]")
 
 
 class LineSplitter:
@@ -98,16 +115,14 @@ class LineSplitter:
         self.last_data = time.monotonic()
         text = self.decoder.decode(data)
         start = 0
-        for index, char in enumerate(text):
-            if char == "\n":
-                self._append(text[start:index])
+        for match in _BREAKS.finditer(text):
+            self._append(text[start : match.start()])
+            if match.group() == "\n":
                 self._emit()
-                start = index + 1
-            elif char == "\r":
-                self._append(text[start:index])
+            else:
                 self.is_overwriting = True
                 self.has_carriage = True
-                start = index + 1
+            start = match.end()
         self._append(text[start:])
 
     def _append(self, text: str) -> None:
@@ -261,9 +276,11 @@ class Supervisor:
                 except BlockingIOError:
                     continue
                 if data:
+                    log.now = time.time()
                     splitters[key.data].feed(data)
                 else:
                     selector.unregister(key.fileobj)
+            log.now = time.time()
             for splitter in splitters.values():
                 splitter.flush_idle(time.monotonic())
             log.flush()

@@ -13,6 +13,7 @@ from trainflow.api import endpoint, json_response
 from trainflow.db import db
 from trainflow.errors import BadRequest
 from trainflow.jobs import service
+from trainflow.jobs.logs import complete_lines
 from trainflow.jobs.models import Job, JobStatus
 from trainflow.jobs.scheduler import EXTENSION, LocalExecutor, wake_scheduler
 from trainflow.jobs.schemas import JobListQuery, JobOut, JobPage, LogLine, LogPage, LogQuery, SubmitJobRequest
@@ -174,9 +175,7 @@ def delete_job(job_id: int) -> Response:
 def logs(job_id: int, query: LogQuery) -> Response:
     job = service.get_job(db.session, current_principal(), job_id)
     lines = []
-    for index, raw in enumerate(_read_lines(_log_path(job.id))):
-        if index < query.offset:
-            continue
+    for raw in complete_lines(_log_path(job.id), query.offset):
         if len(lines) >= query.limit:
             break
         lines.append(LogLine.model_validate(json.loads(raw)))
@@ -195,7 +194,7 @@ def download_logs(job_id: int) -> Response:
     path = _log_path(job.id)  # read now: the generator runs after the request context is gone
 
     def generate() -> Iterator[bytes]:
-        for raw in _read_lines(path):
+        for raw in complete_lines(path):
             record = json.loads(raw)
             end = "" if record.get("partial") else "\n"
             yield (record["line"] + end).encode("utf-8")
@@ -208,13 +207,3 @@ def download_logs(job_id: int) -> Response:
 
 def _log_path(job_id: int) -> Path:
     return _executor().job_dir(job_id) / "logs.ndjson"
-
-
-def _read_lines(path: Path) -> Iterator[bytes]:
-    try:
-        with open(path, "rb") as f:
-            for raw in f:
-                if raw.endswith(b"\n"):  # a line still being written is not shown yet
-                    yield raw
-    except FileNotFoundError:
-        return
