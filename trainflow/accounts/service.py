@@ -100,9 +100,13 @@ def change_password(session: Session, user: User, new_password: str) -> None:
     session.commit()
 
 
-def delete_user(session: Session, user: User) -> None:
+def ensure_not_last_admin(session: Session, user: User) -> None:
     if user.is_admin and count_admins(session) <= 1:
         raise Conflict("This is the last admin and cannot be deleted; make another user admin first.")
+
+
+def delete_user(session: Session, user: User) -> None:
+    ensure_not_last_admin(session, user)
     session.delete(user)
     session.commit()
 

@@ -278,6 +278,12 @@ def _update(user_id: int, changes: dict[str, Any]) -> Response:
 )
 def delete_user(user_id: int) -> Response:
     _require_self_or_admin(user_id, "delete")
-    service.delete_user(db.session, service.get_user(db.session, user_id))
+    user = service.get_user(db.session, user_id)
+    service.ensure_not_last_admin(db.session, user)
+    from trainflow.jobs.scheduler import executor_for
+    from trainflow.jobs.service import purge_owner
+
+    purge_owner(db.session, current_app.config["TRAINFLOW"], executor_for(current_app), user.id)
+    service.delete_user(db.session, user)
     auth.forget_credentials()
     return Response(status=204)

@@ -298,6 +298,14 @@ def wake_scheduler(app: Flask) -> None:
             sock.sendto(json.dumps({"event": "wake"}).encode(), str(path))
 
 
+def executor_for(app: Flask) -> LocalExecutor:
+    """The running scheduler's executor, or one that can read job folders and signal supervisors."""
+    scheduler: JobScheduler | None = app.extensions.get(EXTENSION)
+    if scheduler is not None:
+        return scheduler.executor
+    return LocalExecutor(app.config["TRAINFLOW"].jobs_dir, None)
+
+
 def start_scheduler(app: Flask) -> JobScheduler:
     scheduler = JobScheduler(app, app.config["TRAINFLOW"])
     app.extensions[EXTENSION] = scheduler

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -300,3 +301,27 @@ def job_env(
     if gpu_ids is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu_ids
     return env
+
+
+def purge_owner(session: Session, settings: Any, executor: Any, user_id: int) -> None:
+    """Before a user is deleted: end their running jobs, delete their jobs and scripts and files.
+
+    Done here, in order, rather than by cascading deletes: jobs hold their scripts with
+    RESTRICT, which PostgreSQL checks row by row during a cascade.
+    """
+    from sqlalchemy import delete
+
+    jobs = session.scalars(select(Job).where(Job.owner_id == user_id)).all()
+    running = {job.id for job in jobs if job.status == JobStatus.RUNNING.value}
+    for job in jobs:
+        if job.id in running:
+            executor.cancel(job.id, job.supervisor_pid)
+    scripts_owned = session.scalars(select(Script).where(Script.owner_id == user_id)).all()
+    session.execute(delete(Job).where(Job.owner_id == user_id))
+    session.execute(delete(Script).where(Script.owner_id == user_id))
+    session.commit()
+    for job in jobs:
+        if job.id not in running:  # a running job's supervisor still writes in its folder
+            executor.remove(job.id)
+    for script in scripts_owned:
+        shutil.rmtree(scripts.files_dir(settings, script).parent, ignore_errors=True)

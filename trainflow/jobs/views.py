@@ -15,7 +15,7 @@ from trainflow.errors import BadRequest
 from trainflow.jobs import service
 from trainflow.jobs.logs import complete_lines
 from trainflow.jobs.models import Job, JobStatus
-from trainflow.jobs.scheduler import EXTENSION, LocalExecutor, wake_scheduler
+from trainflow.jobs.scheduler import EXTENSION, LocalExecutor, executor_for, wake_scheduler
 from trainflow.jobs.schemas import JobListQuery, JobOut, JobPage, LogLine, LogPage, LogQuery, SubmitJobRequest
 from trainflow.settings import Settings
 
@@ -29,10 +29,7 @@ def _settings() -> Settings:
 
 
 def _executor() -> LocalExecutor:
-    scheduler = current_app.extensions.get(EXTENSION)
-    if scheduler is not None:
-        return scheduler.executor  # type: ignore[no-any-return]
-    return LocalExecutor(_settings().jobs_dir, None)
+    return executor_for(current_app)  # type: ignore[arg-type]
 
 
 def jobs_out(jobs: list[Job]) -> list[JobOut]:
