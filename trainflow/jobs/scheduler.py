@@ -253,18 +253,6 @@ class JobScheduler:
             log.exception("Job %d: could not start", job.id)
             service.finish(db.session, job, JobStatus.FAILED, exit_code=None, reason=f"Could not start: {e}")
 
-    # -- cancelling ---------------------------------------------------------------------------
-
-    def cancel(self, job: Job) -> None:
-        """Cancel a queued job at once, or ask a running job's supervisor to end it."""
-        if job.status == JobStatus.QUEUED.value:
-            service.finish(
-                db.session, job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled while queued."
-            )
-        elif job.status == JobStatus.RUNNING.value:
-            self.executor.cancel(job.id, job.supervisor_pid)
-            self.wake()
-
 
 def _set_run_running(run_id: str) -> None:
     from mlflow.entities import RunStatus

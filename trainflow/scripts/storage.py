@@ -9,14 +9,17 @@ written one by one to paths we compute, never with ``extractall``.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import secrets
 import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from trainflow.errors import BadRequest, PayloadTooLarge
 
@@ -95,7 +98,7 @@ def store(
     root = _common_root(members, entrypoint or DEFAULT_ENTRYPOINT)
     entry = _entrypoint(members, root, entrypoint or DEFAULT_ENTRYPOINT, filename)
     _check_total(members, max_unpacked)
-    (_extract_zip if kind == "zip" else _extract_tar)(original, files, root)
+    _extract(_zip_entries(original) if kind == "zip" else _tar_entries(original), files, root)
     os.replace(original, target / "original")
     source = (files / entry).read_bytes()
     check_python_source(source, entry)
@@ -200,34 +203,33 @@ def _relative(name: str, root: str) -> str | None:
     return name[len(root) + 1 :] if name.startswith(root + "/") else None
 
 
-def _extract_zip(path: Path, files: Path, root: str) -> None:
+def _zip_entries(path: Path) -> Iterator[tuple[str, bool, Callable[[], IO[bytes] | None]]]:
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
-            relative = _relative(_safe_name(info.filename, "the .zip"), root)
-            if not relative:
-                continue
-            destination = files / relative
-            if info.is_dir():
-                destination.mkdir(parents=True, exist_ok=True)
-                continue
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as source, open(destination, "wb") as sink:
-                shutil.copyfileobj(source, sink)
+            yield info.filename, info.is_dir(), functools.partial(archive.open, info)
 
 
-def _extract_tar(path: Path, files: Path, root: str) -> None:
+def _tar_entries(path: Path) -> Iterator[tuple[str, bool, Callable[[], IO[bytes] | None]]]:
     with tarfile.open(path, "r:gz") as archive:
         for info in archive:
-            relative = _relative(_safe_name(info.name, "the .tar.gz"), root)
-            if not relative:
-                continue
-            destination = files / relative
-            if info.isdir():
-                destination.mkdir(parents=True, exist_ok=True)
-                continue
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            source = archive.extractfile(info)
-            if source is None:
-                continue
-            with source, open(destination, "wb") as sink:
-                shutil.copyfileobj(source, sink)
+            yield info.name, info.isdir(), functools.partial(archive.extractfile, info)
+
+
+def _extract(
+    entries: Iterator[tuple[str, bool, Callable[[], IO[bytes] | None]]], files: Path, root: str
+) -> None:
+    """Write each (already checked) member to the path we compute for it under ``files``."""
+    for raw_name, is_dir, open_member in entries:
+        relative = _relative(_safe_name(raw_name, "the archive"), root)
+        if not relative:
+            continue
+        destination = files / relative
+        if is_dir:
+            destination.mkdir(parents=True, exist_ok=True)
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        source = open_member()
+        if source is None:
+            continue
+        with source, open(destination, "wb") as sink:
+            shutil.copyfileobj(source, sink)
