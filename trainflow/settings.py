@@ -112,6 +112,13 @@ class Settings:
     )
     log_level: str = _setting("TRAINFLOW_LOG_LEVEL", "INFO", "Level of the server's log.")
 
+    def __post_init__(self) -> None:
+        for name, low, high in _RANGES:
+            value = getattr(self, name)
+            if not low <= value <= high:
+                env = next(f.metadata["env"] for f in dataclasses.fields(self) if f.name == name)
+                raise ConfigError(f"{env} must be between {low} and {high}, not {value}.")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every field from ``environ`` (default ``os.environ``), falling back to defaults."""
@@ -170,6 +177,24 @@ class Settings:
             for f in dataclasses.fields(self)
         }
         return f"Settings({shown})"
+
+
+# Bounds of the numeric settings: a value outside is a start-up error naming the variable.
+_RANGES = [
+    ("port", 1, 65535),
+    ("workers", 1, 64),
+    ("access_token_minutes", 1, 24 * 60),
+    ("refresh_token_days", 1, 365),
+    ("auth_cache_seconds", 0, 3600),
+    ("auth_cache_size", 1, 10_000_000),
+    ("login_attempts", 1, 1000),
+    ("login_window_seconds", 1, 86_400),
+    ("max_upload_mb", 1, 1_000_000),
+    ("max_unpacked_mb", 1, 10_000_000),
+    ("max_concurrent_jobs", 1, 10_000),
+    ("max_jobs_per_user", 0, 10_000),
+    ("job_grace_seconds", 0, 3600),
+]
 
 
 def normalize_database_url(url: str) -> str:

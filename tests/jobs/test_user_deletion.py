@@ -10,8 +10,18 @@ from trainflow.jobs.models import Job, JobStatus
 def test_deleting_a_user_with_scripts_and_jobs(app, client, alice, admin, settings):
     script = post_file(client, alice, "train.py", TRAIN_PY).json["script"]
     with app.app_context():
-        db.session.add(Job(owner_id=alice.id, script_id=script, experiment_id="0", run_id="r" * 32,
-                           status=JobStatus.SUCCEEDED.value, params={}, args=[], env={}))
+        db.session.add(
+            Job(
+                owner_id=alice.id,
+                script_id=script,
+                experiment_id="0",
+                run_id="r" * 32,
+                status=JobStatus.SUCCEEDED.value,
+                params={},
+                args=[],
+                env={},
+            )
+        )
         db.session.commit()
     job_dir = settings.jobs_dir / "1"
     job_dir.mkdir(parents=True)
