@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.processes import alive, wait_for
+
 pytestmark = pytest.mark.e2e
 TRAIN = "/ajax-api/2.0/mlflow/train"
 ADMIN = ("admin", "chosen-admin-pass")
@@ -206,15 +208,6 @@ def _child_pid(api, job_id):
     raise AssertionError("the job never printed its child's pid")
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
-
-
 def test_cancel_ends_the_job_and_its_children_and_is_idempotent(api):
     job = api.submit(SLEEPER)
     child = _child_pid(api, job["job"])
@@ -223,10 +216,7 @@ def test_cancel_ends_the_job_and_its_children_and_is_idempotent(api):
     done = api.wait(job["job"], "CANCELLED", "FAILED", "SUCCEEDED")
     assert done["status"] == "CANCELLED"
     assert api.run(job["run_id"])["info"]["status"] == "KILLED"
-    deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(child)
+    wait_for(lambda: not alive(child), 10)
     again = api.call("POST", f"{TRAIN}/jobs/{job['job']}/cancel")
     assert again.status_code == 200 and again.json()["status"] == "CANCELLED"
 
@@ -300,10 +290,7 @@ def test_a_job_whose_supervisor_died_is_lost(start):
     os.kill(supervisor, signal.SIGKILL)
     done = api.wait(job["job"], "LOST", "FAILED", "CANCELLED", seconds=30)
     assert done["status"] == "LOST" and "supervisor" in done["reason"]
-    deadline = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(child)
+    wait_for(lambda: not alive(child), 10)
 
 
 def _supervisor_of(job_id):

@@ -26,7 +26,7 @@ from trainflow.accounts.schemas import (
 )
 from trainflow.api import endpoint, json_response
 from trainflow.db import db
-from trainflow.errors import PermissionDenied, Unauthenticated
+from trainflow.errors import PermissionDenied, Unauthenticated, ValidationFailed
 
 bp = Blueprint("accounts", __name__, url_prefix="/api")
 TAG = "accounts"
@@ -250,8 +250,6 @@ def patch_user(user_id: int, body: PatchUserRequest) -> Response:
 
 
 def raise_invalid(field: str) -> None:
-    from trainflow.errors import ValidationFailed
-
     raise ValidationFailed(
         f"Invalid request: {field}: cannot be null.", fields=[{"field": field, "message": "cannot be null"}]
     )

@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app
 
 from trainflow.accounts.auth import current_principal
 from trainflow.api import endpoint, json_response
-from trainflow.db import db
+from trainflow.db import db, utcnow
 from trainflow.errors import BadRequest
 from trainflow.jobs import service
 from trainflow.jobs.logs import complete_lines
@@ -42,8 +42,6 @@ def jobs_out(jobs: list[Job]) -> list[JobOut]:
     for job in jobs:
         duration = None
         if job.started_at is not None:
-            from trainflow.db import utcnow
-
             duration = round(((job.finished_at or utcnow()) - job.started_at).total_seconds(), 3)
         out.append(
             JobOut(
