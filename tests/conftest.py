@@ -65,6 +65,20 @@ def postgres_url() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis of the event-bus tests (TRAINFLOW_TEST_REDIS_URL, default the local one)."""
+    import redis
+
+    url = os.environ.get("TRAINFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=3) as client:
+            client.ping()
+    except redis.RedisError as e:
+        _unavailable(f"Redis at {url} does not answer: {e}")
+    return url
+
+
 class Templates:
     """Migrated databases to copy, made on first use."""
 

@@ -13,6 +13,8 @@ from trainflow.api import operation_of
 from trainflow.database import MIGRATIONS_DIR, VERSION_TABLE
 from trainflow.db import db
 from trainflow.errors import PermissionDenied
+from trainflow.events import views as events_views
+from trainflow.events.record import record_metrics
 from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
 from trainflow.meta import bp as meta_bp
@@ -43,9 +45,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(meta_bp)
     app.register_blueprint(scripts_views.bp)
     app.register_blueprint(jobs_views.bp)
+    app.register_blueprint(events_views.bp)
     # Run before MLflow's own hooks would touch a store, after its host-header check.
     app.before_request(authenticate_and_authorize)
     app.after_request(record_mlflow_creator)
+    app.after_request(push_job_metrics)
     return app
 
 
@@ -76,4 +80,27 @@ def record_mlflow_creator(response: Response) -> Response:
     principal = g.get("principal")
     if principal is not None and operation_of(current_app.view_functions.get(request.endpoint or "")) is None:
         current_app.extensions["trainflow.mlflow_authorizer"].record_creator(response, principal)
+    return response
+
+
+METRIC_PATHS = ("/runs/log-metric", "/runs/log-batch")
+
+
+def push_job_metrics(response: Response) -> Response:
+    """A job's metrics go to its followers the moment its MLflow client has logged them."""
+    principal = g.get("principal")
+    if (
+        principal is None
+        or principal.job_id is None
+        or response.status_code != 200
+        or not request.path.endswith(METRIC_PATHS)
+    ):
+        return response
+    body = request.get_json(silent=True, force=True)
+    if isinstance(body, dict):
+        from flask import current_app
+
+        metrics = body.get("metrics") if request.path.endswith("log-batch") else [body]
+        if isinstance(metrics, list):
+            record_metrics(current_app, principal.job_id, metrics)  # type: ignore[arg-type]
     return response

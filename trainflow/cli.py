@@ -6,6 +6,7 @@ import gc
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -95,7 +96,7 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     def app_factory(slot: int):  # type: ignore[no-untyped-def]
         # The app built for migrations serves the first (or only) process.
         served = first_app.pop() if first_app and settings.workers <= 1 else create_app(settings)
-        if slot == 0:  # one scheduler per data directory
+        if slot == 0 and settings.run_jobs:  # one scheduler per data directory
             start_scheduler(served)
         return served
 
@@ -293,18 +294,46 @@ def _pack(folder: Path) -> Path:
 
 def _follow(client, job_id: int) -> int:  # type: ignore[no-untyped-def]
     """Print the job's lines as they come; return the exit code its end maps to."""
+    show_progress = sys.stderr.isatty()
+    ending: dict[str, Any] = {}
 
     def stream() -> None:
-        for record in client.follow_logs(job_id):
-            click.echo(record["line"], err=record["stream"] == "stderr", nl=not record.get("partial"))
+        for event in client.follow_events(job_id):
+            kind = event["type"]
+            if kind == "log":
+                if show_progress and ending.pop("bar", None):
+                    click.echo("\r\033[K", err=True, nl=False)
+                click.echo(event["line"], err=event["stream"] == "stderr", nl=not event.get("partial"))
+            elif kind == "progress" and show_progress:
+                click.echo("\r\033[K" + _progress_text(event), err=True, nl=False)
+                ending["bar"] = True
+            elif kind == "status":
+                ending["reason"] = event.get("reason")
+            elif kind in ("end", "deleted"):
+                ending.update(event)
 
     _run(stream)
-    job = _run(lambda: client.job(job_id))
-    reason = f" ({job['reason']})" if job.get("reason") else ""
-    click.echo(f"Job {job_id} {job['status']}{reason}", err=True)
-    if job["status"] == "FAILED" and job.get("exit_code"):
-        return min(int(job["exit_code"]), 255)
-    return EXIT_CODES.get(job["status"], 1)
+    if ending.get("type") == "deleted":
+        click.echo(f"Job {job_id} was deleted.", err=True)
+        return 1
+    status = ending.get("status", "LOST")
+    reason = f" ({ending['reason']})" if ending.get("reason") else ""
+    click.echo(f"Job {job_id} {status}{reason}", err=True)
+    if status == "FAILED" and ending.get("exit_code"):
+        return min(int(ending["exit_code"]), 255)
+    return EXIT_CODES.get(status, 1)
+
+
+def _progress_text(event: dict[str, Any]) -> str:
+    current, total = event.get("current"), event.get("total")
+    text = f"{event.get('desc', 'progress')}: {current}" + (f"/{total}" if total else "")
+    if total:
+        text += f" ({100 * current / total:.0f}%)"
+    if event.get("rate"):
+        text += f", {event['rate']:.3g}/s"
+    if event.get("eta_s") is not None:
+        text += f", {event['eta_s']:.0f} s left"
+    return text
 
 
 @main.command()

@@ -233,13 +233,50 @@ class Client:
     def cancel(self, job_id: int) -> dict[str, Any]:
         return self.call("POST", f"{TRAIN}/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
 
-    def follow_logs(self, job_id: int, offset: int = 0, interval: float = 0.2) -> Iterator[dict[str, Any]]:
-        """Every log line from ``offset`` on, until the job has ended and no line is left."""
+    def follow_events(
+        self, job_id: int, after: int = 0, read_timeout: float = 60.0
+    ) -> Iterator[dict[str, Any]]:
+        """The job's events from ``after`` on, live, until its ``end`` (heartbeats left out).
+
+        A dropped connection, a server restart or a ``resync`` is followed by a new request
+        with ``after`` = the last seq received (waiting 0.25 s, doubling up to 10 s, while
+        the server is unreachable), so every event arrives once and in order.
+        """
+        delay = 0.25
         while True:
-            page = self.call("GET", f"{TRAIN}/jobs/{job_id}/logs", params={"offset": offset, "limit": 10000})
-            yield from page["lines"]
-            offset = page["next_offset"]
-            if page["is_complete"]:
-                return
-            if not page["lines"]:
-                time.sleep(interval)
+            try:
+                with self.request(
+                    "GET",
+                    f"{TRAIN}/jobs/{job_id}/events",
+                    params={"after": after},
+                    stream=True,
+                    timeout=(10, read_timeout),
+                ) as response:
+                    if response.status_code >= 400:
+                        self._checked(response)
+                    delay = 0.25
+                    for event in _ndjson(response):
+                        seq = event.get("seq")
+                        if seq is not None:
+                            if seq <= after:
+                                continue
+                            after = seq
+                        if event["type"] in ("heartbeat", "resync"):
+                            continue
+                        yield event
+                        if event["type"] in ("end", "deleted"):
+                            return
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError):
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+def _ndjson(response: requests.Response) -> Iterator[dict[str, Any]]:
+    """JSON objects from a streamed NDJSON response, each as soon as its line is complete."""
+    pending = b""
+    for chunk in response.iter_content(chunk_size=None):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)

@@ -110,6 +110,37 @@ class Settings:
     job_grace_seconds: int = _setting(
         "TRAINFLOW_JOB_GRACE_SECONDS", 10, "Seconds between SIGTERM and SIGKILL when a job is cancelled."
     )
+    run_jobs: bool = _setting(
+        "TRAINFLOW_RUN_JOBS",
+        True,
+        "Whether this server runs the job scheduler. Set false on extra servers that share the data "
+        "directory and database with the one that runs jobs (they still serve and stream them).",
+    )
+    redis_url: str = _setting(
+        "TRAINFLOW_REDIS_URL",
+        "",
+        "Redis for the event bus (`redis://[:password@]host:6379/0`, or `rediss://`), so that server "
+        "processes on several hosts see each other's jobs live. Empty: a local bus between the "
+        "processes of this machine, nothing to install.",
+    )
+    redis_channel: str = _setting(
+        "TRAINFLOW_REDIS_CHANNEL",
+        "",
+        "Pub/sub channel of the Redis bus. Empty: `trainflow:` and a digest of the database URL, so "
+        "deployments sharing one Redis stay apart.",
+    )
+    stream_heartbeat_seconds: float = _setting(
+        "TRAINFLOW_STREAM_HEARTBEAT_SECONDS",
+        15.0,
+        "Seconds of silence after which an event stream sends a heartbeat line (keeps proxies from "
+        "closing it).",
+    )
+    stream_buffer_kb: int = _setting(
+        "TRAINFLOW_STREAM_BUFFER_KB",
+        1024,
+        "Recent events each server process keeps in memory per followed job. A follower that falls "
+        "further behind gets a `resync` event and resumes from the log with `after`.",
+    )
     log_level: str = _setting("TRAINFLOW_LOG_LEVEL", "INFO", "Level of the server's log.")
 
     def __post_init__(self) -> None:
@@ -159,6 +190,14 @@ class Settings:
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
+    def bus_channel(self) -> str:
+        if self.redis_channel:
+            return self.redis_channel
+        import hashlib
+
+        return "trainflow:" + hashlib.sha256(self.resolved_database_url.encode()).hexdigest()[:12]
+
+    @property
     def uploads_dir(self) -> Path:
         return self.resolved_data_dir / "uploads"
 
@@ -171,7 +210,7 @@ class Settings:
         shown = {
             f.name: (
                 "***"
-                if f.name in {"secret_key", "admin_password"} and getattr(self, f.name)
+                if f.name in {"secret_key", "admin_password", "redis_url"} and getattr(self, f.name)
                 else getattr(self, f.name)
             )
             for f in dataclasses.fields(self)
@@ -194,6 +233,8 @@ _RANGES = [
     ("max_concurrent_jobs", 1, 10_000),
     ("max_jobs_per_user", 0, 10_000),
     ("job_grace_seconds", 0, 3600),
+    ("stream_heartbeat_seconds", 0.05, 3600),
+    ("stream_buffer_kb", 64, 1024 * 1024),
 ]
 
 
@@ -221,6 +262,11 @@ def _parse(env: str, raw: str, kind: type) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{env} must be a whole number, not {raw!r}.") from None
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{env} must be a number, not {raw!r}.") from None
     if kind is Path or issubclass(kind, Path):
         return Path(raw)
     return raw

@@ -54,7 +54,7 @@ class RunningServer:
 
 
 def start_server(data_dir: Path, database_url: str, **env: str) -> RunningServer:
-    port = free_port()
+    port = int(env.pop("TRAINFLOW_PORT", 0)) or free_port()  # a restart may ask for the same port
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFLOW_", "MLFLOW_"))}
     environ.update(
         TRAINFLOW_DATA_DIR=str(data_dir),

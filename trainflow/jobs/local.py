@@ -30,9 +30,10 @@ class LaunchSpec:
 class LocalExecutor:
     """Starts, cancels and observes supervisors; everything it knows is in each job's folder."""
 
-    def __init__(self, jobs_dir: Path, notify_path: Path | None) -> None:
+    def __init__(self, jobs_dir: Path, notify_path: Path | None, bus: dict[str, Any] | None = None) -> None:
         self.jobs_dir = jobs_dir
         self.notify_path = notify_path
+        self.bus = bus  # where the supervisor announces new events
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def job_dir(self, job_id: int) -> Path:
@@ -45,11 +46,14 @@ class LocalExecutor:
         return self.job_dir(job_id) / "output"
 
     def prepare(self, job_id: int, files: Path) -> Path:
-        """A fresh folder for the job, with a copy of its script's files to run in."""
+        """The job's folder, with a fresh copy of its script's files to run in.
+
+        The folder may exist already: it holds the job's event log from the moment it was queued.
+        """
         folder = self.job_dir(job_id)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, mode=0o700)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name in ("work", "output", "tmp", "home"):
+            shutil.rmtree(folder / name, ignore_errors=True)
         shutil.copytree(files, folder / "work")
         for name in ("output", "tmp", "home"):
             (folder / name).mkdir()
@@ -68,6 +72,7 @@ class LocalExecutor:
             "setup": spec.setup,
             "setup_env": spec.setup_env or spec.env,
             "notify": str(self.notify_path) if self.notify_path else None,
+            "bus": self.bus,
         }
         # The spec holds the job's token: only the server's user may read it.
         fd = os.open(folder / "spec.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

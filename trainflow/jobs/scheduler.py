@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from trainflow.db import db, utcnow
+from trainflow.events.bus import describe as describe_bus
+from trainflow.events.record import record_status
 from trainflow.jobs import service
 from trainflow.jobs.local import LaunchSpec, LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
@@ -57,7 +59,7 @@ class JobScheduler:
         self.app = app
         self.settings = settings
         self.notify_path = notify_socket_path(settings) if hasattr(socket, "AF_UNIX") else None
-        self.executor = LocalExecutor(settings.jobs_dir, self.notify_path)
+        self.executor = LocalExecutor(settings.jobs_dir, self.notify_path, describe_bus(settings))
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -214,6 +216,8 @@ class JobScheduler:
         ).rowcount
         db.session.commit()
         db.session.refresh(job)
+        if claimed:
+            record_status(self.app, job)
         return bool(claimed)
 
     def _launch(self, job: Job, gpu_ids: list[str]) -> None:

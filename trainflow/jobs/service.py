@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,7 @@ from trainflow.accounts.credentials import Principal
 from trainflow.accounts.models import User
 from trainflow.db import get_by_id, utcnow
 from trainflow.errors import BadRequest, Conflict, NotFound, PermissionDenied
+from trainflow.events.record import announce_deleted, record_status
 from trainflow.jobs.models import MLFLOW_RUN_STATUS, Job, JobStatus
 from trainflow.jobs.schemas import SubmitJobRequest
 from trainflow.scripts import service as scripts
@@ -68,6 +70,7 @@ def submit(session: Session, principal: Principal, request: SubmitJobRequest, au
         )
         session.add(job)
         session.commit()
+        record_status(current_app, job)
     except BaseException:
         # No job was queued: the run it would have used ends as failed, not left scheduled.
         session.rollback()
@@ -189,6 +192,7 @@ def finish(
         return False
     session.refresh(job)
     _end_run(job, status, output_dir)
+    record_status(current_app, job)  # after the run's end: a follower that sees `end` finds it ended
     return True
 
 
@@ -323,5 +327,6 @@ def purge_owner(session: Session, settings: Any, executor: Any, user_id: int) ->
     for job in jobs:
         if job.id not in running:  # a running job's supervisor still writes in its folder
             executor.remove(job.id)
+        announce_deleted(current_app, job.id, user_id)
     for script in scripts_owned:
         shutil.rmtree(scripts.files_dir(settings, script).parent, ignore_errors=True)

@@ -9,6 +9,10 @@ library only: it starts in tens of milliseconds and holds a few MB per job.
 - ``logs.ndjson``: one JSON record per output line: ``{"n", "ts", "stream", "line"}``, plus
   ``"partial": true`` when the line was cut (over 64 KB, or no newline for a second). A
   progress bar redrawn with ``\\r`` is kept as the line a terminal would finally show.
+- the job's event log (:mod:`trainflow.events.store`): a ``log`` event per line, and a
+  ``progress`` event (at most ten a second) each time a tqdm-style bar is redrawn or the job
+  prints a ``trainflow:progress {...}`` line. After each batch it publishes a notice on the
+  bus (``spec["bus"]``) so that followers are woken.
 - Before the job, the optional ``setup`` steps (argv lists) run the same way; one that fails
   ends the job with reason ``setup_failed``.
 - ``status.json``, replaced atomically on each change: ``starting`` → ``running`` (with the
@@ -37,8 +41,13 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from trainflow.events.notice import publisher_for
+from trainflow.events.progress import parse_bar, parse_marker
+from trainflow.events.store import EventWriter, fragment, log_fragment
+
 MAX_LINE = 64 * 1024
 IDLE_FLUSH_S = 1.0
+PROGRESS_EVERY_S = 0.1  # a bar redrawn faster than this still makes ten events a second at most
 DRAIN_S = 2.0  # how long a job's leftover children may keep its pipes open after it exits
 
 
@@ -54,14 +63,43 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 INDEX_EVERY = 1000  # logs.idx holds the byte offset of every 1000th record
 
 
+class EventSink:
+    """Collects the events of one pass of the read loop, then appends and announces them."""
+
+    def __init__(self, job_dir: Path, job_id: Any, bus: dict[str, Any] | None) -> None:
+        self.writer = EventWriter(job_dir)
+        self.job_id = job_id
+        self.publisher = publisher_for(bus or {})
+        self.pending: list[bytes] = []
+
+    def add(self, data: bytes) -> None:
+        self.pending.append(data)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        seq = self.writer.append(self.pending)
+        self.pending = []
+        if self.publisher is not None:
+            self.publisher.publish({"kind": "events", "job": self.job_id, "seq": seq})
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        if self.publisher is not None:
+            self.publisher.close()
+
+
 class LogWriter:
     """Numbers records and appends them to the log file, with a sparse index of offsets.
 
     Records are formatted by hand with the C string escaper: ``json.dumps`` per line costs
-    about five times as much, and a job printing 100,000 lines a second pays for it.
+    about five times as much, and a job printing 100,000 lines a second pays for it. Each
+    line also goes to the job's event log through ``events``.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, events: EventSink | None = None) -> None:
+        self.events = events
         self.count = _count_lines(path)
         self._file: BinaryIO = open(path, "ab", buffering=1 << 16)
         self._position = self._file.tell()
@@ -79,14 +117,24 @@ class LogWriter:
         ).encode("utf-8", "surrogatepass")
         self._file.write(data)
         self._position += len(data)
+        if self.events is not None:
+            self.events.add(log_fragment(self.now, stream, line, self.count, is_partial))
+
+    def progress(self, fields: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.add(fragment("progress", self.now, **fields))
 
     def flush(self) -> None:
         self._file.flush()
         self._index.flush()
+        if self.events is not None:
+            self.events.flush()
 
     def close(self) -> None:
         self._file.close()
         self._index.close()
+        if self.events is not None:
+            self.events.close()
 
 
 def _count_lines(path: Path) -> int:
@@ -110,6 +158,9 @@ class LineSplitter:
         self.is_overwriting = False  # a \r was seen: the next text replaces the line
         self.has_carriage = False  # the pending line is a redrawn one (a progress bar)
         self.last_data = time.monotonic()
+        self.last_bar = ""  # the last redrawn text read as a progress bar
+        self.bar_progress: dict[str, Any] | None = None  # progress not yet sent (throttled)
+        self.progress_at = 0.0
 
     def feed(self, data: bytes) -> None:
         self.last_data = time.monotonic()
@@ -120,10 +171,30 @@ class LineSplitter:
             if match.group() == "\n":
                 self._emit()
             else:
+                if self.pending and not self.is_overwriting:
+                    self._bar(self.pending)
                 self.is_overwriting = True
                 self.has_carriage = True
             start = match.end()
         self._append(text[start:])
+        if self.has_carriage and self.pending and not self.is_overwriting:
+            self._bar(self.pending)
+
+    def _bar(self, text: str) -> None:
+        """A redrawn line: if it reads as a progress bar, its state becomes a progress event."""
+        if text == self.last_bar:
+            return
+        self.last_bar = text
+        progress = parse_bar(text)
+        if progress is not None:
+            self.bar_progress = progress
+            self._send_progress(time.monotonic())
+
+    def _send_progress(self, now: float, force: bool = False) -> None:
+        if self.bar_progress is not None and (force or now - self.progress_at >= PROGRESS_EVERY_S):
+            self.log.progress(self.bar_progress)
+            self.bar_progress = None
+            self.progress_at = now
 
     def _append(self, text: str) -> None:
         if not text:
@@ -137,13 +208,21 @@ class LineSplitter:
             self.pending = self.pending[MAX_LINE:]
 
     def _emit(self) -> None:
-        self.log.write(self.stream, self.pending)
+        if self.has_carriage:
+            self._bar(self.pending)
+            self._send_progress(time.monotonic(), force=True)  # the bar's final state
+        marked = parse_marker(self.pending) if self.pending.startswith("trainflow:") else None
+        if marked is not None:
+            self.log.progress(marked)
+        else:
+            self.log.write(self.stream, self.pending)
         self.pending = ""
         self.is_overwriting = False
         self.has_carriage = False
 
     def flush_idle(self, now: float) -> None:
         """Write out text that has waited a second for its newline (not a bar being redrawn)."""
+        self._send_progress(now)
         if self.pending and not self.has_carriage and now - self.last_data >= IDLE_FLUSH_S:
             self.log.write(self.stream, self.pending, is_partial=True)
             self.pending = ""
@@ -167,7 +246,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_cancel)
         signal.signal(signal.SIGINT, self._on_cancel)
         self._set_status(state="starting", supervisor_pid=os.getpid())
-        log = LogWriter(self.job_dir / "logs.ndjson")
+        events = EventSink(self.job_dir, self.spec.get("job"), self.spec.get("bus"))
+        log = LogWriter(self.job_dir / "logs.ndjson", events)
         if self.reason == "cancelled":  # cancelled before it started
             log.close()
             self._set_status(

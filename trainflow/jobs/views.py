@@ -12,6 +12,7 @@ from trainflow.accounts.auth import current_principal
 from trainflow.api import endpoint, json_response
 from trainflow.db import db, utcnow
 from trainflow.errors import BadRequest
+from trainflow.events.record import announce_deleted
 from trainflow.jobs import service
 from trainflow.jobs.logs import complete_lines
 from trainflow.jobs.models import Job, JobStatus
@@ -151,9 +152,11 @@ def cancel(job_id: int) -> Response:
 def delete_job(job_id: int) -> Response:
     job = service.get_job(db.session, current_principal(), job_id)
     service.ensure_deletable(job)
+    owner_id = job.owner_id
     db.session.delete(job)
     db.session.commit()
     _executor().remove(job_id)
+    announce_deleted(current_app, job_id, owner_id)  # ends the streams that follow it
     return Response(status=204)
 
 

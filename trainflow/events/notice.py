@@ -1,0 +1,128 @@
+"""Publishing notices on the bus: "job 7 has events up to seq 120", "job 7 is now RUNNING".
+
+Standard library only: the job supervisor publishes with these too. A notice only wakes
+followers; the events themselves are in the job's event log, so a notice that is lost delays
+a follower until its next heartbeat and loses nothing.
+
+Two transports, chosen by settings (see :mod:`trainflow.events.bus` for the receiving side):
+
+- local (the default): every server process on this machine binds a datagram socket in one
+  folder; a notice is one datagram to each. Nothing to install.
+- Redis (``TRAINFLOW_REDIS_URL``): ``PUBLISH`` on one channel, so server processes on other
+  hosts hear it too. Spoken here in a few lines of RESP, so the supervisor needs no client
+  library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+
+class LocalPublisher:
+    """Sends each notice to every listening server process's socket in ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.setblocking(False)
+        self._targets: list[str] = []
+        self._listed: int | None = None  # the folder's mtime when it was listed
+
+    def publish(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message, separators=(",", ":")).encode()
+        self._list()
+        for target in list(self._targets):
+            try:
+                self._socket.sendto(data, target)
+            except OSError as e:
+                if e.errno in (errno.ECONNREFUSED, errno.ENOENT):  # that process is gone
+                    self._targets.remove(target)
+                    with contextlib.suppress(OSError):
+                        os.unlink(target)
+                # EAGAIN: that process is not reading; it catches up at its next heartbeat.
+
+    def _list(self) -> None:
+        """List the sockets again when a process came or went (the folder's mtime changed)."""
+        try:
+            changed = os.stat(self.folder).st_mtime_ns
+            if changed == self._listed:
+                return
+            self._targets = [entry.path for entry in os.scandir(self.folder) if entry.name.endswith(".sock")]
+            self._listed = changed
+        except FileNotFoundError:
+            self._targets = []
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+class RedisPublisher:
+    """``PUBLISH channel message`` over one connection, reconnecting when it breaks."""
+
+    def __init__(self, url: str, channel: str, timeout: float = 2.0) -> None:
+        self.url = url
+        self.channel = channel.encode()
+        self.timeout = timeout
+        self._socket: socket.socket | None = None
+
+    def publish(self, message: dict[str, Any]) -> None:
+        payload = json.dumps(message, separators=(",", ":")).encode()
+        for attempt in range(2):
+            try:
+                if self._socket is None:
+                    self._socket = self._connect()
+                self._command(b"PUBLISH", self.channel, payload)
+                return
+            except OSError:
+                self.close()
+                if attempt:
+                    return  # Redis is down: followers catch up at their next heartbeat
+
+    def _connect(self) -> socket.socket:
+        parts = urlsplit(self.url)
+        sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if parts.scheme == "rediss":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+        self._socket = sock
+        if parts.password is not None:
+            user = unquote(parts.username) if parts.username else "default"
+            self._command(b"AUTH", user.encode(), unquote(parts.password).encode())
+        return sock
+
+    def _command(self, *args: bytes) -> bytes:
+        assert self._socket is not None
+        out = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+        self._socket.sendall(out)
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = self._socket.recv(4096)
+            if not chunk:
+                raise ConnectionError("Redis closed the connection")
+            reply += chunk
+        if reply.startswith(b"-"):
+            raise ConnectionError(reply[1:].strip().decode(errors="replace"))
+        return reply
+
+    def close(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.close()
+            self._socket = None
+
+
+def publisher_for(config: dict[str, Any]) -> LocalPublisher | RedisPublisher | None:
+    """The publisher a bus description (:func:`trainflow.events.bus.describe`) asks for."""
+    if config.get("redis_url"):
+        return RedisPublisher(config["redis_url"], config["channel"])
+    if config.get("folder") and hasattr(socket, "AF_UNIX"):
+        return LocalPublisher(Path(config["folder"]))
+    return None

@@ -1,0 +1,119 @@
+"""The server's own entries in a job's event log: status changes, the end, and metrics.
+
+The supervisor writes the job's log lines and progress; these come from the server: the
+scheduler's status changes and the metrics the job's MLflow client logs through the server.
+Each is appended (and so numbered) before the notice that wakes followers is published.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainflow.events.hub import hub_of
+from trainflow.events.store import EventWriter, fragment
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from trainflow.jobs.models import Job
+
+log = logging.getLogger(__name__)
+
+
+def job_dir(app: Flask, job_id: int) -> Path:
+    return app.config["TRAINFLOW"].jobs_dir / str(job_id)  # type: ignore[no-any-return]
+
+
+def _append(app: Flask, job_id: int, fragments: list[bytes], *, create: bool = False) -> int | None:
+    folder = job_dir(app, job_id)
+    if create:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    elif not folder.is_dir():
+        return None  # deleted meanwhile
+    with EventWriter(folder) as writer:
+        return writer.append(fragments)
+
+
+def record_status(app: Flask, job: Job) -> None:
+    """The job's new status (and, once it has finished, the ``end`` event after it)."""
+    from trainflow.jobs.models import JobStatus
+
+    status = JobStatus(job.status)
+    fields: dict[str, Any] = {"status": status.value, "reason": job.reason, "exit_code": job.exit_code}
+    fragments = [fragment("status", **fields)]
+    try:
+        if status.is_finished:
+            seq = _append_end(app, job.id, fragments, status.value, job.exit_code)
+        else:
+            seq = _append(app, job.id, fragments, create=True)
+    except OSError:
+        log.exception("Job %d: could not record its status %s", job.id, status.value)
+        return
+    if seq is None:
+        return  # deleted meanwhile, or its end was already recorded
+    publisher = hub_of(app).publisher
+    publisher.publish({"kind": "events", "job": job.id, "seq": seq})
+    publisher.publish({"kind": "status", "job": job.id, "owner": job.owner_id, **fields})
+
+
+def _append_end(
+    app: Flask, job_id: int, fragments: list[bytes], status: str, exit_code: int | None
+) -> int | None:
+    """Append status + end unless the log already ends with an end (this may run twice)."""
+    folder = job_dir(app, job_id)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with EventWriter(folder) as writer:
+        end = fragment("end", status=status, exit_code=exit_code)
+        return writer.append([*fragments, end], unless_ended=True)
+
+
+def ensure_end(app: Flask, job: Job) -> None:
+    """A finished job's log ends with ``end`` even if the server stopped between the two writes."""
+    if job_dir(app, job.id).is_dir():
+        record_status(app, job)
+
+
+def record_metrics(app: Flask, job_id: int, metrics: list[dict[str, Any]]) -> None:
+    """Metrics the job's MLflow client just logged (``log_metric`` / ``log_batch`` bodies)."""
+    fragments = []
+    for metric in metrics:
+        if not isinstance(metric, dict) or not isinstance(metric.get("key"), str):
+            continue
+        fragments.append(
+            fragment(
+                "metric",
+                key=metric["key"],
+                value=_float(metric.get("value")),
+                step=_int(metric.get("step")) or 0,
+                timestamp=_int(metric.get("timestamp")),
+            )
+        )
+    if not fragments:
+        return
+    try:
+        seq = _append(app, job_id, fragments)
+    except OSError:
+        log.exception("Job %d: could not record its metrics", job_id)
+        return
+    if seq is not None:
+        hub_of(app).publisher.publish({"kind": "events", "job": job_id, "seq": seq})
+
+
+def announce_deleted(app: Flask, job_id: int, owner_id: int) -> None:
+    hub_of(app).publisher.publish({"kind": "deleted", "job": job_id, "owner": owner_id})
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

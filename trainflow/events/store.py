@@ -1,0 +1,231 @@
+"""A job's event log: one append-only file of numbered events, shared by several writers.
+
+Standard library only: the job supervisor imports it. Files in the job's folder:
+
+- ``events.ndjson``: one JSON object per line, each starting ``{"seq":N,`` (1, 2, 3 ...).
+- ``events.idx``: the byte offset of every 1000th event (seq 1, 1001, 2001 ...), 8 bytes each,
+  so a reader finds any seq by reading at most 1000 lines.
+- ``events.seq``: the last seq and the file's size after it (16 bytes), which is also the lock
+  the writers take (``flock``) while they number and append a batch.
+
+The supervisor (log lines, progress), the scheduler (status changes) and the web process that
+receives the job's MLflow metrics all append here; the lock makes their sequence one, with no
+gap and no repeat. A writer that died half-way is repaired by the next one: a torn last line
+is cut off and the count is taken from the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import time
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from pathlib import Path
+from typing import Any
+
+EVENTS = "events.ndjson"
+INDEX = "events.idx"
+COUNTER = "events.seq"
+INDEX_EVERY = 1000
+PREFIX = b'{"seq":'
+END_MARK = b'"type":"end"'
+
+
+def fragment(kind: str, ts: float | None = None, **fields: Any) -> bytes:
+    """An event without its seq: the rest of the JSON object, as the writer appends it."""
+    body = {"type": kind, "ts": round(time.time() if ts is None else ts, 6)}
+    body.update({k: json_safe(v) for k, v in fields.items() if v is not None})
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)[1:].encode("utf-8", "surrogatepass")
+
+
+def log_fragment(ts: float, stream: str, line: str, n: int, is_partial: bool = False) -> bytes:
+    """A log event, formatted by hand: the supervisor writes up to 100,000 of them a second."""
+    flag = ',"partial":true' if is_partial else ""
+    return (
+        f'"type":"log","ts":{ts:.6f},"stream":"{stream}","n":{n},"line":{encode_basestring(line)}{flag}}}'
+    ).encode("utf-8", "surrogatepass")
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity; a metric can be either, so they travel as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    return value
+
+
+def seq_of(record: bytes) -> int:
+    return int(record[7 : record.index(b",", 7)])
+
+
+class EventWriter:
+    """Appends batches of events to one job's log; safe to use from several processes at once."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self.job_dir = job_dir
+        self._events = os.open(job_dir / EVENTS, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        self._index = os.open(job_dir / INDEX, os.O_RDWR | os.O_CREAT, 0o600)
+        self._counter = os.open(job_dir / COUNTER, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def append(self, fragments: list[bytes], *, unless_ended: bool = False) -> int | None:
+        """Number and append the events; return the last seq (unchanged if there were none).
+
+        With ``unless_ended``, append nothing and return None if the last event is an ``end``.
+        """
+        fcntl.flock(self._counter, fcntl.LOCK_EX)
+        try:
+            seq, size = self._position()
+            if unless_ended and self._ends(size):
+                return None
+            if not fragments:
+                return seq
+            offsets = bytearray()
+            parts = []
+            for data in fragments:
+                seq += 1
+                if (seq - 1) % INDEX_EVERY == 0:
+                    offsets += size.to_bytes(8, "little")
+                record = b"%s%d,%s\n" % (PREFIX, seq, data)
+                parts.append(record)
+                size += len(record)
+            _write_all(self._events, b"".join(parts))
+            if offsets:
+                os.lseek(self._index, 0, os.SEEK_END)
+                _write_all(self._index, bytes(offsets))
+            os.pwrite(self._counter, seq.to_bytes(8, "little") + size.to_bytes(8, "little"), 0)
+            return seq
+        finally:
+            fcntl.flock(self._counter, fcntl.LOCK_UN)
+
+    def _ends(self, size: int) -> bool:
+        tail = os.pread(self._events, 512, max(0, size - 512))
+        return END_MARK in tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+
+    def _position(self) -> tuple[int, int]:
+        raw = os.pread(self._counter, 16, 0)
+        seq, size = (
+            (int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little"))
+            if len(raw) == 16
+            else (0, 0)
+        )
+        if os.fstat(self._events).st_size != size:
+            seq, size = self._repair()
+        return seq, size
+
+    def _repair(self) -> tuple[int, int]:
+        """Count the events in the file after a writer died mid-append; cut a torn last line."""
+        path = self.job_dir / EVENTS
+        entries = _read_index(self.job_dir / INDEX)
+        actual = os.fstat(self._events).st_size
+        entries = [offset for offset in entries if offset < actual]
+        start = entries[-1] if entries else 0
+        base = (len(entries) - 1) * INDEX_EVERY if entries else 0
+        with open(path, "rb") as f:
+            f.seek(start)
+            tail = f.read()
+        complete = tail.rfind(b"\n") + 1
+        count = tail.count(b"\n", 0, complete)
+        size = start + complete
+        if size < actual:
+            os.truncate(path, size)
+        if start == size:  # the indexed event itself was torn
+            entries = entries[:-1]
+        os.ftruncate(self._index, len(entries) * 8)
+        seq = base + count
+        os.pwrite(self._counter, seq.to_bytes(8, "little") + size.to_bytes(8, "little"), 0)
+        return seq, size
+
+    def close(self) -> None:
+        for fd in (self._events, self._index, self._counter):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_index(path: Path) -> list[int]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw) - len(raw) % 8, 8)]
+
+
+def last_seq(job_dir: Path) -> tuple[int, int]:
+    """The last seq written and the file size after it; (0, 0) for a job with no events."""
+    try:
+        raw = (job_dir / COUNTER).read_bytes()
+    except FileNotFoundError:
+        return 0, 0
+    if len(raw) != 16:
+        return 0, 0
+    return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
+
+
+class EventCursor:
+    """Reads a job's events in order from a given seq, remembering where it is in the file."""
+
+    def __init__(self, job_dir: Path, after: int) -> None:
+        self.path = job_dir / EVENTS
+        self.job_dir = job_dir
+        self.seq = after  # the last seq read
+        self.offset: int | None = None  # where the event after ``seq`` starts, once known
+
+    def read(self, max_bytes: int = 256 * 1024) -> list[tuple[int, bytes]]:
+        """The next events (at least one if there is one), about ``max_bytes`` at most."""
+        try:
+            f = open(self.path, "rb")
+        except FileNotFoundError:
+            return []
+        with f:
+            if self.offset is None:
+                self.offset = self._locate(f)
+                if self.offset is None:
+                    return []
+            f.seek(self.offset)
+            data = f.read(max_bytes)
+            end = data.rfind(b"\n") + 1
+            if end == 0 and len(data) == max_bytes:  # one event longer than max_bytes
+                data += f.readline()
+                end = data.rfind(b"\n") + 1
+            records = []
+            for record in data[:end].splitlines(keepends=True):
+                seq = seq_of(record)
+                if seq > self.seq:
+                    records.append((seq, record))
+                    self.seq = seq
+            self.offset += end
+            return records
+
+    def _locate(self, f: Any) -> int | None:
+        """The offset of the event after ``self.seq``, through the index; None if not written yet."""
+        block = self.seq // INDEX_EVERY
+        entries = _read_index(self.job_dir / INDEX)
+        if block >= len(entries):
+            if not entries:
+                return 0 if self.seq == 0 else self._scan(f, 0, 0)
+            block = len(entries) - 1
+        offset = entries[block]
+        return self._scan(f, offset, block * INDEX_EVERY)
+
+    def _scan(self, f: Any, offset: int, seq_before: int) -> int | None:
+        f.seek(offset)
+        skip = self.seq - seq_before
+        for _ in range(skip):
+            line = f.readline()
+            if not line.endswith(b"\n"):
+                return None
+            offset += len(line)
+        return offset

@@ -1,0 +1,141 @@
+"""The streaming responses: a job's events, and every visible job's status changes.
+
+Each is a generator the WSGI server writes out as it yields (chunked). Between batches a
+stream sleeps on its feed's ``changed`` event; after ``heartbeat_s`` of silence it sends a
+heartbeat, which is also when a write to a vanished client fails and the stream is closed.
+
+Two framings of the same events: NDJSON (``application/x-ndjson``, one object per line) and
+Server-Sent Events (``text/event-stream``, ``id:`` = seq, so ``Last-Event-ID`` resumes).
+Events without a seq (heartbeat, resync, deleted) carry no ``id:``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from trainflow.events.hub import Hub
+from trainflow.events.store import END_MARK, EventCursor
+
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer this response
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class Framing:
+    def __init__(self, is_sse: bool) -> None:
+        self.is_sse = is_sse
+        self.mimetype = SSE if is_sse else NDJSON
+
+    def events(self, records: list[tuple[int, bytes]]) -> bytes:
+        if not self.is_sse:
+            return b"".join(record for _, record in records)
+        return b"".join(b"id: %d\ndata: %s\n" % (seq, record) for seq, record in records)
+
+    def other(self, event: dict[str, Any]) -> bytes:
+        line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        return b"data: " + line + b"\n" if self.is_sse else line
+
+    def heartbeat(self) -> bytes:
+        return self.other({"type": "heartbeat", "ts": round(time.time(), 3)})
+
+
+def job_events(
+    hub: Hub, job_id: int, job_dir: Path, after: int, framing: Framing, heartbeat_s: float
+) -> Iterator[bytes]:
+    """Every event after ``after``: first from the log, then live, until the ``end`` event.
+
+    A follower is "live" once it has caught up with the feed. A live follower that falls so far
+    behind that the feed no longer holds its next event gets ``resync`` (with the last seq it
+    was sent) and the response ends: the client resumes with ``after``. Catching up from the
+    log is not limited, since it reads at the client's pace and holds one batch at a time.
+    """
+    feed = hub.follow(job_id, job_dir)
+    try:
+        if framing.is_sse:
+            yield b"retry: 1000\n\n"
+        sent = after
+        is_live = False
+        cursor: EventCursor | None = None
+        wrote_any = framing.is_sse
+        while True:
+            changed = feed.changed
+            if feed.is_deleted:
+                yield framing.other(
+                    {"type": "deleted", "job_id": job_id, "message": f"Job {job_id} was deleted."}
+                )
+                return
+            batch = feed.since(sent)
+            if batch is None:
+                if is_live:
+                    yield framing.other({"type": "resync", "seq": sent})
+                    return
+                if cursor is None or cursor.seq != sent:
+                    cursor = EventCursor(job_dir, sent)
+                batch = cursor.read()
+                if not batch:
+                    feed.refresh()  # the log has nothing beyond the feed: the feed is behind
+                    batch = feed.since(sent) or []
+            else:
+                is_live = True
+            if batch:
+                yield framing.events(batch)
+                wrote_any = True
+                sent = batch[-1][0]
+                if END_MARK in batch[-1][1]:
+                    return
+                continue
+            is_live = True
+            if feed.is_deleted:
+                yield framing.other(
+                    {"type": "deleted", "job_id": job_id, "message": f"Job {job_id} was deleted."}
+                )
+                return
+            if not wrote_any:
+                yield framing.heartbeat()  # the headers go out with the first bytes
+                wrote_any = True
+            if not changed.wait(heartbeat_s):
+                feed.refresh_if_stale()  # in case a notice was lost
+                yield framing.heartbeat()
+    finally:
+        hub.unfollow(job_id, feed)
+
+
+def job_statuses(
+    hub: Hub, user_id: int, is_admin: bool, framing: Framing, heartbeat_s: float
+) -> Iterator[bytes]:
+    """Status changes (and deletions) of every job the user may see, as they happen."""
+    watch = hub.watch(user_id, is_admin)
+    try:
+        yield framing.heartbeat()
+        while True:
+            while watch.queue:
+                notice = watch.queue.popleft()
+                yield framing.other(_status_event(notice))
+            if watch.overflowed:
+                yield framing.other({"type": "resync"})
+                return
+            watch.changed.clear()
+            if not watch.queue and not watch.changed.wait(heartbeat_s):
+                yield framing.heartbeat()
+    finally:
+        hub.unwatch(watch)
+
+
+def _status_event(notice: dict[str, Any]) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "type": "status" if notice["kind"] == "status" else "deleted",
+        "job_id": notice["job"],
+    }
+    for name in ("status", "reason", "exit_code"):
+        if notice.get(name) is not None:
+            event[name] = notice[name]
+    event["ts"] = round(time.time(), 3)
+    return event

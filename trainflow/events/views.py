@@ -1,0 +1,113 @@
+"""The live streams: one job's events, and the status changes of every job one may see."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, request
+from pydantic import BaseModel, ConfigDict, Field
+
+from trainflow.accounts.auth import current_principal
+from trainflow.api import endpoint
+from trainflow.db import MAX_ID, db
+from trainflow.errors import BadRequest
+from trainflow.events.hub import hub_of
+from trainflow.events.record import ensure_end, job_dir
+from trainflow.events.store import last_seq
+from trainflow.events.stream import HEADERS, SSE, Framing, job_events, job_statuses
+from trainflow.jobs import service
+from trainflow.jobs.models import JobStatus
+
+TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
+bp = Blueprint("events", __name__, url_prefix=TRAIN_PREFIX)
+TAG = "events"
+FORMATS = (
+    "NDJSON (`application/x-ndjson`), one JSON object per line; Server-Sent Events instead when "
+    "the request says `Accept: text/event-stream`. A heartbeat line (`type: heartbeat`, no seq) "
+    "follows every silence of TRAINFLOW_STREAM_HEARTBEAT_SECONDS."
+)
+
+
+class EventsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_ID,
+        description="Send only the events after this seq (the last one received). "
+        "Default: every event from the start; with SSE, the `Last-Event-ID` header.",
+    )
+
+
+@endpoint(
+    bp,
+    "/jobs/<int:job_id>/events",
+    "GET",
+    summary="Follow a job live: status, log lines, metrics, progress, until its end",
+    tag=TAG,
+    query=EventsQuery,
+    errors=(400, 401, 404),
+    description="Every event of the job in order (each with `seq`, 1, 2, 3 ..., `type` and `ts`): "
+    "`status`, `log`, `metric`, `progress` and finally `end`, after which the response ends. "
+    "Stored events come first, then live ones, with no gap and no repeat. A follower that falls "
+    'too far behind gets `{"type": "resync", "seq": N}` and should reconnect with '
+    '`after=N`; a job deleted meanwhile ends the stream with `{"type": "deleted"}`. ' + FORMATS,
+)
+def job_events_stream(job_id: int, query: EventsQuery) -> Response:
+    job = service.get_job(db.session, current_principal(), job_id)
+    framing = _framing()
+    after = query.after if query.after is not None else _last_event_id()
+    settings = current_app.config["TRAINFLOW"]
+    if JobStatus(job.status).is_finished:
+        ensure_end(current_app, job)  # normally there already; not if the server stopped meanwhile
+        if after >= last_seq(job_dir(current_app, job.id))[0]:
+            return _streaming(iter(()), framing)  # the client has seen the end already
+    stream = job_events(
+        hub_of(current_app),
+        job.id,
+        job_dir(current_app, job.id),
+        after,
+        framing,
+        settings.stream_heartbeat_seconds,
+    )
+    return _streaming(stream, framing)
+
+
+@endpoint(
+    bp,
+    "/events",
+    "GET",
+    summary="Follow the status changes of every job you may see",
+    tag=TAG,
+    errors=(401,),
+    description='`{"type": "status", "job_id", "status", "reason"?, "exit_code"?, "ts"}` '
+    'each time one of your jobs (an admin: any job) changes status, and `{"type": "deleted", '
+    '"job_id"}` when one is deleted. Nothing is replayed: open the stream, then list the jobs. ' + FORMATS,
+)
+def all_jobs_stream() -> Response:
+    principal = current_principal()
+    framing = _framing()
+    settings = current_app.config["TRAINFLOW"]
+    stream = job_statuses(
+        hub_of(current_app), principal.user_id, principal.is_admin, framing, settings.stream_heartbeat_seconds
+    )
+    return _streaming(stream, framing)
+
+
+def _framing() -> Framing:
+    return Framing(is_sse=SSE in request.headers.get("Accept", ""))
+
+
+def _last_event_id() -> int:
+    raw = request.headers.get("Last-Event-ID", "").strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > MAX_ID:
+        raise BadRequest("The Last-Event-ID header must be the seq of an event (a whole number).")
+    return int(raw)
+
+
+def _streaming(stream: object, framing: Framing) -> Response:
+    response = Response(stream, mimetype=framing.mimetype, direct_passthrough=True)
+    response.headers.update(HEADERS)
+    db.session.remove()  # the stream may last hours: give the connection back to the pool now
+    return response
