@@ -21,9 +21,12 @@ import json
 import os
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+RETRY_S = 1.0
 
 
 class LocalPublisher:
@@ -65,17 +68,24 @@ class LocalPublisher:
 
 
 class RedisPublisher:
-    """``PUBLISH channel message`` over one connection, reconnecting when it breaks."""
+    """``PUBLISH channel message`` over one connection, reconnecting when it breaks.
 
-    def __init__(self, url: str, channel: str, timeout: float = 2.0) -> None:
+    While Redis is unreachable it tries again at most once a second, so a supervisor never
+    spends its time waiting on Redis instead of reading its job's output.
+    """
+
+    def __init__(self, url: str, channel: str, timeout: float = 0.5) -> None:
         self.url = url
         self.channel = channel.encode()
         self.timeout = timeout
         self._socket: socket.socket | None = None
+        self._retry_at = 0.0
 
     def publish(self, message: dict[str, Any]) -> None:
         payload = json.dumps(message, separators=(",", ":")).encode()
         for attempt in range(2):
+            if self._socket is None and time.monotonic() < self._retry_at:
+                return  # Redis is down: followers catch up at their next heartbeat
             try:
                 if self._socket is None:
                     self._socket = self._connect()
@@ -84,7 +94,7 @@ class RedisPublisher:
             except OSError:
                 self.close()
                 if attempt:
-                    return  # Redis is down: followers catch up at their next heartbeat
+                    self._retry_at = time.monotonic() + RETRY_S
 
     def _connect(self) -> socket.socket:
         parts = urlsplit(self.url)
