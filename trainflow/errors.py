@@ -118,9 +118,20 @@ def error_response(status: int, code: str, message: str, **details: Any) -> Resp
     response = jsonify(error_body(status, code, message, **details))
     response.status_code = status
     if status == 401:
-        # Browsers then show their sign-in prompt, as with MLflow's basic-auth app.
-        response.headers["WWW-Authenticate"] = 'Basic realm="trainflow"'
+        response.headers["WWW-Authenticate"] = _challenge()
     return response
+
+
+def _challenge() -> str:
+    """Basic for a request without credentials or with Basic ones: browsers then show their
+    sign-in prompt, as with MLflow's basic-auth app. Bearer for a token that failed, so an
+    application that signs in with tokens (the dashboard) gets no browser prompt."""
+    from flask import has_request_context, request
+
+    sent = request.headers.get("Authorization", "") if has_request_context() else ""
+    if sent[:7].lower() == "bearer ":
+        return 'Bearer realm="trainflow", error="invalid_token"'
+    return 'Basic realm="trainflow"'
 
 
 def handle_trainflow_error(e: TrainflowError) -> Response:

@@ -28,7 +28,6 @@ def test_protected_routes_take_basic_and_bearer(client, alice, path):
         "Basic !!!notbase64",
         "Basic " + base64.b64encode(b"no-colon").decode(),
         "Bearer",
-        "Bearer not.a.jwt",
         "Token abc",
         "Digest username=alice",
     ],
@@ -39,6 +38,14 @@ def test_missing_or_malformed_credentials_are_401_json_with_a_basic_challenge(cl
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Basic")
     assert response.json["error"]["code"] == "unauthenticated"
+
+
+def test_a_refused_token_gets_a_bearer_challenge_so_browsers_show_no_prompt(client, alice):
+    for token in ("not.a.jwt", alice.login()["refresh_token"]):
+        response = client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+        assert response.json["error"]["code"] == "unauthenticated"
 
 
 def test_credentials_in_the_url_are_ignored(client, alice):

@@ -46,7 +46,7 @@ class EventsQuery(BaseModel):
     tag=TAG,
     query=EventsQuery,
     errors=(400, 401, 404),
-    description="Every event of the job in order (each with `seq`, 1, 2, 3 ..., `type` and `ts`): "
+    description="Every event of the job in order, each with `seq` (1, 2, 3 ...), `type` and `ts`: "
     "`status`, `log`, `metric`, `progress` and finally `end`, after which the response ends. "
     "Stored events come first, then live ones, with no gap and no repeat. A follower that falls "
     'too far behind gets `{"type": "resync", "seq": N}` and should reconnect with '
@@ -60,7 +60,9 @@ def job_events_stream(job_id: int, query: EventsQuery) -> Response:
     if JobStatus(job.status).is_finished:
         ensure_end(current_app, job)  # normally there already; not if the server stopped meanwhile
         if after >= last_seq(job_dir(current_app, job.id))[0]:
-            return _streaming(iter(()), framing)  # the client has seen the end already
+            # Nothing will come after that: 204 also tells an EventSource not to reconnect.
+            db.session.remove()
+            return Response(status=204)
     stream = job_events(
         hub_of(current_app),
         job.id,
