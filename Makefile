@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV ?= venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
+# The browser tests drive Debian's Chromium through playwright-core (Playwright's own browser
+# download is not used).
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: install install-test run test lint bench clean
+.PHONY: install install-test install-browser run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +26,25 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
 
+## Chromium and playwright-core, for the browser tests (tests/e2e/test_events_js.py).
+install-browser: $(CHROMIUM) node_modules/.installed
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo=sudo; \
+	else echo "$@ is missing: install Debian's chromium package (as root)" >&2; exit 1; fi; \
+	set -x; $$sudo apt-get update && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium
+
+node_modules/.installed: package.json package-lock.json
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	touch $@
+
 ## Migrate the database and serve on http://127.0.0.1:5000 (SQLite under ./data by default).
 run: install
 	$(BIN)/trainflow server
 
 ## Install everything and run the whole test suite.
-test: install-test
+test: install-test install-browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -41,4 +57,4 @@ bench: install-test
 	$(BIN)/python bench/mlflow_writes.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache node_modules
