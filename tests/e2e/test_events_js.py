@@ -104,6 +104,9 @@ def test_reconnects_resume_after_the_last_seq_and_deliver_each_event_once(browse
     throws = result["listenerThrows"]  # reported as an uncaught error; the stream goes on
     assert [e["seq"] for e in throws["events"]] == [1, 2, 3] and len(throws["calls"]) == 1
 
+    no_content = result["noContent"]  # nothing after a finished job's end: no retry
+    assert len(no_content["calls"]) == 1 and no_content["done"]["state"] == "ended"
+
     after = result["after"]
     assert after["calls"][0]["query"] == {"after": "10"} and [e["seq"] for e in after["events"]] == [11, 12]
 

@@ -147,6 +147,10 @@ async function main() {
   result.listenerThrows = await scenario("/jobs/1/events", [ndjson([ev(1), ev(2), ev(3, "end")], "hang")], {
     throwAt: 2,
   });
+  // A finished job asked for what comes after its end: 204, and nothing more is asked.
+  result.noContent = await scenario("/jobs/1/events", [() => new Response(null, { status: 204 })], {
+    after: 12,
+  });
   result.after = await scenario("/jobs/1/events", [ndjson([ev(10), ev(11), ev(12, "end")])], { after: 10 });
   result.allJobs = await scenario(
     "/ajax-api/2.0/mlflow/train/events",

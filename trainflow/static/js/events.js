@@ -139,6 +139,8 @@ export function followEvents(url, options = {}) {
         signal: connection.signal,
       });
       if (!response.ok) throw await errorOf(response);
+      // 204: the job has ended and nothing comes after `after` (the end was delivered before).
+      if (response.status === 204) return { ...result, outcome: "ended" };
       onState("open");
       for await (const event of ndjsonEvents(response.body)) {
         alive();
