@@ -25,6 +25,7 @@ from trainflow.accounts import service
 from trainflow.app import create_app
 from trainflow.database import upgrade_all
 from trainflow.db import db
+from trainflow.events.hub import EXTENSION as EVENTS_EXTENSION
 from trainflow.mlflow_app import dispose_stores
 from trainflow.settings import Settings, normalize_database_url
 
@@ -39,7 +40,10 @@ def _unavailable(reason: str) -> None:
 
 
 def dispose(app: Flask) -> None:
-    """Close every connection the app and MLflow's store opened."""
+    """Close every connection the app and MLflow's store opened (and its event bus sockets)."""
+    hub = app.extensions.get(EVENTS_EXTENSION)
+    if hub is not None:
+        hub.stop()
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
