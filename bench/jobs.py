@@ -25,9 +25,10 @@ Sections (``--only startup,throughput,ray`` picks some):
   is spawned), ``status.json``'s ``started_at`` (the supervisor has spawned the job's process).
   ``--api-runs`` more jobs time the first line as a client sees it: polling the logs API every
   10 ms (Basic auth; the slowest poll per job is kept too), and
-  ``trainflow.client.Client.follow_logs`` (what ``trainflow logs --follow`` uses) at the same
-  time. Ray's jobs time ``get_job_logs`` polled every 10 ms and ``tail_job_logs`` at the same
-  time, after one warm-up job (which builds the runtime env);
+  ``trainflow.client.Client.follow_events`` (the live event stream ``trainflow logs --follow``
+  reads; its first ``log`` event is the first line) at the same time. Ray's jobs time
+  ``get_job_logs`` polled every 10 ms and ``tail_job_logs`` at the same time, after one
+  warm-up job (which builds the runtime env);
 * throughput: ``print(i)`` for ``i`` in ``range(--lines)`` as fast as it can, and a paced
   variant printing ``--rate`` lines/s for ``--seconds`` (batches of 1,000, then a sleep to keep
   the pace). The job's run time, CPU time and time spent printing (not sleeping) are the
@@ -51,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import math
 import os
@@ -431,8 +431,8 @@ def one_line_job(server: Trainflow) -> dict[str, float]:
     }
 
 
-def one_line_job_as_client(server: Trainflow, follow_interval: float) -> dict[str, float]:
-    """Submit job.py; time its first line through the logs API (10 ms polls) and a follower."""
+def one_line_job_as_client(server: Trainflow) -> dict[str, float]:
+    """Submit job.py; time its first line through the logs API (10 ms polls) and the event stream."""
     from trainflow.client import Client, CredentialStore
 
     follower = Client(server.base_url, CredentialStore(server.data_dir.parent / "credentials.json"), ADMIN)
@@ -441,8 +441,9 @@ def one_line_job_as_client(server: Trainflow, follow_interval: float) -> dict[st
     job_id, sent, _ = server.submit("job.py")
 
     def follow() -> None:
-        for _record in follower.follow_logs(job_id, interval=follow_interval):
-            followed.setdefault("at", time.time())
+        for event in follower.follow_events(job_id):
+            if event["type"] == "log":  # the first one is the job's first line
+                followed.setdefault("at", time.time())
 
     thread = threading.Thread(target=follow, name="follower", daemon=True)
     thread.start()
@@ -583,8 +584,6 @@ class Options:
 
 
 def bench_startup(server: Trainflow, direct: Direct, opts: Options) -> dict[str, Any]:
-    from trainflow.client import Client
-
     progress("[startup] first job after the server's start (not counted) ...")
     first = one_line_job(server)
     stages: dict[str, list[float]] = {}
@@ -598,19 +597,17 @@ def bench_startup(server: Trainflow, direct: Direct, opts: Options) -> dict[str,
                 f"[startup] {run + 1}/{opts.runs} jobs; last: first line stored {stages['stored'][-1]:.0f} ms"
             )
         time.sleep(0.1)  # let the scheduler finish recording the job before the next one
-    interval = float(inspect.signature(Client.follow_logs).parameters["interval"].default)
     client_view: dict[str, list[float]] = {}
     for _ in range(opts.api_runs):
-        for key, value in one_line_job_as_client(server, interval).items():
+        for key, value in one_line_job_as_client(server).items():
             client_view.setdefault(key, []).append(value)
         time.sleep(0.1)
-    progress(f"[startup] {opts.api_runs} more jobs watched through the logs API and a follower")
+    progress(f"[startup] {opts.api_runs} more jobs watched through the logs API and the event stream")
     return {
         "first_job": first,
         "stages_ms": {stage: summary(values) for stage, values in stages.items()},
         "python_ms": summary(python_ms),
         "client_ms": {key: summary(values) for key, values in client_view.items()},
-        "follow_interval_s": interval,
         "raw": {"stages_ms": stages, "python_ms": python_ms, "client_ms": client_view},
     }
 
@@ -870,10 +867,9 @@ def startup_lines(startup: dict[str, Any] | None, ray: dict[str, Any], runs: int
     ray_ms = ray.get("ms", {})
     n_api, n_ray = (client.get("api_poll") or {}).get("n", 0), (ray_ms.get("poll") or {}).get("n", 0)
     lines.append(Line(f"A client sees the first line, ms (trainflow {n_api} runs, Ray {n_ray})"))
-    interval = f"follow_logs, {startup['follow_interval_s']:g} s | " if startup else ""
     for key, label in (
         ("api_poll", "polling every 10 ms (logs API | get_job_logs)"),
-        ("follow", f"a follower ({interval}tail_job_logs)"),
+        ("follow", "a follower (follow_events, stream | tail_job_logs)"),
     ):
         ray_key = "poll" if key == "api_poll" else "follow"
         for q in ("p50", "p90"):
