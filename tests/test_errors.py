@@ -84,3 +84,21 @@ def test_nul_in_a_basic_credential_is_401_not_500(client, alice):
 
     header = "Basic " + base64.b64encode(b"al\x00ice:whatever-pass").decode()
     assert client.get("/api/me", headers={"Authorization": header}).status_code == 401
+
+
+def test_every_database_connection_busy_is_503_with_retry_after(app, client, alice):
+    from trainflow.db import db
+
+    with app.app_context():
+        pool = db.engine.pool
+        pool._timeout = 0.2  # instead of waiting 30 s for a connection to come back
+        held = [db.engine.connect() for _ in range(pool.size() + pool._max_overflow)]
+        try:
+            response = client.get("/api/me", headers=alice.basic)
+        finally:
+            for connection in held:
+                connection.close()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.json["error"]["code"] == "busy"
+    assert client.get("/api/me", headers=alice.basic).status_code == 200  # and then it serves again

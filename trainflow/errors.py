@@ -100,6 +100,7 @@ _MLFLOW_CODES = {
     403: "PERMISSION_DENIED",
     404: "RESOURCE_DOES_NOT_EXIST",
     429: "REQUEST_LIMIT_EXCEEDED",
+    503: "TEMPORARILY_UNAVAILABLE",
 }
 
 
@@ -167,8 +168,21 @@ def handle_unexpected(e: Exception) -> Response:
 
     if isinstance(e, HTTPException):
         return handle_http_exception(e)  # type: ignore[return-value]
+    if _is_pool_timeout(e):
+        # Every database connection stayed busy for the pool's timeout: a load spike (thousands
+        # of streams opening at once), not a fault. Say so, and when to try again.
+        log.warning("Busy: no database connection free for %s %s", request.method, request.path)
+        response = error_response(503, "busy", "The server is busy; try again in a moment.")
+        response.headers["Retry-After"] = "1"
+        return response
     log.exception("Unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal_error", "The server failed; the error is in its log.")
+
+
+def _is_pool_timeout(e: Exception) -> bool:
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return isinstance(e, PoolTimeout)
 
 
 def add_error_envelope(response: Response) -> Response:
