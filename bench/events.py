@@ -24,19 +24,20 @@ marked "(issue)" when Ray is not installed), the target and PASS/FAIL. Sections
   and one SQLite database, both on the Redis bus (a private ``redis-server`` on a free port,
   or ``--redis-url``): server A runs the jobs, server B (``TRAINFLOW_RUN_JOBS=false``) serves
   the follower;
-* followers: a job that prints nothing until told (through a file in its working directory)
-  is followed by ``--streams`` connections to one server process (one gevent process). The
-  connections are held by ``--clients`` processes (this file run with ``--client``), raw
-  gevent sockets sending ``GET ... HTTP/1.1`` with Basic auth and decoding the chunked body,
-  opened in batches of ``--batch`` at a time (all clients together). Memory per idle stream is
-  the server process's PSS (and RSS) from ``/proc/<pid>/smaps_rollup`` after all are open and
-  3 s idle, minus before the first one opened (after 20 warm-up streams), over the count.
-  Then the job prints ``tick RATE I TIME`` lines at 2 events/s (20,000 deliveries/s with
-  10,000 streams) for ``--step-seconds``, then 4, 8, 16 ... events/s, and each client notes
-  every line's arrival on every connection (a histogram at 0.1 ms, sent back in a file), and
-  for each event the latency of the first and of the last stream to get it. Stepping stops at
-  the first rate whose p99 passes 250 ms, or when deliveries fall short; when 2 events/s fails
-  already, the rate is halved instead (down to 0.5 events/s).
+* followers: a job that prints nothing until told (through a file in its working directory) is
+  followed by ``--streams`` connections to one server process (one gevent process). The
+  connections are held by ``--clients`` processes (this file run with ``--client``), one
+  ``epoll`` loop each over raw non-blocking sockets sending ``GET ... HTTP/1.1`` with Basic auth
+  and decoding the chunked body, opened in batches of ``--batch`` at a time (all clients
+  together). Memory per idle stream is the server process's PSS (and RSS) from
+  ``/proc/<pid>/smaps_rollup`` after all are open and 3 s idle, minus before the first one
+  opened (after 20 warm-up streams), over the count. Then the job prints ``tick RATE I TIME``
+  lines at 2 events/s (20,000 deliveries/s with 10,000 streams) for ``--step-seconds``, then 4,
+  8, 16 ... events/s, and each client notes every line's arrival on every connection (a
+  histogram at 0.1 ms, sent back in a file), and for each event the latency of the first and of
+  the last stream to get it. Stepping stops at the first rate whose p99 passes 250 ms, or when
+  deliveries fall short; when 2 events/s fails already, the rate is halved instead (down to 0.5
+  events/s).
 
 The clients run on the same 2 cores as the server: a latency here includes the time a client
 process takes to get to a socket that has data, as it would for a browser on a busy machine.
@@ -565,7 +566,7 @@ def ray_client_main(address: str, workdir: str, lines: int, rate: float) -> dict
 
 
 # --------------------------------------------------------------------------------------------
-# Followers: the client processes (``--client``): gevent, raw sockets, chunked HTTP/1.1
+# Followers: the client processes (``--client``): one epoll loop, raw sockets, chunked HTTP/1.1
 # --------------------------------------------------------------------------------------------
 
 
@@ -610,8 +611,26 @@ class ChunkedLines:
         return lines
 
 
+class Stream:
+    """One follower connection in a client process."""
+
+    __slots__ = ("after", "connecting", "opened", "reader", "sock")
+
+    def __init__(self, sock: socket.socket, after: int, opened: bool) -> None:
+        self.sock = sock
+        self.after = after
+        self.opened = opened  # it has had its 200 (a reconnection after resync stays opened)
+        self.connecting = True
+        self.reader = ChunkedLines()
+
+
 class FollowerClient:
-    """Holds a share of the streams in one process; counts and times every tick it receives."""
+    """Holds a share of the streams in one process; counts and times every tick it receives.
+
+    One ``epoll`` loop over non-blocking sockets, no greenlet per connection: a delivery costs
+    the client a read and a few string operations, so the client processes take as little as
+    they can of the two cores they share with the server.
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.host, self.port = config["host"], int(config["port"])
@@ -626,6 +645,9 @@ class FollowerClient:
         self.counts: Counter[str] = Counter()  # open, failed, ended, resyncs, errors by kind
         self._parsed: dict[bytes, tuple[str, float] | None] = {}
         self._reports = 0
+        self.poll = select.epoll()
+        self.streams: dict[int, Stream] = {}
+        self.pending_opens = 0  # streams of the current batch not yet answered
 
     def request(self, after: int) -> bytes:
         return (
@@ -652,67 +674,76 @@ class FollowerClient:
         self._parsed[raw] = parsed
         return parsed
 
-    def follow(self, on_open: Callable[[bool], None]) -> None:
-        """One stream, until the job's end; a ``resync`` reconnects after the seq it names."""
-        opened = False
+    # -- connections ------------------------------------------------------------------------
 
-        def announce(status: int) -> None:
-            nonlocal opened
-            opened = status == 200
-            self.counts["open" if opened else f"http {status}"] += 1
-            on_open(opened)
+    def connect(self, after: int, opened: bool) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.connect_ex((self.host, self.port))
+        self.streams[sock.fileno()] = Stream(sock, after, opened)
+        self.poll.register(sock.fileno(), select.EPOLLOUT)
 
-        after = 0
-        while True:
-            try:
-                outcome, after = self._read_stream(after, None if opened else announce)
-            except OSError as e:
-                self.counts[f"error {type(e).__name__}"] += 1
-                outcome = "error"
-            if not opened:
-                if outcome == "error":  # no answer at all
-                    on_open(False)
+    def close(self, stream: Stream) -> None:
+        fd = stream.sock.fileno()
+        self.poll.unregister(fd)
+        del self.streams[fd]
+        stream.sock.close()
+
+    def on_ready(self, fd: int, events: int) -> None:
+        stream = self.streams[fd]
+        if stream.connecting:
+            if events & (select.EPOLLERR | select.EPOLLHUP):
+                self.finish(stream, "error")
                 return
-            if outcome != "resync":
-                self.counts["open"] -= 1
-                self.counts["ended" if outcome == "end" else "lost"] += 1
+            stream.connecting = False
+            stream.sock.send(self.request(stream.after))
+            self.poll.modify(fd, select.EPOLLIN)
+            return
+        try:
+            data = os.read(fd, 65536)
+        except OSError as e:
+            self.counts[f"error {type(e).__name__}"] += 1
+            self.finish(stream, "error")
+            return
+        arrived = time.time()
+        if not data:
+            self.finish(stream, "closed")
+            return
+        reader = stream.reader
+        first_answer = reader.status is None
+        lines = reader.feed(data)
+        if first_answer and reader.status is not None and not stream.opened:
+            stream.opened = reader.status == 200
+            self.counts["open" if stream.opened else f"http {reader.status}"] += 1
+            self.pending_opens -= 1
+            if not stream.opened:
+                self.counts["failed"] += 1
+                self.close(stream)
                 return
-            self.counts["resyncs"] += 1
+        for raw in lines:
+            outcome = self.on_line(raw, arrived)
+            if raw.startswith(b'{"seq":'):
+                stream.after = int(raw[7 : raw.index(b",", 7)])
+            if outcome == "resync":  # resume after the seq it names
+                stream.after = int(self._parsed[raw][1])  # type: ignore[index]
+                self.counts["resyncs"] += 1
+                self.close(stream)
+                self.connect(stream.after, opened=True)
+                return
+            if outcome:
+                self.finish(stream, outcome)
+                return
+        if reader.ended:
+            self.finish(stream, "closed")
 
-    def _read_stream(self, after: int, announce: Callable[[int], None] | None) -> tuple[str, int]:
-        """One request: read events until the stream ends; how it ended, and the last seq seen."""
-        from gevent import socket as gsocket
-
-        with gsocket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT_S) as sock:
-            sock.settimeout(None)
-            sock.sendall(self.request(after))
-            reader = ChunkedLines()
-            while True:
-                data = sock.recv(65536)
-                arrived = time.time()
-                if not data:
-                    return "closed", after
-                lines = reader.feed(data)
-                if announce is not None and reader.status is not None:
-                    announce(reader.status)
-                    announce = None
-                    if reader.status != 200:
-                        return "http", after
-                for raw in lines:
-                    outcome = self.on_line(raw, arrived)
-                    after = self._last_seq(raw, after)
-                    if outcome == "resync":  # resume after the last seq it was sent
-                        return outcome, int(self._parsed[raw][1])  # type: ignore[index]
-                    if outcome:
-                        return outcome, after
-                if reader.ended:
-                    return "closed", after
-
-    @staticmethod
-    def _last_seq(raw: bytes, after: int) -> int:
-        if raw.startswith(b'{"seq":'):
-            return int(raw[7 : raw.index(b",", 7)])
-        return after
+    def finish(self, stream: Stream, outcome: str) -> None:
+        if not stream.opened:
+            self.counts["failed"] += 1
+            self.pending_opens -= 1
+        else:
+            self.counts["open"] -= 1
+            self.counts["ended" if outcome == "end" else "lost"] += 1
+        self.close(stream)
 
     def on_line(self, raw: bytes, arrived: float) -> str:
         if not raw:
@@ -733,26 +764,28 @@ class FollowerClient:
             spread[1] = latency_ms
         return ""
 
-    def open_all(self) -> None:
-        import gevent
-        from gevent.event import Event
+    def turn(self, timeout: float) -> list[tuple[int, int]]:
+        """One round of the loop; returns the events of the fds that are not streams (stdin)."""
+        others = []
+        for fd, events in self.poll.poll(timeout):
+            if fd in self.streams:
+                self.on_ready(fd, events)
+            else:
+                others.append((fd, events))
+        return others
 
+    # -- the client process -----------------------------------------------------------------
+
+    def open_all(self) -> None:
         started = time.monotonic()
         for first in range(0, self.share, self.batch):
             size = min(self.batch, self.share - first)
-            state = {"left": size}
-            done = Event()
-
-            def on_open(ok: bool, state: dict[str, int] = state, done: Event = done) -> None:
-                if not ok:
-                    self.counts["failed"] += 1
-                state["left"] -= 1
-                if state["left"] <= 0:
-                    done.set()
-
+            self.pending_opens = size
             for _ in range(size):
-                gevent.spawn(self.follow, on_open)
-            done.wait(BATCH_TIMEOUT_S)
+                self.connect(0, opened=False)
+            deadline = time.monotonic() + BATCH_TIMEOUT_S
+            while self.pending_opens > 0 and time.monotonic() < deadline:
+                self.turn(1.0)
             emit({"opened": self.counts["open"], "failed": self.counts["failed"]})
         emit({"ready": True, "seconds": time.monotonic() - started, **self.counts})
 
@@ -770,15 +803,22 @@ class FollowerClient:
         emit({"report": str(path)})
 
     def serve_commands(self) -> None:
-        from gevent.fileobject import FileObjectPosix
-
-        commands = FileObjectPosix(sys.stdin.fileno(), "rb")
-        for line in commands:
-            command = line.decode().strip()
-            if command == "report":
-                self.report()
-            elif command == "stop":
-                break
+        stdin = sys.stdin.fileno()
+        os.set_blocking(stdin, False)
+        self.poll.register(stdin, select.EPOLLIN)
+        pending = b""
+        while True:
+            for fd, _ in self.turn(1.0):
+                data = os.read(fd, 4096)
+                if not data:
+                    return
+                pending += data
+                *commands, pending = pending.split(b"\n")
+                for command in commands:
+                    if command.strip() == b"report":
+                        self.report()
+                    elif command.strip() == b"stop":
+                        return
 
 
 def emit(message: dict[str, Any]) -> None:
