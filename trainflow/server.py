@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from trainflow.settings import Settings
 
 log = logging.getLogger("trainflow.server")
+HANDLER_KEY = "trainflow.handler"  # the WSGI environ entry holding pywsgi's connection handler
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -36,6 +37,13 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
     from gevent.pywsgi import WSGIHandler, WSGIServer
 
     class QuietHandler(WSGIHandler):  # type: ignore[misc]
+        def get_environ(self):  # type: ignore[no-untyped-def]
+            # Event streams write to a caught-up follower's socket from one loop
+            # (trainflow.events.hub), past the WSGI write path, once the headers are out.
+            environ = super().get_environ()
+            environ[HANDLER_KEY] = self
+            return environ
+
         def log_request(self) -> None:
             # pywsgi's access log prints the full request line; trainflow logs its own lines
             # and never a URL's query string, which may carry whatever a client put there.

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainflow.events.hub import Hub
+from trainflow.events.hub import Hub, Pushed
 from trainflow.events.store import END_MARK, EventCursor
 
 NDJSON = "application/x-ndjson"
@@ -48,7 +48,13 @@ class Framing:
 
 
 def job_events(
-    hub: Hub, job_id: int, job_dir: Path, after: int, framing: Framing, heartbeat_s: float
+    hub: Hub,
+    job_id: int,
+    job_dir: Path,
+    after: int,
+    framing: Framing,
+    heartbeat_s: float,
+    handler: Any = None,
 ) -> Iterator[bytes]:
     """Every event after ``after``: first from the log, then live, until the ``end`` event.
 
@@ -56,6 +62,9 @@ def job_events(
     behind that the feed no longer holds its next event gets ``resync`` (with the last seq it
     was sent) and the response ends: the client resumes with ``after``. Catching up from the
     log is not limited, since it reads at the client's pace and holds one batch at a time.
+
+    ``handler`` is gevent pywsgi's connection handler, when there is one: a caught-up follower
+    then hands its socket to the feed (see :mod:`trainflow.events.hub`) until it is needed here.
     """
     feed = hub.follow(job_id, job_dir)
     try:
@@ -101,6 +110,22 @@ def job_events(
             if not wrote_any:
                 yield framing.heartbeat()  # the headers go out with the first bytes
                 wrote_any = True
+                continue
+            if handler is not None and handler.headers_sent:
+                pushed = Pushed(handler.socket.fileno(), handler.response_use_chunked, framing.is_sse, sent)
+                if feed.push_to(pushed):
+                    try:
+                        pushed.wake.wait()
+                    finally:
+                        feed.hand_back(pushed)
+                    if pushed.is_dead:
+                        return
+                    if pushed.pending:
+                        handler.socket.sendall(pushed.pending)  # framed already: straight to the socket
+                    sent = pushed.sent
+                    if pushed.is_ended:
+                        return
+                    continue
             if not changed.wait(heartbeat_s):
                 feed.refresh_if_stale()  # in case a notice was lost
                 yield framing.heartbeat()

@@ -15,6 +15,7 @@ from trainflow.events.store import last_seq
 from trainflow.events.stream import HEADERS, SSE, Framing, job_events, job_statuses
 from trainflow.jobs import service
 from trainflow.jobs.models import JobStatus
+from trainflow.server import HANDLER_KEY
 
 TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
 bp = Blueprint("events", __name__, url_prefix=TRAIN_PREFIX)
@@ -70,6 +71,7 @@ def job_events_stream(job_id: int, query: EventsQuery) -> Response:
         after,
         framing,
         settings.stream_heartbeat_seconds,
+        request.environ.get(HANDLER_KEY),
     )
     return _streaming(stream, framing)
 
