@@ -16,6 +16,7 @@ import requests
 from tests.e2e.browser import Chromium, PageRun, chromium
 
 pytestmark = pytest.mark.e2e
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 TRAIN = "/ajax-api/2.0/mlflow/train"
 NOWHERE = "http://127.0.0.1:9"  # an origin no server answers: every request is answered in the browser
 PASSWORD = "a-users-password"
@@ -196,6 +197,9 @@ def assert_whole_stream(result: dict) -> None:
     assert result["lastSeq"] == end["seq"]
 
 
+# The browser and the stream are what these exercise; the database variants of the stream
+# run in tests/e2e/test_events.py.
+@sqlite_only
 def test_a_job_is_followed_to_its_end_in_the_browser(browser, server):
     headers = bearer(server.url)
     job_id = submit(server.url, headers, JOB)
@@ -205,6 +209,7 @@ def test_a_job_is_followed_to_its_end_in_the_browser(browser, server):
     assert "RUNNING" in [e["status"] for e in result["events"] if e["type"] == "status"]
 
 
+@sqlite_only
 def test_a_stream_cut_again_and_again_loses_and_repeats_nothing(browser, server):
     headers = bearer(server.url)
     job_id = submit(server.url, headers, JOB)
@@ -216,6 +221,7 @@ def test_a_stream_cut_again_and_again_loses_and_repeats_nothing(browser, server)
     assert sum(1 for s in result["states"] if s.startswith("reconnecting")) >= 6
 
 
+@sqlite_only
 def test_a_stranger_gets_an_error_and_no_retry(browser, server):
     job_id = submit(server.url, bearer(server.url), "print('mine')\n")
     bob = {"username": "bob", "password": PASSWORD}
