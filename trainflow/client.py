@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import requests
 
 TRAIN = "/ajax-api/2.0/mlflow/train"
+RETRY_STATUSES = (502, 503, 504)  # a stream is asked for again after these
 FINISHED = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST"}
 
 
@@ -252,8 +253,12 @@ class Client:
                     stream=True,
                     timeout=(10, read_timeout),
                 ) as response:
+                    if response.status_code in RETRY_STATUSES:  # busy, or restarting behind a proxy
+                        raise requests.ConnectionError(f"HTTP {response.status_code}")
                     if response.status_code >= 400:
                         self._checked(response)
+                    if response.status_code == 204:  # it has ended, and we had seen its end
+                        return
                     delay = 0.25
                     for event in _ndjson(response):
                         seq = event.get("seq")
