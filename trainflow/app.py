@@ -21,6 +21,7 @@ from trainflow.meta import bp as meta_bp
 from trainflow.mlflow_app import configure_stores, mlflow_flask_app
 from trainflow.scripts import views as scripts_views
 from trainflow.settings import Settings
+from trainflow.web import views as web_views
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(scripts_views.bp)
     app.register_blueprint(jobs_views.bp)
     app.register_blueprint(events_views.bp)
+    app.register_blueprint(web_views.bp)
     # Run before MLflow's own hooks would touch a store, after its host-header check.
     app.before_request(authenticate_and_authorize)
     app.after_request(record_mlflow_creator)

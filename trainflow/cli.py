@@ -80,6 +80,7 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
         click.echo(
             f"trainflow is serving on {url} (ready in {time.monotonic() - started:.1f} s)\n"
             f"  MLflow UI:  {url}/\n  API docs:   {url}/api/docs\n"
+            f"  Dashboard:  {url}/train/\n"
             f"  Data:       {settings.resolved_data_dir}\n  Press Ctrl+C to stop."
         )
         sys.stdout.flush()

@@ -1,0 +1,46 @@
+/**
+ * Live event streams in the current session, on top of the shared stream client
+ * (/api/static/js/events.js: NDJSON over fetch, resuming after every drop).
+ *
+ * What this adds: the session's token, and what to do when the server refuses it (an access
+ * token expires while a page stays open): refresh it once and resume where the stream was
+ * (`after` the last seq seen), or end the session as expired.
+ */
+import { followEvents } from "/api/static/js/events.js";
+import { refreshSession } from "./api.js";
+import { authHeaders, endSession } from "./session.js";
+
+/**
+ * @param {string} url the stream
+ * @param {{onEvent?: (event: object) => void, onState?: (state: string, detail?: any) => void,
+ *   signal?: AbortSignal}} options the stream is closed when `signal` aborts (the page is left)
+ */
+export function follow(url, { onEvent, onState, signal }) {
+  let after = 0;
+  let refreshed = false;
+
+  const start = () => {
+    const stream = followEvents(url, {
+      headers: authHeaders(),
+      after,
+      signal,
+      onEvent,
+      onState: (state, detail) => {
+        if (state === "open") refreshed = false; // the token works: a later 401 may refresh again
+        if (state === "error" && detail?.status === 401) return; // handled below
+        onState?.(state, detail);
+      },
+    });
+    stream.done.then(async ({ state, error }) => {
+      if (state !== "error" || error?.status !== 401 || signal?.aborted) return;
+      after = stream.lastSeq;
+      if (!refreshed && (await refreshSession())) {
+        refreshed = true;
+        if (!signal?.aborted) start();
+      } else {
+        endSession({ expired: true });
+      }
+    });
+  };
+  start();
+}

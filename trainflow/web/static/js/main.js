@@ -1,0 +1,49 @@
+/**
+ * The dashboard's entry point: preferences, the routes, and what happens when the session ends.
+ */
+import { h } from "./dom.js";
+import { initLanguage, languageEvents, t } from "./i18n.js";
+import { jobsPage } from "./pages/jobs.js";
+import { registerPage } from "./pages/register.js";
+import { signinPage } from "./pages/signin.js";
+import { BASE, navigate, refresh, startRouter } from "./router.js";
+import { sessionEvents } from "./session.js";
+import { shell } from "./shell.js";
+import { initTheme } from "./theme.js";
+
+const ROUTES = [
+  { path: `${BASE}/signin`, page: signinPage, title: "signin.title", public: true, guestOnly: true },
+  { path: `${BASE}/register`, page: registerPage, title: "register.title", public: true, guestOnly: true },
+  { path: `${BASE}/`, page: jobsPage, title: "jobs.title", nav: "jobs" },
+];
+
+const root = document.getElementById("app");
+
+function show(match, ctx) {
+  const route = match?.route;
+  const page = route ? route.page(ctx) : notFound();
+  root.replaceChildren(...shell(page, route?.nav));
+  document.title = `${t(route?.title ?? "notFound.title")} · trainflow`;
+}
+
+function notFound() {
+  return h(
+    "section",
+    { class: "narrow" },
+    h("h1", null, t("notFound.title")),
+    h("p", null, h("a", { href: `${BASE}/` }, t("notFound.back"))),
+  );
+}
+
+initTheme();
+initLanguage();
+languageEvents.addEventListener("change", refresh);
+sessionEvents.addEventListener("expired", () => {
+  if (window.location.pathname === `${BASE}/signin`) return; // another call found out first
+  const here = window.location.pathname + window.location.search;
+  navigate(`${BASE}/signin?next=${encodeURIComponent(here)}`, {
+    replace: true,
+    state: { flash: "signin.expired" },
+  });
+});
+startRouter(ROUTES, show);

@@ -1,0 +1,63 @@
+"""Serve the dashboard: index.html for every page under /train/, its assets from static/.
+
+The dashboard is plain ES modules with no build step; it talks to the server only through the
+JSON API and the event streams. Its pages are routed in the browser (History API), so any
+/train/<path> that is not an asset answers with the same index.html.
+
+The page routes are declared with ``endpoint(..., is_public=True)``: the app's auth hook lets a
+route through without credentials only when it says so (an undeclared route is treated as an
+MLflow route and would answer 401 with a Basic challenge). The assets are the blueprint's own
+static endpoint (``web.static``), which the hook also lets through.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, send_from_directory
+
+from trainflow.api import endpoint
+
+bp = Blueprint("web", __name__, url_prefix="/train", static_folder="static", static_url_path="/static")
+TAG = "dashboard"
+
+# Nothing inline, nothing from another origin. Styles set from JS through the CSSOM
+# (element.style.width = ...) are allowed by style-src 'self'; style="" in markup is not.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@bp.after_request
+def add_security_headers(response: Response) -> Response:
+    """Every answer of this blueprint (pages and assets, errors too) gets the same policy."""
+    response.headers.update(SECURITY_HEADERS)
+    # The assets have no content hash in their names: revalidate (ETag) on every load, so an
+    # upgraded server is never paired with a stale module.
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@endpoint(bp, "/", "GET", summary="The web dashboard (HTML)", tag=TAG, is_public=True)
+def index() -> Response:
+    return _index_html()
+
+
+@endpoint(
+    bp,
+    "/<path:path>",
+    "GET",
+    summary="A page of the web dashboard (the same HTML; the page is routed in the browser)",
+    tag=TAG,
+    is_public=True,
+)
+def page(path: str) -> Response:
+    return _index_html()
+
+
+def _index_html() -> Response:
+    return send_from_directory(bp.static_folder or "", "index.html", mimetype="text/html")
