@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import textwrap
@@ -135,6 +136,23 @@ def test_the_dashboard_never_writes_markup_from_strings():
     assert "<script>" not in html and "style=" not in html and "<style" not in html
 
 
+def _catalogue(name: str) -> set[str]:
+    source = (ROOT / "trainflow" / "web" / "static" / "js" / "messages" / name).read_text(encoding="utf-8")
+    return set(re.findall(r'^  "([\w.]+)":', source, flags=re.MULTILINE))
+
+
+def test_both_languages_have_every_message_the_code_asks_for():
+    english, chinese = _catalogue("en.js"), _catalogue("zh-CN.js")
+    assert english == chinese, sorted(english ^ chinese)
+    static = ROOT / "trainflow" / "web" / "static" / "js"
+    used = {
+        key
+        for path in static.rglob("*.js")
+        for key in re.findall(r'\bt\("([\w.]+)"', path.read_text("utf-8"))
+    }
+    assert used and used <= english, sorted(used - english)
+
+
 # --- in the browser -------------------------------------------------------------------------------
 
 SLOW_JOB = """
@@ -179,3 +197,88 @@ def test_sign_in_job_list_live_preferences_and_sign_out(server, tmp_path: Path):
     assert result["signedOut"] == "You have signed out."
     assert result["storageAfterSignOut"] == 0
     assert result["revokedTokenStatus"] == 401, "signing out revokes the token on the server"
+
+
+EPOCHS = 25
+TRAIN_SCRIPT = """
+    import argparse
+    import json
+    import sys
+    import time
+
+    import mlflow
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--epochs", type=int)
+    args = parser.parse_args()
+    print(f"lr={args.lr} epochs={args.epochs}", flush=True)
+    print("<img src=x onerror=alert(1)>", flush=True)
+    print("a warning on stderr", file=sys.stderr, flush=True)
+    with mlflow.start_run():
+        for i in range(args.epochs):
+            mlflow.log_metric("loss", 1.0 / (i + 1), step=i)
+            print(f"step {i}", flush=True)
+            progress = {"current": i + 1, "total": args.epochs, "desc": "epochs"}
+            print("trainflow:progress " + json.dumps(progress), flush=True)
+            time.sleep(0.4)
+    print("training done", flush=True)
+"""
+SLEEP_SCRIPT = """
+import time
+print("sleeping", flush=True)
+time.sleep(600)
+"""
+
+
+@sqlite_only
+def test_upload_submit_follow_a_job_and_cancel_another(server, tmp_path: Path):
+    result = run_flow(
+        tmp_path,
+        server.url,
+        "jobs.mjs",
+        {
+            "username": "carol",
+            "password": PASSWORD,
+            "trainScript": textwrap.dedent(TRAIN_SCRIPT),
+            "sleepScript": SLEEP_SCRIPT,
+            "epochs": EPOCHS,
+        },
+        timeout=240,
+    )
+    assert "neither a Python script" in result["refused"], result["refused"]
+    assert result["upload"]["value"] == result["upload"]["max"] > 0
+    assert result["chosenScript"].startswith("train.py (#")
+    # The output: every line once, in order, through a reload; stderr told apart; markup as text.
+    lines = result["lines"]
+    steps = [text for _, text in lines if text.startswith("step ")]
+    assert steps == [f"step {i}" for i in range(EPOCHS)], steps
+    assert ("line stdout", "lr=0.01 epochs=25") in [tuple(x) for x in lines]
+    assert ("line stderr", "a warning on stderr") in [tuple(x) for x in lines]
+    assert ("line stdout", XSS) in [tuple(x) for x in lines]
+    assert result["injected"] == 0
+    assert lines[-1] == ["line stdout", "training done"]
+    # Progress moved while it ran, and ended full.
+    first, later = result["progressMoved"]
+    assert 2 <= first < later
+    assert result["progressText"].startswith(f"epochs · {EPOCHS} / {EPOCHS} · 100%"), result["progressText"]
+    assert result["loss"][-1] == str(EPOCHS - 1), result["loss"]  # the latest step
+    assert float(result["loss"][0]) == pytest.approx(1 / EPOCHS, rel=1e-4)
+    assert result["runningAtReload"] == 1, "the reload was meant to come while the job ran"
+    assert result["reconnecting"] == "Reconnecting…"
+    assert result["exitCode"] == "0" and result["cancelHidden"]
+    assert sorted(result["params"]) == [f"epochs={EPOCHS}", "lr=0.01"]
+    assert re.fullmatch(r"/#/experiments/\d+/runs/[0-9a-f]{32}", result["runLink"]), result["runLink"]
+    assert result["download"]["name"] == f"job-{result['jobId']}.log"
+    assert f"step {EPOCHS - 1}\n" in result["download"]["text"] and XSS in result["download"]["text"]
+    assert result["phoneOverflow"] <= 0
+    rerun = result["rerun"]
+    assert sorted(rerun.pop("params")) == [["epochs", str(EPOCHS)], ["lr", "0.01"]]
+    assert rerun == {
+        "experiment": "dashboard-e2e",
+        "timeout": "300",
+        "script": result["chosenScript"].split("#")[1].split(",")[0],
+    }
+    # The second job was cancelled while it slept.
+    assert result["cancelReason"], result
+    assert [row[1] for row in result["listed"]] == ["CANCELLED", "SUCCEEDED"]

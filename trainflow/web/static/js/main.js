@@ -3,7 +3,9 @@
  */
 import { h } from "./dom.js";
 import { initLanguage, languageEvents, t } from "./i18n.js";
+import { jobPage } from "./pages/job.js";
 import { jobsPage } from "./pages/jobs.js";
+import { newJobPage } from "./pages/new-job.js";
 import { registerPage } from "./pages/register.js";
 import { signinPage } from "./pages/signin.js";
 import { BASE, navigate, refresh, startRouter } from "./router.js";
@@ -15,6 +17,8 @@ const ROUTES = [
   { path: `${BASE}/signin`, page: signinPage, title: "signin.title", public: true, guestOnly: true },
   { path: `${BASE}/register`, page: registerPage, title: "register.title", public: true, guestOnly: true },
   { path: `${BASE}/`, page: jobsPage, title: "jobs.title", nav: "jobs" },
+  { path: `${BASE}/new`, page: newJobPage, title: "new.title", nav: "new" },
+  { path: `${BASE}/jobs/:id`, page: jobPage, title: "job.pageTitle", nav: "jobs" },
 ];
 
 const root = document.getElementById("app");

@@ -36,6 +36,7 @@ function navigation(active) {
     "nav",
     { class: "nav", "aria-label": t("shell.navigation") },
     link("jobs", "/", t("nav.jobs")),
+    link("new", "/new", t("nav.new")),
     h("a", { href: "/", target: "_blank", rel: "noopener" }, t("nav.mlflow")),
   );
 }

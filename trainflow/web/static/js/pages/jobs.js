@@ -98,6 +98,7 @@ export function jobsPage({ query, signal, navigate }) {
       h("h1", null, t("jobs.title")),
       liveState,
       h("label", { class: "inline" }, h("span", null, t("jobs.filter")), filter),
+      h("a", { class: "button primary", href: `${BASE}/new`, id: "new-job" }, t("nav.new")),
     ),
     error.element,
     table.element,

@@ -1,0 +1,143 @@
+// Slice 2 of the dashboard: a person uploads a script (a refused file first, then by drag and
+// drop), submits it with parameters, watches its output, progress and metrics live (through a
+// reload while the stream cannot reconnect at first), downloads the log, sees the form refilled
+// to run it again, cancels a second job, and signs out.
+import { readFile } from "node:fs/promises";
+
+export default async function jobs({ page, options, step, shot }) {
+  const { origin, username, password, trainScript, sleepScript, epochs } = options;
+  const result = {};
+  const statusOf = (status) => page.locator(`#job-status [data-status="${status}"]`);
+  const lines = () => page.locator("#console .line").evaluateAll((els) => els.map((e) => [e.className, e.textContent]));
+  const progressValue = () => page.locator("#job-progress").evaluate((e) => (e.hasAttribute("value") ? e.value : null));
+
+  step("register (which signs in)");
+  await page.goto(`${origin}/train/register`);
+  await page.getByLabel("Username").fill(username);
+  await page.getByLabel("Password", { exact: true }).fill(password);
+  await page.getByLabel("Password again").fill(password);
+  await page.getByRole("button", { name: "Create the account" }).click();
+  await page.waitForURL(`${origin}/train/`);
+
+  step("a file the server refuses: its message is shown");
+  await page.locator("#new-job").click();
+  await page.waitForURL(`${origin}/train/new`);
+  await page.locator("#file").setInputFiles({ name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("hello") });
+  await page.locator("#upload-error").filter({ hasText: /\S/ }).waitFor();
+  result.refused = await page.locator("#upload-error").textContent();
+  await shot("upload-refused");
+
+  step("a script dropped on the page is uploaded");
+  const dataTransfer = await page.evaluateHandle((source) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([source], "train.py", { type: "text/x-python" }));
+    return transfer;
+  }, trainScript);
+  await page.dispatchEvent("#drop-zone", "drop", { dataTransfer });
+  await page.locator("#upload-text").filter({ hasText: "Uploaded train.py." }).waitFor();
+  result.upload = await page.locator("#upload-progress").evaluate((e) => ({ value: e.value, max: e.max }));
+  result.chosenScript = await page.locator("#script option:checked").textContent();
+  result.uploadError = await page.locator("#upload-error").isHidden();
+
+  step("the job's settings");
+  await page.getByLabel("Experiment").fill("dashboard-e2e");
+  await page.getByLabel("Run name").fill("first run");
+  await page.getByLabel("Timeout (seconds)").fill("300");
+  for (const [key, value] of [["lr", "0.01"], ["epochs", String(epochs)]]) {
+    await page.locator("#add-param").click();
+    await page.locator(".param-key").last().fill(key);
+    await page.locator(".param-value").last().fill(value);
+  }
+  await shot("new-job");
+  await page.locator("#submit-job").click();
+  await page.waitForURL(/\/train\/jobs\/\d+$/);
+  result.jobId = Number(page.url().split("/").pop());
+
+  step("output, metrics and progress arrive while it runs");
+  await page.locator("#console .line", { hasText: "step 1" }).waitFor({ timeout: 90_000 });
+  await page.waitForFunction(() => document.querySelector("#job-progress")?.value >= 2);
+  const first = await progressValue();
+  await page.waitForFunction((v) => document.querySelector("#job-progress")?.value >= v + 2, first);
+  result.progressMoved = [first, await progressValue()];
+  await page.locator('#metrics tr[data-metric="loss"]').waitFor();
+  await shot("running");
+
+  step("a reload mid-run, with the stream refused for a while");
+  await page.route("**/jobs/*/events*", (route) => route.abort());
+  await page.reload();
+  await page.locator('#live-state[data-state="reconnecting"]').waitFor();
+  result.reconnecting = await page.locator("#live-state").textContent();
+  result.runningAtReload = await statusOf("RUNNING").count();
+  await shot("reconnecting");
+  await page.unroute("**/jobs/*/events*");
+  await page.locator('#live-state[data-state="open"], #live-state[data-state="ended"]').waitFor();
+
+  step("the job succeeds");
+  await statusOf("SUCCEEDED").waitFor({ timeout: 90_000 });
+  await page.locator('#live-state[data-state="ended"]').waitFor();
+  await page.locator('#job-summary [data-field="exitCode"]').waitFor();
+  await page.waitForFunction((n) => document.querySelector("#job-progress")?.value >= n, epochs);
+  result.lines = await lines();
+  result.progressText = await page.locator("#job-progress-text").textContent();
+  result.loss = await page.locator('#metrics tr[data-metric="loss"] td').allTextContents();
+  result.runLink = await page.locator("#mlflow-run").getAttribute("href");
+  result.exitCode = await page.locator('#job-summary [data-field="exitCode"]').textContent();
+  result.params = await page.locator('#job-summary [data-field="params"] li').allTextContents();
+  result.injected = await page.evaluate(() => document.querySelectorAll("img, [onerror], [src='x']").length);
+  result.cancelHidden = await page.locator("#cancel").isHidden();
+  await shot("succeeded");
+
+  step("the whole log downloads");
+  const [download] = await Promise.all([page.waitForEvent("download"), page.locator("#download-log").click()]);
+  result.download = { name: download.suggestedFilename(), text: await readFile(await download.path(), "utf8") };
+
+  step("phone width");
+  await page.setViewportSize({ width: 375, height: 740 });
+  result.phoneOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await shot("phone");
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  step("run again: the form is filled from the job");
+  await page.locator("#rerun").click();
+  await page.waitForURL(/\/train\/new\?rerun=\d+$/);
+  await page.waitForFunction(() => document.querySelector("#experiment").value !== "");
+  result.rerun = {
+    experiment: await page.locator("#experiment").inputValue(),
+    timeout: await page.locator("#timeout").inputValue(),
+    script: await page.locator("#script").inputValue(),
+    params: await page.locator(".param-row").evaluateAll((rows) =>
+      rows.map((row) => [row.querySelector(".param-key").value, row.querySelector(".param-value").value]),
+    ),
+  };
+  await shot("rerun");
+
+  step("a second, sleeping job is cancelled");
+  await page.getByRole("link", { name: "New job" }).first().click();
+  await page.waitForURL(`${origin}/train/new`);
+  await page.locator("#file").setInputFiles({ name: "sleep.py", mimeType: "text/x-python", buffer: Buffer.from(sleepScript) });
+  await page.locator("#upload-text").filter({ hasText: "Uploaded sleep.py." }).waitFor();
+  await page.locator("#submit-job").click();
+  await page.waitForURL(/\/train\/jobs\/\d+$/);
+  result.sleepingJobId = Number(page.url().split("/").pop());
+  await page.locator("#console .line", { hasText: "sleeping" }).waitFor({ timeout: 90_000 });
+  await statusOf("RUNNING").waitFor();
+  await page.locator("#cancel").click();
+  await statusOf("CANCELLED").waitFor({ timeout: 60_000 });
+  await page.locator('#job-summary [data-field="reason"]').waitFor();
+  result.cancelReason = await page.locator('#job-summary [data-field="reason"]').textContent();
+  await shot("cancelled");
+
+  step("both jobs in the list");
+  await page.getByRole("link", { name: "Jobs", exact: true }).click();
+  await page.waitForURL(`${origin}/train/`);
+  await page.locator(`#job-${result.sleepingJobId} [data-status="CANCELLED"]`).waitFor();
+  result.listed = await page.locator("#jobs tbody tr").evaluateAll((rows) =>
+    rows.map((row) => [row.dataset.job, row.querySelector("[data-status]").dataset.status]),
+  );
+  await shot("list");
+
+  step("sign out");
+  await page.locator("#sign-out").click();
+  await page.waitForURL(/\/train\/signin$/);
+  return result;
+}
