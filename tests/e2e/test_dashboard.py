@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.e2e.browser import CHROMIUM, ROOT, chromium
+from tests.e2e.browser import CHROMIUM, IS_CI, ROOT, chromium
 from trainflow.web.views import CONTENT_SECURITY_POLICY
 
 pytestmark = pytest.mark.e2e
@@ -153,6 +153,27 @@ def test_both_languages_have_every_message_the_code_asks_for():
     assert used and used <= english, sorted(used - english)
 
 
+# Files copied from npm packages into trainflow/web/static/vendor/<name>/, from the package's root.
+VENDORED = {"uplot": ("dist/uPlot.esm.js", "dist/uPlot.min.css", "LICENSE")}
+
+
+@pytest.mark.parametrize("name", sorted(VENDORED))
+def test_vendored_libraries_are_the_locked_npm_release_byte_for_byte(name: str):
+    locked = json.loads((ROOT / "package-lock.json").read_text("utf-8"))["packages"][f"node_modules/{name}"]
+    assert (
+        json.loads((ROOT / "package.json").read_text("utf-8"))["devDependencies"][name] == locked["version"]
+    )
+    vendor = ROOT / "trainflow" / "web" / "static" / "vendor" / name
+    assert sorted(p.name for p in vendor.iterdir()) == sorted(Path(f).name for f in VENDORED[name])
+    installed = ROOT / "node_modules" / name
+    if not installed.is_dir():
+        reason = f"node_modules/{name} is missing: run `npm ci` (or `make install-browser`)"
+        pytest.fail(reason) if IS_CI else pytest.skip(reason)
+    assert json.loads((installed / "package.json").read_text("utf-8"))["version"] == locked["version"]
+    for file in VENDORED[name]:
+        assert (vendor / Path(file).name).read_bytes() == (installed / file).read_bytes(), file
+
+
 # --- in the browser -------------------------------------------------------------------------------
 
 SLOW_JOB = """
@@ -264,6 +285,8 @@ def test_upload_submit_follow_a_job_and_cancel_another(server, tmp_path: Path):
     assert result["progressText"].startswith(f"epochs · {EPOCHS} / {EPOCHS} · 100%"), result["progressText"]
     assert result["loss"][-1] == str(EPOCHS - 1), result["loss"]  # the latest step
     assert float(result["loss"][0]) == pytest.approx(1 / EPOCHS, rel=1e-4)
+    assert float(result["chartHover"]) == pytest.approx(1 / (EPOCHS // 2 + 1), rel=0.3), result["chartHover"]
+    assert result["chartByTime"] == str(EPOCHS)
     assert result["runningAtReload"] == 1, "the reload was meant to come while the job ran"
     assert result["reconnecting"] == "Reconnecting…"
     assert result["exitCode"] == "0" and result["cancelHidden"]

@@ -85,7 +85,16 @@ export default async function jobs({ page, options, step, shot }) {
   result.params = await page.locator('#job-summary [data-field="params"] li').allTextContents();
   result.injected = await page.evaluate(() => document.querySelectorAll("img, [onerror], [src='x']").length);
   result.cancelHidden = await page.locator("#cancel").isHidden();
+  const chart = page.locator('#charts .chart[data-metric="loss"]');
+  await chart.and(page.locator(`[data-points="${epochs}"]`)).locator("canvas").first().waitFor();
+  const box = await chart.locator(".u-over").boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  result.chartHover = await chart.locator(".u-legend .u-series").nth(1).locator(".u-value").textContent();
+  await page.mouse.move(0, 0);
   await shot("succeeded");
+  await page.getByRole("button", { name: "Time", exact: true }).click();
+  await chart.locator("canvas").first().waitFor();
+  result.chartByTime = await chart.getAttribute("data-points");
 
   step("the whole log downloads");
   const [download] = await Promise.all([page.waitForEvent("download"), page.locator("#download-log").click()]);

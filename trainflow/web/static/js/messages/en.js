@@ -132,4 +132,11 @@ export default {
   "job.field.params": "Parameters",
   "job.field.timeout": "Timeout",
   "job.field.gpus": "GPUs",
+
+  "charts.title": "Charts",
+  "charts.xAxis": "Horizontal axis",
+  "charts.byStep": "Step",
+  "charts.byTime": "Time",
+  "charts.time": "Time",
+  "charts.hint": "Drag across a chart to zoom in; double-click to zoom out.",
 };

@@ -132,4 +132,11 @@ export default {
   "job.field.params": "参数",
   "job.field.timeout": "超时",
   "job.field.gpus": "GPU",
+
+  "charts.title": "图表",
+  "charts.xAxis": "横轴",
+  "charts.byStep": "步数",
+  "charts.byTime": "时间",
+  "charts.time": "时间",
+  "charts.hint": "在图表上拖动可放大，双击可还原。",
 };

@@ -5,6 +5,7 @@
  * changed; nothing is polled.
  */
 import { TRAIN, api } from "../api.js";
+import { createCharts } from "../charts.js";
 import { createConsole } from "../console.js";
 import { h, replace } from "../dom.js";
 import { downloadFile } from "../download.js";
@@ -28,6 +29,7 @@ export function jobPage({ params, signal }) {
   const summary = h("dl", { class: "summary", id: "job-summary" });
   const progress = createProgress();
   const metrics = createMetrics();
+  const charts = createCharts();
   const output = createConsole();
   const cancel = h("button", { type: "button", id: "cancel", class: "danger", hidden: true, onclick: onCancel }, t("job.cancel"));
   const rerun = h("a", { class: "button", id: "rerun", href: `${BASE}/new?rerun=${id}`, hidden: true }, t("job.rerun"));
@@ -89,6 +91,7 @@ export function jobPage({ params, signal }) {
   signal.addEventListener("abort", () => {
     clearTimeout(reloadTimer);
     clearInterval(ticker);
+    charts.close();
   });
 
   async function onCancel() {
@@ -131,6 +134,7 @@ export function jobPage({ params, signal }) {
           break;
         case "metric":
           metrics.update(event);
+          charts.add(event);
           side.hidden = false;
           break;
         case "status":
@@ -162,6 +166,7 @@ export function jobPage({ params, signal }) {
     ),
     error.element,
     h("div", { class: "job-grid" }, h("div", { class: "card" }, summary), side),
+    charts.element,
     h("h2", null, t("job.output")),
     output.element,
   );
