@@ -46,7 +46,7 @@ run: install
 ## Install everything and run the whole test suite.
 test: install-test install-browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 lint: install-test
 	$(BIN)/ruff check .
