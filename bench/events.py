@@ -68,7 +68,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,8 +80,10 @@ from jobs import (
     RAY_SUBMIT_RETRY_S,
     TRAIN,
     Trainflow,
+    _raise_interrupt,
     cpu_seconds,
     free_ports,
+    guarded,
     num,
     ray_available,
     ray_command,
@@ -1420,19 +1422,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ):
         parser.error("an option is out of range (see --help)")
     return args
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def guarded(name: str, errors: dict[str, str], work: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
-    try:
-        return work()
-    except (RuntimeError, TimeoutError, OSError, ValueError, KeyError) as e:
-        progress(f"[{name}] FAILED: {e}")
-        errors[name] = str(e)
-        return None
 
 
 def run_benchmark(opts: Options) -> int:
