@@ -7,7 +7,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from trainflow.events.store import EVENTS, EventCursor, EventWriter, fragment, last_seq, log_fragment
+from trainflow.events.store import EVENTS, EventCursor, EventWriter, fragment, last_seq
 
 
 def _read_all(job_dir: Path, after: int = 0) -> list[dict]:
@@ -46,7 +46,10 @@ def test_a_cursor_starts_after_any_seq(tmp_path: Path) -> None:
     with EventWriter(tmp_path) as writer:
         for start in range(0, 5000, 250):
             writer.append(
-                [log_fragment(1.0, "stdout", f"line {n}", n) for n in range(start + 1, start + 251)]
+                [
+                    fragment("log", 1.0, stream="stdout", n=n, line=f"line {n}")
+                    for n in range(start + 1, start + 251)
+                ]
             )
     for after in (0, 1, 999, 1000, 1001, 2500, 4999, 5000, 7000):
         events = _read_all(tmp_path, after)
@@ -93,10 +96,10 @@ def test_events_are_json_even_for_odd_values(tmp_path: Path) -> None:
             [
                 fragment("metric", key="loss", value=float("nan"), step=1),
                 fragment("metric", key="loss", value=float("inf"), step=2),
-                log_fragment(1.5, "stderr", 'quote " backslash \\ tab \t 训练 \udcff', 1),
+                fragment("metric", key='quote " backslash \\ tab \t 训练 \udcff', value=1.0, step=0),
             ]
         )
     events = _read_all(tmp_path)
     assert [e.get("value") for e in events[:2]] == ["NaN", "Infinity"]
-    assert events[2]["line"].startswith('quote " backslash \\ tab \t 训练')
+    assert events[2]["key"] == 'quote " backslash \\ tab \t 训练 \udcff'
     assert os.stat(tmp_path / EVENTS).st_mode & 0o777 == 0o600

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import time
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +37,9 @@ def fragment(kind: str, ts: float | None = None, **fields: Any) -> bytes:
     """An event without its seq: the rest of the JSON object, as the writer appends it."""
     body = {"type": kind, "ts": round(time.time() if ts is None else ts, 6)}
     body.update({k: json_safe(v) for k, v in fields.items() if v is not None})
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)[1:].encode("utf-8", "surrogatepass")
-
-
-def log_fragment(ts: float, stream: str, line: str, n: int, is_partial: bool = False) -> bytes:
-    """A log event, formatted by hand: the supervisor writes up to 100,000 of them a second."""
-    flag = ',"partial":true' if is_partial else ""
-    return (
-        f'"type":"log","ts":{ts:.6f},"stream":"{stream}","n":{n},"line":{encode_basestring(line)}{flag}}}'
-    ).encode("utf-8", "surrogatepass")
+    # A lone surrogate (a metric key sent as "\\udcff") becomes that escape again: valid JSON.
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)[1:]
+    return text.encode("utf-8", "backslashreplace")
 
 
 def json_safe(value: Any) -> Any:

@@ -43,10 +43,11 @@ from typing import Any, BinaryIO
 
 from trainflow.events.notice import publisher_for
 from trainflow.events.progress import parse_bar, parse_marker
-from trainflow.events.store import EventWriter, fragment, log_fragment
+from trainflow.events.store import EventWriter, fragment
 
 MAX_LINE = 64 * 1024
 IDLE_FLUSH_S = 1.0
+LOG_TYPE = b'"type":"log",'  # a log event is this, then the same fields as the log record
 PROGRESS_EVERY_S = 0.1  # a bar redrawn faster than this still makes ten events a second at most
 DRAIN_S = 2.0  # how long a job's leftover children may keep its pipes open after it exits
 
@@ -110,15 +111,17 @@ class LogWriter:
         if self.count % INDEX_EVERY == 0:
             self._index.write(self._position.to_bytes(8, "little"))
         self.count += 1
+        # The log record and the log event share everything after their first field: escape
+        # and encode the line once for both.
         flag = ',"partial":true' if is_partial else ""
-        data = (
-            f'{{"n":{self.count},"ts":{self.now:.6f},"stream":"{stream}",'
-            f'"line":{encode_basestring(line)}{flag}}}\n'
+        body = (
+            f'"ts":{self.now:.6f},"stream":"{stream}","n":{self.count},"line":{encode_basestring(line)}{flag}}}'
         ).encode("utf-8", "surrogatepass")
+        data = b"{" + body + b"\n"
         self._file.write(data)
         self._position += len(data)
         if self.events is not None:
-            self.events.add(log_fragment(self.now, stream, line, self.count, is_partial))
+            self.events.add(LOG_TYPE + body)
 
     def progress(self, fields: dict[str, Any]) -> None:
         if self.events is not None:
