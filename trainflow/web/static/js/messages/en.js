@@ -110,7 +110,7 @@ export default {
   "job.output": "Output",
   "job.console": "Job output",
   "job.followTail": "↓ Follow the output",
-  "job.linesDropped": "{n} earlier lines are not shown here; download the log for every line.",
+  "job.linesDropped": "The first {n} lines are no longer kept here; download the log for every line.",
   "job.progress": "Progress",
   "job.rate": "{rate}/s",
   "job.eta": "{eta} left",
@@ -139,4 +139,9 @@ export default {
   "charts.byTime": "Time",
   "charts.time": "Time",
   "charts.hint": "Drag across a chart to zoom in; double-click to zoom out.",
+
+  "job.search": "Search the output",
+  "job.searchPrevious": "Previous match",
+  "job.searchNext": "Next match",
+  "job.searchCount": "{at} of {total}",
 };

@@ -110,7 +110,7 @@ export default {
   "job.output": "输出",
   "job.console": "作业输出",
   "job.followTail": "↓ 跟随输出",
-  "job.linesDropped": "此处未显示之前的 {n} 行；下载日志可查看全部。",
+  "job.linesDropped": "此处不再保留最早的 {n} 行；下载日志可查看全部。",
   "job.progress": "进度",
   "job.rate": "{rate}/秒",
   "job.eta": "剩余 {eta}",
@@ -139,4 +139,9 @@ export default {
   "charts.byTime": "时间",
   "charts.time": "时间",
   "charts.hint": "在图表上拖动可放大，双击可还原。",
+
+  "job.search": "搜索输出",
+  "job.searchPrevious": "上一个匹配",
+  "job.searchNext": "下一个匹配",
+  "job.searchCount": "第 {at} / {total} 个",
 };

@@ -1,0 +1,152 @@
+// The dashboard's console and charts under load, in the page itself (the modules come from the
+// server at this page's origin). window.__options: {lines, chartPoints, streamSeconds}.
+//   1. a console is fed `lines` lines at once, then scrolled to the top, middle and bottom;
+//   2. for `streamSeconds`, the console gets 1,000 lines/s and a chart that already holds
+//      `chartPoints` points gets 200 more per second, while every frame's duration is recorded.
+import { createCharts, decimate } from "/train/static/js/charts.js";
+import { createConsole } from "/train/static/js/console.js";
+
+const { lines = 1_000_000, chartPoints = 100_000, streamSeconds = 5 } = window.__options ?? {};
+const progress = (window.__progress = {});
+const nextFrame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
+const settle = async () => {
+  await nextFrame();
+  await nextFrame();
+};
+
+async function stylesheet(href) {
+  const link = Object.assign(document.createElement("link"), { rel: "stylesheet", href });
+  const loaded = new Promise((resolve, reject) => {
+    link.onload = resolve;
+    link.onerror = reject;
+  });
+  document.head.append(link);
+  await loaded;
+}
+
+function visibleNumbers(root) {
+  return [...root.querySelectorAll(".line")].map((line) => Number(line.dataset.n));
+}
+
+async function consoleAtScale(main) {
+  const output = createConsole();
+  main.append(output.element);
+  const view = output.element.querySelector(".console");
+  const started = performance.now();
+  for (let i = 0; i < lines; i += 1) {
+    output.add({ stream: i % 10 === 9 ? "stderr" : "stdout", line: `line ${i + 1} \u001b[32mok\u001b[0m loss=${(1 / (i + 1)).toFixed(6)}` });
+  }
+  const ingestMs = performance.now() - started;
+  await settle();
+  const bottom = visibleNumbers(view);
+  const renderStarted = performance.now();
+  view.scrollTop = 0;
+  await settle();
+  const top = visibleNumbers(view);
+  view.scrollTop = (view.scrollHeight - view.clientHeight) / 2;
+  await settle();
+  const middle = visibleNumbers(view);
+  const scrollMs = performance.now() - renderStarted;
+  const result = {
+    ingestMs: Math.round(ingestMs),
+    scrollMs: Math.round(scrollMs),
+    elements: view.querySelectorAll(".line").length,
+    count: Number(view.dataset.lines),
+    top: [top[0], top.at(-1)],
+    middle: [middle[0], middle.at(-1)],
+    bottom: [bottom[0], bottom.at(-1)],
+    heapMB: performance.memory ? Math.round(performance.memory.usedJSHeapSize / 2 ** 20) : null,
+    sample: view.querySelector(".line").textContent,
+  };
+  output.element.remove();
+  return result;
+}
+
+async function streaming(main) {
+  const output = createConsole();
+  const charts = createCharts();
+  main.append(charts.element, output.element);
+  for (let step = 0; step < chartPoints; step += 1) {
+    charts.add({ key: "loss", value: Math.exp(-step / 20000) + Math.random() * 0.05, step, timestamp: 1.7e12 + step * 10 });
+  }
+  // The first draw loads uPlot; wait for the chart to exist before measuring.
+  while (!charts.element.querySelector("canvas")) await nextFrame();
+  await settle();
+
+  const frames = [];
+  let last = performance.now();
+  let measuring = true;
+  const tick = (now) => {
+    frames.push(now - last);
+    last = now;
+    if (measuring) requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+  let n = 0;
+  let step = chartPoints;
+  const from = performance.now();
+  // Every 10 ms, what is owed at 1,000 lines/s (a timer that fires late delivers more at once).
+  const feeder = setInterval(() => {
+    const owed = Math.floor(performance.now() - from);
+    while (n < owed) {
+      n += 1;
+      output.add({ stream: n % 7 ? "stdout" : "stderr", line: `epoch ${n} \u001b[1;34mtraining\u001b[0m batch loss ${Math.random().toFixed(5)}` });
+      if (n % 5 === 0) {
+        charts.add({ key: "loss", value: Math.random(), step, timestamp: 1.7e12 + step * 10 });
+        step += 1;
+      }
+    }
+  }, 10);
+  await new Promise((resolve) => setTimeout(resolve, streamSeconds * 1000));
+  clearInterval(feeder);
+  measuring = false;
+  await settle();
+  const sorted = frames.slice(1).sort((a, b) => a - b);
+  const at = (q) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] * 10) / 10;
+  const view = output.element.querySelector(".console");
+  const chart = charts.element.querySelector(".chart");
+  return {
+    frames: sorted.length,
+    p50: at(0.5),
+    p95: at(0.95),
+    p99: at(0.99),
+    max: Math.round(sorted.at(-1) * 10) / 10,
+    over50: sorted.filter((d) => d > 50).length,
+    linesFed: n,
+    linesShown: Number(view.dataset.lines),
+    lastVisible: visibleNumbers(view).at(-1),
+    chartPoints: Number(chart.dataset.points),
+  };
+}
+
+/** Downsampling keeps the extremes, the ends and the order, and draws a few points per column. */
+function decimation() {
+  const xs = Array.from({ length: 100_000 }, (_, i) => i);
+  const ys = xs.map((x) => Math.sin(x / 500));
+  ys[31_337] = 7; // a spike
+  ys[77_777] = -9;
+  const [dx, dy] = decimate(xs, ys, null, 500);
+  const [zx] = decimate(xs, ys, [1000, 1100], 500);
+  return {
+    points: dx.length,
+    ends: [dx[0], dx.at(-1)],
+    extremes: [Math.min(...dy), Math.max(...dy)],
+    sorted: dx.every((x, i) => i === 0 || x > dx[i - 1]),
+    zoomed: [zx.length, zx[0], zx.at(-1)],
+  };
+}
+
+async function main() {
+  progress.decimation = decimation();
+  await stylesheet("/train/static/vendor/uplot/uPlot.min.css");
+  await stylesheet("/train/static/app.css");
+  const main = Object.assign(document.createElement("main"), { className: "main" });
+  document.body.append(main);
+  progress.console = await consoleAtScale(main);
+  progress.streaming = await streaming(main);
+  window.__result = progress;
+}
+
+main().catch((error) => {
+  window.__result = { error: String(error.stack || error), progress };
+});
