@@ -348,3 +348,27 @@ def test_console_and_chart_stay_smooth_with_a_million_lines_and_100000_points(se
     # Frames: the target is none over 50 ms; a shared CI machine may stall a frame or two.
     assert streaming["frames"] >= 100, streaming
     assert streaming["p95"] < 50 and streaming["over50"] <= max(2, streaming["frames"] // 100), streaming
+
+
+@sqlite_only
+def test_admin_manages_users_and_a_person_their_account(server, tmp_path: Path):
+    result = run_flow(
+        tmp_path,
+        server.url,
+        "accounts.mjs",
+        {
+            "adminPassword": "chosen-admin-pass",
+            "newUser": "dave",
+            "newUserPassword": PASSWORD,
+            "newPassword": "a-brand-new-passphrase",
+        },
+    )
+    assert result["roleAfterReload"] == "admin"
+    assert result["ownDeleteHidden"], "an admin is not offered to delete themself"
+    assert result["confirmLabel"] == "Delete dave and their jobs?" and result["deletedGone"]
+    assert result["email"] == "root@example.org"
+    assert "password" in result["wrongPassword"].lower(), result["wrongPassword"]
+    assert result["tokensReplaced"] and result["oldTokenStatus"] == 401
+    assert result["everywhere"] == "You have signed out on every device."
+    assert result["refreshAfterEverywhere"] == 401
+    assert result["usersLinkForUser"] == 0 and result["usersPageForUser"] == "Page not found"

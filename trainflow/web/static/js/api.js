@@ -24,10 +24,19 @@ export class ApiError extends Error {
 
 /**
  * @param {string} path e.g. "/api/me" or `${TRAIN}/jobs?page=2`
- * @param {{method?: string, body?: any, signal?: AbortSignal, auth?: boolean}} [options]
+ * @param {{method?: string, body?: any, signal?: AbortSignal, auth?: boolean,
+ *   checksPassword?: boolean}} [options] checksPassword: the server answers 401 for a wrong
+ *   password in the body too, so the token is refreshed first and a 401 is then the password's
  * @returns {Promise<any>} the parsed JSON answer (null for 204)
  */
-export async function api(path, { method = "GET", body, signal, auth = true } = {}) {
+export async function api(path, { method = "GET", body, signal, auth = true, checksPassword = false } = {}) {
+  if (checksPassword) {
+    if (!(await refreshSession())) {
+      endSession({ expired: true });
+      throw new ApiError(401, "unauthenticated", "");
+    }
+    return parse(await send(path, method, body, signal, auth));
+  }
   let response = await send(path, method, body, signal, auth);
   if (response.status === 401 && auth && currentSession()) {
     if (await refreshSession()) response = await send(path, method, body, signal, auth);

@@ -53,3 +53,42 @@ export async function busy(form, work) {
     form.removeAttribute("aria-busy");
   }
 }
+
+/**
+ * A button that asks to be pressed again before it acts (instead of a blocking confirm()
+ * dialog): the first press changes its label to `confirmLabel` for a few seconds.
+ */
+export function confirmButton(label, confirmLabel, action, props = {}) {
+  let armed = false;
+  let timer = 0;
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: "danger",
+      ...props,
+      onclick: async () => {
+        if (!armed) {
+          armed = true;
+          button.textContent = confirmLabel;
+          timer = setTimeout(() => {
+            armed = false;
+            button.textContent = label;
+          }, 4000);
+          return;
+        }
+        clearTimeout(timer);
+        armed = false;
+        button.textContent = label;
+        button.disabled = true;
+        try {
+          await action();
+        } finally {
+          button.disabled = false;
+        }
+      },
+    },
+    label,
+  );
+  return button;
+}

@@ -3,13 +3,15 @@
  */
 import { h } from "./dom.js";
 import { initLanguage, languageEvents, t } from "./i18n.js";
+import { accountPage } from "./pages/account.js";
 import { jobPage } from "./pages/job.js";
 import { jobsPage } from "./pages/jobs.js";
 import { newJobPage } from "./pages/new-job.js";
 import { registerPage } from "./pages/register.js";
 import { signinPage } from "./pages/signin.js";
+import { usersPage } from "./pages/users.js";
 import { BASE, navigate, refresh, startRouter } from "./router.js";
-import { sessionEvents } from "./session.js";
+import { currentSession, sessionEvents } from "./session.js";
 import { shell } from "./shell.js";
 import { initTheme } from "./theme.js";
 
@@ -19,15 +21,18 @@ const ROUTES = [
   { path: `${BASE}/`, page: jobsPage, title: "jobs.title", nav: "jobs" },
   { path: `${BASE}/new`, page: newJobPage, title: "new.title", nav: "new" },
   { path: `${BASE}/jobs/:id`, page: jobPage, title: "job.pageTitle", nav: "jobs" },
+  { path: `${BASE}/account`, page: accountPage, title: "account.pageTitle", nav: "account" },
+  { path: `${BASE}/users`, page: usersPage, title: "users.title", nav: "users", admin: true },
 ];
 
 const root = document.getElementById("app");
 
 function show(match, ctx) {
   const route = match?.route;
-  const page = route ? route.page(ctx) : notFound();
+  const allowed = route && (!route.admin || currentSession()?.user.role === "admin");
+  const page = allowed ? route.page(ctx) : notFound();
   root.replaceChildren(...shell(page, route?.nav));
-  document.title = `${t(route?.title ?? "notFound.title")} · trainflow`;
+  document.title = `${t(allowed ? route.title : "notFound.title")} · trainflow`;
 }
 
 function notFound() {

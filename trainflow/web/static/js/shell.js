@@ -37,6 +37,7 @@ function navigation(active) {
     { class: "nav", "aria-label": t("shell.navigation") },
     link("jobs", "/", t("nav.jobs")),
     link("new", "/new", t("nav.new")),
+    currentSession()?.user.role === "admin" ? link("users", "/users", t("nav.users")) : null,
     h("a", { href: "/", target: "_blank", rel: "noopener" }, t("nav.mlflow")),
   );
 }
@@ -75,7 +76,11 @@ function account(session) {
   return h(
     "div",
     { class: "account" },
-    h("span", { class: "who", title: session.user.role === "admin" ? t("shell.admin") : null }, session.user.username),
+    h(
+      "a",
+      { class: "who", id: "account-link", href: `${BASE}/account`, title: t("shell.account") },
+      session.user.username,
+    ),
     h(
       "button",
       {

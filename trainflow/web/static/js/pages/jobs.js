@@ -116,7 +116,7 @@ function jobTable() {
     { class: "table-wrap" },
     h(
       "table",
-      { class: "jobs", id: "jobs" },
+      { class: "data", id: "jobs" },
       h("caption", { class: "visually-hidden" }, t("jobs.title")),
       h("thead", null, h("tr", null, columns.map((c) => h("th", { scope: "col" }, t(`jobs.column.${c}`))))),
       body,
