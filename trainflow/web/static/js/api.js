@@ -25,17 +25,18 @@ export class ApiError extends Error {
 /**
  * @param {string} path e.g. "/api/me" or `${TRAIN}/jobs?page=2`
  * @param {{method?: string, body?: any, signal?: AbortSignal, auth?: boolean,
- *   checksPassword?: boolean}} [options] checksPassword: the server answers 401 for a wrong
- *   password in the body too, so the token is refreshed first and a 401 is then the password's
- * @returns {Promise<any>} the parsed JSON answer (null for 204)
+ *   checksPassword?: boolean, as?: "json"|"text"|"blob"}} [options] checksPassword: the server
+ *   answers 401 for a wrong password in the body too, so the token is refreshed first and a 401
+ *   is then the password's; `as`: how to read a successful answer
+ * @returns {Promise<any>} the answer (null for 204)
  */
-export async function api(path, { method = "GET", body, signal, auth = true, checksPassword = false } = {}) {
+export async function api(path, { method = "GET", body, signal, auth = true, checksPassword = false, as = "json" } = {}) {
   if (checksPassword) {
     if (!(await refreshSession())) {
       endSession({ expired: true });
       throw new ApiError(401, "unauthenticated", "");
     }
-    return parse(await send(path, method, body, signal, auth));
+    return parse(await send(path, method, body, signal, auth), as);
   }
   let response = await send(path, method, body, signal, auth);
   if (response.status === 401 && auth && currentSession()) {
@@ -44,7 +45,7 @@ export async function api(path, { method = "GET", body, signal, auth = true, che
       endSession({ expired: true });
     }
   }
-  return parse(response);
+  return parse(response, as);
 }
 
 /** Same-origin fetch with this session's token. Credentials "omit": no cookies and no cached Basic. */
@@ -63,8 +64,10 @@ export async function send(path, method, body, signal, auth = true) {
   }
 }
 
-async function parse(response) {
+async function parse(response, as = "json") {
   if (response.status === 204) return null;
+  if (response.ok && as === "text") return response.text();
+  if (response.ok && as === "blob") return response.blob();
   let data = null;
   try {
     data = await response.json();

@@ -8,6 +8,8 @@ import { jobPage } from "./pages/job.js";
 import { jobsPage } from "./pages/jobs.js";
 import { newJobPage } from "./pages/new-job.js";
 import { registerPage } from "./pages/register.js";
+import { scriptPage } from "./pages/script.js";
+import { scriptsPage } from "./pages/scripts.js";
 import { signinPage } from "./pages/signin.js";
 import { usersPage } from "./pages/users.js";
 import { BASE, navigate, refresh, startRouter } from "./router.js";
@@ -21,6 +23,8 @@ const ROUTES = [
   { path: `${BASE}/`, page: jobsPage, title: "jobs.title", nav: "jobs" },
   { path: `${BASE}/new`, page: newJobPage, title: "new.title", nav: "new" },
   { path: `${BASE}/jobs/:id`, page: jobPage, title: "job.pageTitle", nav: "jobs" },
+  { path: `${BASE}/scripts`, page: scriptsPage, title: "scripts.title", nav: "scripts" },
+  { path: `${BASE}/scripts/:id`, page: scriptPage, title: "scripts.title", nav: "scripts" },
   { path: `${BASE}/account`, page: accountPage, title: "account.pageTitle", nav: "account" },
   { path: `${BASE}/users`, page: usersPage, title: "users.title", nav: "users", admin: true },
 ];

@@ -37,6 +37,7 @@ function navigation(active) {
     { class: "nav", "aria-label": t("shell.navigation") },
     link("jobs", "/", t("nav.jobs")),
     link("new", "/new", t("nav.new")),
+    link("scripts", "/scripts", t("nav.scripts")),
     currentSession()?.user.role === "admin" ? link("users", "/users", t("nav.users")) : null,
     h("a", { href: "/", target: "_blank", rel: "noopener" }, t("nav.mlflow")),
   );

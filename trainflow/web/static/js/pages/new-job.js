@@ -1,12 +1,12 @@
 /**
  * A new job: upload a script (drag and drop or the file picker, with a progress bar) or pick one
  * uploaded before, then set the job's experiment, run name, parameters, timeout and GPUs.
- * `?rerun=<job id>` fills the form from that job.
+ * `?rerun=<job id>` fills the form from that job; `?script=<id>` chooses that script.
  */
 import { TRAIN, api } from "../api.js";
 import { h, replace } from "../dom.js";
 import { busy, errorBox, field, messageOf } from "../forms.js";
-import { formatTime } from "../format.js";
+import { formatSize, formatTime } from "../format.js";
 import { t } from "../i18n.js";
 import { BASE } from "../router.js";
 import { currentSession } from "../session.js";
@@ -19,7 +19,9 @@ export function newJobPage({ query, signal, navigate }) {
 
   scripts.load(signal).then(async () => {
     const rerun = Number.parseInt(query.get("rerun") ?? "", 10);
+    const script = Number.parseInt(query.get("script") ?? "", 10);
     if (rerun > 0) await form.fillFrom(rerun);
+    else if (script > 0) await form.useScript(script);
   });
 
   return h(
@@ -133,12 +135,6 @@ function scriptPicker() {
   };
 }
 
-function formatSize(bytes) {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
-}
-
 /** The job's settings and the submit button. */
 function jobForm(scripts, signal, navigate) {
   const user = currentSession()?.user.username ?? "";
@@ -198,6 +194,15 @@ function jobForm(scripts, signal, navigate) {
 
   return {
     element,
+    /** Chooses script `id` (from the scripts page). */
+    async useScript(id) {
+      try {
+        if (!scripts.has(id)) scripts.add(await api(`${TRAIN}/scripts/${id}`, { signal }), false);
+        scripts.select.value = String(id);
+      } catch (e) {
+        if (!signal.aborted) error.show(messageOf(e));
+      }
+    },
     /** Fills the form from an earlier job (rerun). */
     async fillFrom(jobId) {
       try {
