@@ -125,6 +125,16 @@ export default async function jobs({ page, options, step, shot }) {
   const [download] = await Promise.all([page.waitForEvent("download"), page.locator("#download-log").click()]);
   result.download = { name: download.suggestedFilename(), text: await readFile(await download.path(), "utf8") };
 
+  step("the run's artifacts: the job's output folder");
+  await page.locator('#artifacts button[data-path="model.txt"]').waitFor();
+  const top = await page.locator("#artifacts > li > button").evaluateAll((els) => els.map((e) => e.dataset.path));
+  await page.locator('#artifacts button[data-path="plots"]').click();
+  const nested = page.locator('#artifacts button[data-path="plots/curve.csv"]');
+  await nested.waitFor();
+  const [model] = await Promise.all([page.waitForEvent("download"), page.locator('#artifacts button[data-path="model.txt"]').click()]);
+  result.artifacts = { top, nested: await nested.getAttribute("data-path"), model: await readFile(await model.path(), "utf8") };
+  await shot("artifacts");
+
   step("phone width");
   await page.setViewportSize({ width: 375, height: 740 });
   result.phoneOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

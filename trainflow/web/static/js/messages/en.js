@@ -209,4 +209,7 @@ export default {
   "script.field.sha256": "SHA-256",
   "script.field.owner": "Owner",
   "script.field.uploaded": "Uploaded",
+
+  "artifacts.title": "Artifacts",
+  "artifacts.none": "This run has no artifacts. A job's files written under $TRAINFLOW_OUTPUT_DIR are kept here when it ends.",
 };

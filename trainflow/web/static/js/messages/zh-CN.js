@@ -209,4 +209,7 @@ export default {
   "script.field.sha256": "SHA-256",
   "script.field.owner": "所有者",
   "script.field.uploaded": "上传时间",
+
+  "artifacts.title": "产物",
+  "artifacts.none": "此运行没有产物。作业写到 $TRAINFLOW_OUTPUT_DIR 下的文件会在结束时保存在这里。",
 };

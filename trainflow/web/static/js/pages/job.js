@@ -5,6 +5,7 @@
  * changed; nothing is polled.
  */
 import { TRAIN, api } from "../api.js";
+import { createArtifacts } from "../artifacts.js";
 import { createCharts } from "../charts.js";
 import { createConsole } from "../console.js";
 import { h, replace } from "../dom.js";
@@ -30,12 +31,14 @@ export function jobPage({ params, signal }) {
   const progress = createProgress();
   const metrics = createMetrics();
   const charts = createCharts();
+  const artifacts = createArtifacts();
   const output = createConsole();
   const cancel = h("button", { type: "button", id: "cancel", class: "danger", hidden: true, onclick: onCancel }, t("job.cancel"));
   const rerun = h("a", { class: "button", id: "rerun", href: `${BASE}/new?rerun=${id}`, hidden: true }, t("job.rerun"));
   const download = h("button", { type: "button", id: "download-log", onclick: onDownload }, t("job.downloadLog"));
   const side = h("div", { class: "card side", hidden: true }, progress.element, metrics.element);
   let job = null;
+  let artifactsShown = false;
   let status = null;
 
   function showStatus(value) {
@@ -54,6 +57,11 @@ export function jobPage({ params, signal }) {
     }
     showStatus(status && FINISHED.has(status) && !FINISHED.has(job.status) ? status : job.status);
     renderSummary();
+    // The output folder becomes the run's artifacts when the job ends.
+    if (FINISHED.has(job.status) && !artifactsShown) {
+      artifactsShown = true;
+      artifacts.show(job.run_id);
+    }
   }
 
   function renderSummary() {
@@ -167,6 +175,7 @@ export function jobPage({ params, signal }) {
     error.element,
     h("div", { class: "job-grid" }, h("div", { class: "card" }, summary), side),
     charts.element,
+    artifacts.element,
     h("h2", null, t("job.output")),
     output.element,
   );
