@@ -54,6 +54,8 @@ export default async function basics({ page, options, step, shot, api }) {
   result.userCell = await row.locator(".col-user").textContent();
   result.injected = await page.evaluate(() => document.querySelectorAll("img, [onerror], [src='x']").length);
   await shot("succeeded");
+  // The status event's own refetch of the page has landed: from here on nothing is due.
+  await page.locator(".table-wrap:not([aria-busy])").waitFor();
   const idleFrom = listCalls.length;
   await page.waitForTimeout(3000);
   result.listCallsWhileIdle = listCalls.length - idleFrom;

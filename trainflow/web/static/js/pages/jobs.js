@@ -40,10 +40,14 @@ export function jobsPage({ query, signal, navigate }) {
     STATUSES.map((s) => h("option", { value: s, selected: s === status }, t(`status.${s}`))),
   );
 
+  // The table is aria-busy from the moment a fetch is due until the last one has landed.
   let reloadTimer = 0;
+  let loading = 0;
   async function load() {
     const params = new URLSearchParams({ page: String(page), size: String(PAGE_SIZE) });
     if (status) params.set("status", status);
+    loading += 1;
+    table.element.setAttribute("aria-busy", "true");
     try {
       const data = await api(`${TRAIN}/jobs?${params}`, { signal });
       error.clear();
@@ -51,11 +55,18 @@ export function jobsPage({ query, signal, navigate }) {
       renderPager(data.total);
     } catch (e) {
       if (!signal.aborted) error.show(messageOf(e));
+    } finally {
+      loading -= 1;
+      if (!loading && !reloadTimer) table.element.removeAttribute("aria-busy");
     }
   }
   const reload = () => {
     clearTimeout(reloadTimer);
-    reloadTimer = setTimeout(load, RELOAD_DELAY_MS);
+    table.element.setAttribute("aria-busy", "true");
+    reloadTimer = setTimeout(() => {
+      reloadTimer = 0;
+      load();
+    }, RELOAD_DELAY_MS);
   };
 
   function renderPager(total) {
