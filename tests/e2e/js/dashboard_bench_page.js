@@ -1,12 +1,15 @@
 // The dashboard's console and charts under load, in the page itself (the modules come from the
-// server at this page's origin). window.__options: {lines, chartPoints, streamSeconds}.
+// server at this page's origin). window.__options: {lines, chartPoints, streamSeconds, mode}.
 //   1. a console is fed `lines` lines at once, then scrolled to the top, middle and bottom;
 //   2. for `streamSeconds`, the console gets 1,000 lines/s and a chart that already holds
 //      `chartPoints` points gets 200 more per second, while every frame's duration is recorded.
+// mode "plain" is the anchor bench/dashboard.py sets beside it: the same stream into what one
+// would write first (a <div> per line, scrolled to the end after each; uPlot given every point
+// on every new value); it skips step 1, which a plain console cannot hold.
 import { createCharts, decimate } from "/train/static/js/charts.js";
 import { createConsole } from "/train/static/js/console.js";
 
-const { lines = 1_000_000, chartPoints = 100_000, streamSeconds = 5 } = window.__options ?? {};
+const { lines = 1_000_000, chartPoints = 100_000, streamSeconds = 5, mode = "dashboard" } = window.__options ?? {};
 const progress = (window.__progress = {});
 const nextFrame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
 const settle = async () => {
@@ -62,15 +65,77 @@ async function consoleAtScale(main) {
   return result;
 }
 
-async function streaming(main) {
+/** The dashboard's own console and charts, and how to read what they show. */
+function dashboardParts() {
   const output = createConsole();
   const charts = createCharts();
-  main.append(charts.element, output.element);
+  const view = () => output.element.querySelector(".console");
+  return {
+    output,
+    charts,
+    elements: [charts.element, output.element],
+    linesShown: () => Number(view().dataset.lines),
+    lastVisible: () => visibleNumbers(view()).at(-1),
+    chartPoints: () => Number(charts.element.querySelector(".chart").dataset.points),
+  };
+}
+
+/** The anchor: a <div> per line, and uPlot redrawn with every point whenever a value comes. */
+async function plainParts() {
+  const { default: uPlot } = await import("/train/static/vendor/uplot/uPlot.esm.js");
+  const view = Object.assign(document.createElement("div"), { className: "console" });
+  let count = 0;
+  const output = {
+    add({ stream, line }) {
+      count += 1;
+      const element = Object.assign(document.createElement("div"), { className: `line ${stream}`, textContent: line });
+      element.dataset.n = String(count);
+      view.append(element);
+      view.scrollTop = view.scrollHeight;
+    },
+  };
+  const box = Object.assign(document.createElement("figure"), { className: "chart" });
+  const xs = [];
+  const ys = [];
+  let plot = null;
+  const charts = {
+    add({ value, step }) {
+      xs.push(step);
+      ys.push(value);
+      if (plot) plot.setData([xs, ys]);
+    },
+  };
+  return {
+    output,
+    charts,
+    elements: [box, view],
+    start() {
+      const opts = { width: 600, height: 220, series: [{}, { label: "loss", stroke: "#3366cc" }] };
+      plot = new uPlot(opts, [xs, ys], box);
+    },
+    linesShown: () => count,
+    lastVisible: () => {
+      const frame = view.getBoundingClientRect();
+      const shown = [...view.children].filter((line) => {
+        const r = line.getBoundingClientRect();
+        return r.bottom > frame.top && r.top < frame.bottom;
+      });
+      return Number(shown.at(-1)?.dataset.n);
+    },
+    chartPoints: () => xs.length,
+  };
+}
+
+async function streaming(main) {
+  const parts = mode === "plain" ? await plainParts() : dashboardParts();
+  const { output, charts } = parts;
+  main.append(...parts.elements);
   for (let step = 0; step < chartPoints; step += 1) {
     charts.add({ key: "loss", value: Math.exp(-step / 20000) + Math.random() * 0.05, step, timestamp: 1.7e12 + step * 10 });
   }
+  parts.start?.();
   // The first draw loads uPlot; wait for the chart to exist before measuring.
-  while (!charts.element.querySelector("canvas")) await nextFrame();
+  while (!main.querySelector("canvas")) await nextFrame();
   await settle();
 
   const frames = [];
@@ -103,8 +168,6 @@ async function streaming(main) {
   await settle();
   const sorted = frames.slice(1).sort((a, b) => a - b);
   const at = (q) => Math.round(sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] * 10) / 10;
-  const view = output.element.querySelector(".console");
-  const chart = charts.element.querySelector(".chart");
   return {
     frames: sorted.length,
     p50: at(0.5),
@@ -113,9 +176,9 @@ async function streaming(main) {
     max: Math.round(sorted.at(-1) * 10) / 10,
     over50: sorted.filter((d) => d > 50).length,
     linesFed: n,
-    linesShown: Number(view.dataset.lines),
-    lastVisible: visibleNumbers(view).at(-1),
-    chartPoints: Number(chart.dataset.points),
+    linesShown: parts.linesShown(),
+    lastVisible: parts.lastVisible(),
+    chartPoints: parts.chartPoints(),
   };
 }
 
@@ -142,7 +205,7 @@ async function main() {
   await stylesheet("/train/static/app.css");
   const main = Object.assign(document.createElement("main"), { className: "main" });
   document.body.append(main);
-  progress.console = await consoleAtScale(main);
+  if (mode !== "plain") progress.console = await consoleAtScale(main);
   progress.streaming = await streaming(main);
   window.__result = progress;
 }
