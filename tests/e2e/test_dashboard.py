@@ -223,6 +223,10 @@ def test_sign_in_job_list_live_preferences_and_sign_out(server, tmp_path: Path):
     assert result["theme"]["pressed"] == "true" and result["theme"]["chosen"] == "dark"
     assert result["theme"]["after"] != result["theme"]["before"]
     assert result["phoneOverflow"] <= 0, "the page scrolls sideways at phone width"
+    assert result["missing"] == {
+        "job": ["Page not found", "There is no job with this number."],
+        "script": ["Page not found", "There is no script with this number."],
+    }
     assert result["refreshed"]
     assert result["expired"] == "Your session has expired; sign in again."
     assert result["expiredSession"] is None

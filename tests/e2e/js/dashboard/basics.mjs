@@ -121,6 +121,17 @@ export default async function basics({ page, options, step, shot, api }) {
   await page.waitForURL(`${origin}/train/`);
   await row.waitFor();
 
+  step("a job or script the server does not have is 'Page not found'");
+  result.missing = {};
+  for (const [kind, path] of [["job", `jobs/${job.job + 1000}`], ["script", `scripts/${upload.script + 1000}`]]) {
+    await page.goto(`${origin}/train/${path}`);
+    await page.locator("#not-found").waitFor();
+    result.missing[kind] = [await page.locator("main h1").textContent(), await page.locator("#not-found").textContent()];
+  }
+  await shot("missing-job");
+  await page.goto(`${origin}/train/`);
+  await row.waitFor();
+
   step("sign out");
   const { access } = await session();
   await page.locator("#sign-out").click();

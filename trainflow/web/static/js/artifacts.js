@@ -13,7 +13,7 @@ export function createArtifacts() {
   const tree = h("ul", { class: "artifacts", id: "artifacts" });
   const empty = h("p", { class: "hint", hidden: true }, t("artifacts.none"));
   const error = errorBox();
-  const element = h("section", { class: "card step", hidden: true }, h("h2", null, t("artifacts.title")), error.element, empty, tree);
+  const element = h("section", { class: "card artifacts-card", hidden: true }, h("h2", null, t("artifacts.title")), error.element, empty, tree);
   let runId = null;
 
   async function list(path) {

@@ -3,6 +3,7 @@
  */
 import { h } from "./dom.js";
 import { initLanguage, languageEvents, t } from "./i18n.js";
+import { notFoundContent } from "./not-found.js";
 import { accountPage } from "./pages/account.js";
 import { jobPage } from "./pages/job.js";
 import { jobsPage } from "./pages/jobs.js";
@@ -40,12 +41,7 @@ function show(match, ctx) {
 }
 
 function notFound() {
-  return h(
-    "section",
-    { class: "narrow" },
-    h("h1", null, t("notFound.title")),
-    h("p", null, h("a", { href: `${BASE}/` }, t("notFound.back"))),
-  );
+  return h("section", { class: "narrow" }, notFoundContent());
 }
 
 initTheme();

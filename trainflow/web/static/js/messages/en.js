@@ -199,6 +199,7 @@ export default {
   "scripts.column.uploaded": "Uploaded",
   "scripts.column.actions": "Actions",
   "script.title": "Script #{id}",
+  "script.notFound": "There is no script with this number.",
   "script.download": "Download",
   "script.archive": "A project archive: download it to see its files.",
   "script.hasRequirements": "requirements.txt (installed in the job's own environment)",

@@ -199,6 +199,7 @@ export default {
   "scripts.column.uploaded": "上传时间",
   "scripts.column.actions": "操作",
   "script.title": "脚本 #{id}",
+  "script.notFound": "没有这个编号的脚本。",
   "script.download": "下载",
   "script.archive": "这是项目压缩包：下载后可查看其中的文件。",
   "script.hasRequirements": "requirements.txt（安装在作业自己的环境中）",

@@ -16,13 +16,14 @@ import { t } from "../i18n.js";
 import { FINISHED, statusBadge } from "../jobs.js";
 import { follow } from "../live.js";
 import { createMetrics } from "../metrics.js";
+import { notFoundContent, showNotFound } from "../not-found.js";
 import { createProgress } from "../progress.js";
 import { BASE } from "../router.js";
 
 export function jobPage({ params, signal }) {
   const id = Number(params.id);
   if (!Number.isSafeInteger(id) || id < 1) {
-    return h("section", { class: "narrow" }, h("h1", null, t("notFound.title")), h("p", null, t("job.notFound")));
+    return h("section", { class: "narrow" }, notFoundContent("job.notFound"));
   }
   const badge = h("span", { id: "job-status" });
   const liveState = h("span", { class: "live", id: "live-state", role: "status" }, t("live.connecting"));
@@ -52,7 +53,8 @@ export function jobPage({ params, signal }) {
     try {
       job = await api(`${TRAIN}/jobs/${id}`, { signal });
     } catch (e) {
-      if (!signal.aborted) error.show(messageOf(e));
+      if (e.status === 404) showNotFound(page, "job.notFound");
+      else if (!signal.aborted) error.show(messageOf(e));
       return;
     }
     showStatus(status && FINISHED.has(status) && !FINISHED.has(job.status) ? status : job.status);
@@ -129,7 +131,8 @@ export function jobPage({ params, signal }) {
     onState: (state, detail) => {
       liveState.textContent = t(`live.${state}`);
       liveState.dataset.state = state;
-      if (state === "error") error.show(detail?.message || t("error.http", { status: detail?.status }));
+      if (state === "error" && detail?.status === 404 && !job) showNotFound(page, "job.notFound");
+      else if (state === "error") error.show(detail?.message || t("error.http", { status: detail?.status }));
     },
     onEvent: (event) => {
       switch (event.type) {
@@ -161,7 +164,7 @@ export function jobPage({ params, signal }) {
     },
   });
 
-  return h(
+  const page = h(
     "section",
     { class: "page job-page" },
     h(
@@ -179,4 +182,5 @@ export function jobPage({ params, signal }) {
     h("h2", null, t("job.output")),
     output.element,
   );
+  return page;
 }

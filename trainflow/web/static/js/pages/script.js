@@ -6,6 +6,7 @@ import { errorBox, messageOf } from "../forms.js";
 import { formatSize, formatTime } from "../format.js";
 import { pythonSource } from "../highlight.js";
 import { t } from "../i18n.js";
+import { showNotFound } from "../not-found.js";
 import { BASE } from "../router.js";
 
 export function scriptPage({ params, signal }) {
@@ -54,11 +55,12 @@ export function scriptPage({ params, signal }) {
         replace(source, h("p", { class: "hint" }, t("script.archive")));
       }
     } catch (e) {
-      if (!signal.aborted) error.show(messageOf(e));
+      if (e.status === 404) showNotFound(page, "script.notFound");
+      else if (!signal.aborted) error.show(messageOf(e));
     }
   })();
 
-  return h(
+  const page = h(
     "section",
     { class: "page" },
     h("p", { class: "crumbs" }, h("a", { href: `${BASE}/scripts` }, t("scripts.title"))),
@@ -67,4 +69,5 @@ export function scriptPage({ params, signal }) {
     h("div", { class: "card step" }, details),
     source,
   );
+  return page;
 }
