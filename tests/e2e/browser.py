@@ -60,7 +60,34 @@ def missing() -> str | None:
 
 
 class PageFailed(RuntimeError):
-    """run_page.mjs did not finish, or failed."""
+    """A browser driver (run_page.mjs, dashboard_flow.mjs) did not finish, or failed."""
+
+
+def run_node(driver: Path, request: dict[str, Any], timeout: float) -> Any:
+    """Run a Node.js browser driver with `request` as JSON on stdin; return the JSON it prints.
+
+    Raises PageFailed when it fails or is still running `timeout` + 60 s later (then it is
+    killed with its Chromium).
+    """
+    process = subprocess.Popen(
+        ["node", str(driver)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        cwd=ROOT,
+        start_new_session=True,  # so that a hung run's Chromium goes with it
+    )
+    try:
+        stdout, stderr = process.communicate(json.dumps(request), timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise PageFailed(f"the browser did not finish in {timeout + 60:.0f} s:\n{stderr[-5000:]}") from None
+    if process.returncode != 0:
+        raise PageFailed(f"{driver.name} failed ({process.returncode}):\n{stderr[-5000:]}")
+    return json.loads(stdout)
 
 
 def run_page(
@@ -103,25 +130,7 @@ def run_page(
         "timeoutMs": int(timeout * 1000),
         "screenshot": str(screenshot) if screenshot else None,
     }
-    process = subprocess.Popen(
-        ["node", str(RUNNER)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-        cwd=ROOT,
-        start_new_session=True,  # so that a hung run's Chromium goes with it
-    )
-    try:
-        stdout, stderr = process.communicate(json.dumps(options), timeout=timeout + 60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        raise PageFailed(f"the browser did not finish in {timeout + 60:.0f} s:\n{stderr[-5000:]}") from None
-    if process.returncode != 0:
-        raise PageFailed(f"run_page.mjs failed ({process.returncode}):\n{stderr[-5000:]}")
-    out = json.loads(stdout)
+    out = run_node(RUNNER, options, timeout)
     return PageRun(out["result"], out["timedOut"], out["progress"], out["console"], out["errors"])
 
 

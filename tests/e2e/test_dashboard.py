@@ -9,10 +9,7 @@ the API underneath are covered by the other e2e tests.
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from tests.e2e.browser import CHROMIUM, IS_CI, ROOT, chromium
+from tests.e2e.browser import CHROMIUM, IS_CI, ROOT, PageFailed, chromium, run_node
 from trainflow.web.views import CONTENT_SECURITY_POLICY
 
 pytestmark = pytest.mark.e2e
@@ -43,25 +40,10 @@ def run_flow(
         "timeoutMs": int(timeout * 1000),
         "screenshots": str(screenshots),
     }
-    process = subprocess.Popen(
-        ["node", str(FLOW_RUNNER)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-        cwd=ROOT,
-        start_new_session=True,  # so that a hung run's Chromium goes with it
-    )
     try:
-        stdout, stderr = process.communicate(json.dumps(request), timeout=timeout + 60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"the browser did not finish in {timeout + 60:.0f} s:\n{stderr[-5000:]}")
-    if process.returncode != 0:
-        pytest.fail(f"dashboard_flow.mjs failed ({process.returncode}):\n{stderr[-5000:]}")
-    out = json.loads(stdout)
+        out = run_node(FLOW_RUNNER, request, timeout)
+    except PageFailed as error:
+        pytest.fail(str(error))
     seen = json.dumps({k: out[k] for k in ("steps", "console", "pageErrors", "csp", "dialogs")}, indent=1)
     assert out["error"] is None, f"{out['error']}\n{seen[-10_000:]}\nscreenshots in {screenshots}"
     assert out["pageErrors"] == [], seen
