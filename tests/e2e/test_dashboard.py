@@ -178,7 +178,14 @@ SLOW_JOB = """
 
 
 @sqlite_only
-def test_sign_in_job_list_live_preferences_and_sign_out(server, tmp_path: Path):
+def test_sign_in_job_list_live_preferences_and_sign_out(server_factory, tmp_path: Path, database_url: str):
+    # One job at a time, so that a second job waits in the queue and shows its place.
+    server = server_factory(
+        tmp_path / "data",
+        database_url,
+        TRAINFLOW_ADMIN_PASSWORD="chosen-admin-pass",
+        TRAINFLOW_MAX_CONCURRENT_JOBS="1",
+    )
     result = run_flow(
         tmp_path,
         server.url,
@@ -199,6 +206,8 @@ def test_sign_in_job_list_live_preferences_and_sign_out(server, tmp_path: Path):
     assert set(session) == {"access", "refresh", "user"} and session["user"]["username"] == "alice"
     # A name a user chose is shown as text: no element was made of it.
     assert result["scriptCell"] == f"{XSS}.py" and result["userCell"] == "alice"
+    assert result["queued"] == "Queued (#1 in queue)"
+    assert result["queuedThenRan"] == "SUCCEEDED", "the waiting job ran when the first one ended"
     assert result["injected"] == 0
     assert result["listCallsWhileIdle"] == 0, "the list is kept live by the stream, not by polling"
     assert result["zh"] == {"lang": "zh-CN", "status": "成功", "signOut": "退出登录"}

@@ -47,8 +47,16 @@ export default async function basics({ page, options, step, shot, api }) {
   result.job = job.job;
   const row = page.locator(`#job-${job.job}`);
   await row.locator('[data-status="RUNNING"]').waitFor({ timeout: 60000 });
+  // The server runs one job at a time here: a second one waits, and the list says where.
+  const second = await api(`${TRAIN}/jobs`, { method: "POST", json: { script_id: upload.script } });
+  const waiting = page.locator(`#job-${second.job} [data-status="QUEUED"]`);
+  await waiting.filter({ hasText: "in queue" }).waitFor({ timeout: 60000 });
+  result.queued = await waiting.textContent();
   await shot("running");
   await row.locator('[data-status="SUCCEEDED"]').waitFor({ timeout: 60000 });
+  const secondStatus = page.locator(`#job-${second.job} .status`);
+  await secondStatus.filter({ hasNotText: /queue|Queued|Running/ }).waitFor({ timeout: 60000 });
+  result.queuedThenRan = await secondStatus.getAttribute("data-status");
   await row.locator(".col-duration").filter({ hasText: /\d/ }).waitFor();
   result.scriptCell = await row.locator(".col-script").textContent();
   result.userCell = await row.locator(".col-user").textContent();
