@@ -102,3 +102,24 @@ def test_every_database_connection_busy_is_503_with_retry_after(app, client, ali
     assert response.headers["Retry-After"] == "1"
     assert response.json["error"]["code"] == "busy"
     assert client.get("/api/me", headers=alice.basic).status_code == 200  # and then it serves again
+
+
+def test_a_value_that_fits_no_member_of_a_union_is_one_error_that_says_what_fits(client, alice):
+    """A job parameter may be a string, a number or a boolean: a list is one clear error for that
+    parameter, not four (one per member of the union). A dict key that happens to be named like a
+    type is still a field of its own."""
+    response = client.post(
+        "/ajax-api/2.0/mlflow/train/jobs",
+        json={"script_id": 1, "params": {"lr": [1, 2], "int": {"x": 1}}, "env": {"str": 5}},
+        headers=alice.basic,
+    )
+    assert response.status_code == 400
+    fields = sorted(response.json["error"]["fields"], key=lambda f: f["field"])
+    assert fields == [
+        {"field": "env.str", "message": "Input should be a valid string"},
+        {"field": "params.int", "message": "must be a string, an integer, a number or a boolean"},
+        {"field": "params.lr", "message": "must be a string, an integer, a number or a boolean"},
+    ]
+    message = response.json["error"]["message"]
+    assert "params.lr: must be a string, an integer, a number or a boolean" in message
+    assert "params.lr.str" not in message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,10 +122,7 @@ def validate(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        fields = [
-            {"field": ".".join(str(part) for part in err["loc"]) or "body", "message": _message(err)}
-            for err in e.errors(include_url=False)
-        ]
+        fields = _field_errors(e.errors(include_url=False))
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
         raise ValidationFailed(f"Invalid request: {summary}.", fields=fields) from None
 
@@ -139,6 +137,33 @@ def _fields_with_nul(value: Any, path: str = "") -> list[str]:
             f for i, v in enumerate(value) for f in _fields_with_nul(v, f"{path}.{i}" if path else str(i))
         ]
     return []
+
+
+# pydantic tags each member of a union of these types in the error's location ("params.lr.str").
+_SCALAR_TAGS = {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean"}
+
+
+def _field_errors(errors: list[Any]) -> list[dict[str, str]]:
+    """One entry per field. A value that fits no member of a union of scalars (``str | int |
+    float | bool``) gives one error per member; those become one, naming what it may be."""
+    located = [[str(part) for part in err["loc"]] for err in errors]
+    tagged = Counter(".".join(loc[:-1]) for loc in located if len(loc) > 1 and loc[-1] in _SCALAR_TAGS)
+    fields: list[dict[str, str]] = []
+    unions: dict[str, list[str]] = {}
+    for err, loc in zip(errors, located, strict=True):
+        field = ".".join(loc[:-1])
+        if len(loc) > 1 and loc[-1] in _SCALAR_TAGS and tagged[field] > 1:
+            if field not in unions:
+                unions[field] = []
+                fields.append({"field": field, "message": ""})
+            unions[field].append(_SCALAR_TAGS[loc[-1]])
+            continue
+        fields.append({"field": ".".join(loc) or "body", "message": _message(err)})
+    for entry in fields:
+        kinds = unions.get(entry["field"])
+        if kinds and not entry["message"]:
+            entry["message"] = f"must be {', '.join(kinds[:-1])} or {kinds[-1]}"
+    return fields
 
 
 def _message(err: Any) -> str:
