@@ -51,7 +51,7 @@ export function createArtifacts() {
       "button",
       {
         type: "button",
-        class: "link folder",
+        class: "link",
         "aria-expanded": "false",
         dataset: { path: file.path },
         onclick: async () => {
