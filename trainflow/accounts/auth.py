@@ -159,6 +159,8 @@ def _job_principal(claims: dict[str, object]) -> Principal:
         or user is None
         or job.status != JobStatus.RUNNING.value
         or job.run_id != claims.get("run")
+        # A password change or "log out everywhere" by the owner ends their jobs' tokens too.
+        or claims.get("tv") != user.token_version
     ):
         raise Unauthenticated("This job token is no longer valid: its job has ended.")
     return Principal(
@@ -176,9 +178,14 @@ def _job_principal(claims: dict[str, object]) -> Principal:
 def issue_job_token(app: Flask, job: object) -> str:
     """An access token for a job's process: MLflow calls on its own run, until the job ends."""
     with app.app_context():
+        owner = db.session.get(User, job.owner_id)  # type: ignore[attr-defined]
         return create_access_token(
             identity=str(job.owner_id),  # type: ignore[attr-defined]
-            additional_claims={"job": job.id, "run": job.run_id},  # type: ignore[attr-defined]
+            additional_claims={
+                "job": job.id,  # type: ignore[attr-defined]
+                "run": job.run_id,  # type: ignore[attr-defined]
+                "tv": owner.token_version if owner is not None else -1,
+            },
             expires_delta=timedelta(days=31),
         )
 
