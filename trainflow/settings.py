@@ -110,6 +110,68 @@ class Settings:
     job_grace_seconds: int = _setting(
         "TRAINFLOW_JOB_GRACE_SECONDS", 10, "Seconds between SIGTERM and SIGKILL when a job is cancelled."
     )
+    job_memory_mb: int = _setting(
+        "TRAINFLOW_JOB_MEMORY_MB",
+        4096,
+        "Memory one job may use, in MB (all its processes together where a cgroup can be made; "
+        "per process otherwise). Past it the job ends FAILED: `memory limit of 4096 MB exceeded`. "
+        "0: no limit.",
+    )
+    job_max_processes: int = _setting(
+        "TRAINFLOW_JOB_MAX_PROCESSES",
+        512,
+        "Processes and threads one job may run at once (a fork bomb ends the job, not the machine). "
+        "0: no limit.",
+    )
+    job_open_files: int = _setting(
+        "TRAINFLOW_JOB_OPEN_FILES", 4096, "Files each of a job's processes may hold open. 0: no limit."
+    )
+    job_disk_mb: int = _setting(
+        "TRAINFLOW_JOB_DISK_MB",
+        10240,
+        "Disk a job may fill in its folder (its copy of the script, outputs, temporary files and "
+        "home), in MB, measured every couple of seconds. 0: no limit.",
+    )
+    job_max_seconds: int = _setting(
+        "TRAINFLOW_JOB_MAX_SECONDS",
+        0,
+        "Longest a job may run, in seconds: the timeout of a job that sets none, and the most one "
+        "may set. 0: no maximum.",
+    )
+    job_cgroup: str = _setting(
+        "TRAINFLOW_JOB_CGROUP",
+        "",
+        "A cgroup v2 folder delegated to the server's user (systemd `Delegate=yes`) in which each "
+        "job gets a cgroup of its own for its memory and process limits. Empty: the parent of the "
+        "server's own cgroup when it is writable, else the cgroup v1 memory and pids hierarchies "
+        "(as root), else rlimits and the supervisor's own counting. `off`: never a cgroup.",
+    )
+    user_uploads_mb: int = _setting(
+        "TRAINFLOW_USER_UPLOADS_MB",
+        1000,
+        "Disk one user's stored scripts may take, in MB, counting each upload and what it unpacks "
+        "to; an upload past it gets 413. 0: no quota.",
+    )
+    user_jobs_mb: int = _setting(
+        "TRAINFLOW_USER_JOBS_MB",
+        20480,
+        "Disk one user's job folders may take, in MB (each job's copy of its script, its outputs "
+        "and logs, until the job is deleted); a submission past it gets 409. 0: no quota.",
+    )
+    pip_index_url: str = _setting(
+        "TRAINFLOW_PIP_INDEX_URL",
+        "",
+        "Package index pip installs a job's requirements.txt from. Empty: pip's default (PyPI). "
+        "Jobs cannot choose another: a job's `env` never reaches pip.",
+    )
+    pip_extra_index_url: str = _setting(
+        "TRAINFLOW_PIP_EXTRA_INDEX_URL", "", "Further package indexes for pip, separated by spaces."
+    )
+    pip_trusted_host: str = _setting(
+        "TRAINFLOW_PIP_TRUSTED_HOST",
+        "",
+        "Hosts pip may reach without valid HTTPS, separated by spaces (for a private index).",
+    )
     run_jobs: bool = _setting(
         "TRAINFLOW_RUN_JOBS",
         True,
@@ -233,6 +295,13 @@ _RANGES = [
     ("max_concurrent_jobs", 1, 10_000),
     ("max_jobs_per_user", 0, 10_000),
     ("job_grace_seconds", 0, 3600),
+    ("job_memory_mb", 0, 1 << 30),
+    ("job_max_processes", 0, 1 << 22),
+    ("job_open_files", 0, 1 << 24),
+    ("job_disk_mb", 0, 1 << 40),
+    ("job_max_seconds", 0, 100 * 365 * 86_400),
+    ("user_uploads_mb", 0, 1 << 40),
+    ("user_jobs_mb", 0, 1 << 40),
     ("stream_heartbeat_seconds", 0.05, 3600),
     ("stream_buffer_kb", 64, 1024 * 1024),
 ]
