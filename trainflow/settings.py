@@ -86,6 +86,38 @@ class Settings:
         300,
         "Window of the failed-login limit; the 429's Retry-After says when to retry.",
     )
+    login_address_burst: int = _setting(
+        "TRAINFLOW_LOGIN_ADDRESS_BURST",
+        20,
+        "Password checks one client address (an IPv6 /64) may fail in a burst, whatever the "
+        "usernames, before it gets 429; a correct password gives its check back, and a username "
+        "that signed in from that address before is exempt.",
+    )
+    login_address_per_minute: int = _setting(
+        "TRAINFLOW_LOGIN_ADDRESS_PER_MINUTE",
+        10,
+        "How many failed password checks per minute a client address earns back after its burst.",
+    )
+    password_hash_workers: int = _setting(
+        "TRAINFLOW_PASSWORD_HASH_WORKERS",
+        0,
+        "Password hashes computed at once per server process (64 MiB each). "
+        "0: one fewer than the CPUs, at least 1 and at most 4.",
+    )
+    password_hash_queue: int = _setting(
+        "TRAINFLOW_PASSWORD_HASH_QUEUE",
+        32,
+        "Logins, registrations and password changes that may wait for a hashing worker; "
+        "beyond that they get 429 with Retry-After at once.",
+    )
+    trusted_proxies: str = _setting(
+        "TRAINFLOW_TRUSTED_PROXIES",
+        "",
+        "Reverse proxies in front of the server, comma-separated addresses or networks "
+        "(`127.0.0.1,10.0.0.0/8`). Only for requests from these is `X-Forwarded-For` read, from "
+        "the right, skipping trusted hops, to find the client address the login limits count. "
+        "Empty: the header is ignored.",
+    )
     max_upload_mb: int = _setting(
         "TRAINFLOW_MAX_UPLOAD_MB", 100, "Largest script or project archive accepted, in MB (413 above)."
     )
@@ -290,6 +322,10 @@ _RANGES = [
     ("auth_cache_size", 1, 10_000_000),
     ("login_attempts", 1, 1000),
     ("login_window_seconds", 1, 86_400),
+    ("login_address_burst", 1, 1_000_000),
+    ("login_address_per_minute", 1, 1_000_000),
+    ("password_hash_workers", 0, 256),
+    ("password_hash_queue", 0, 100_000),
     ("max_upload_mb", 1, 1_000_000),
     ("max_unpacked_mb", 1, 10_000_000),
     ("max_concurrent_jobs", 1, 10_000),

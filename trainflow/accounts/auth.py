@@ -16,7 +16,7 @@ from flask_jwt_extended import create_access_token, create_refresh_token, decode
 from flask_jwt_extended.exceptions import JWTExtendedException
 from sqlalchemy import select
 
-from trainflow.accounts import service
+from trainflow.accounts import addresses, passwords, service
 from trainflow.accounts.credentials import AuthEpoch, CredentialCache, LoginLimiter, Principal
 from trainflow.accounts.models import RevokedToken, User
 from trainflow.db import db
@@ -42,7 +42,15 @@ class AuthState:
         self.job_cache = CredentialCache(
             self.job_epoch, settings.auth_cache_seconds, settings.auth_cache_size
         )
-        self.limiter = LoginLimiter(settings.login_attempts, settings.login_window_seconds)
+        self.limiter = LoginLimiter(
+            settings.login_attempts,
+            settings.login_window_seconds,
+            settings.login_address_burst,
+            settings.login_address_per_minute,
+        )
+        self.trusted_proxies = addresses.parse_networks(settings.trusted_proxies)
+        passwords.POOL.configure(settings.password_hash_workers, settings.password_hash_queue)
+        self.hash_pool = passwords.POOL
 
 
 def init_app(app: Flask, settings: Settings) -> AuthState:
@@ -63,7 +71,10 @@ def current_principal() -> Principal:
 
 
 def client_address() -> str:
-    return request.remote_addr or "unknown"
+    """The client's address: the peer's, or from X-Forwarded-For when the peer is a trusted proxy."""
+    return addresses.client_address(
+        request.remote_addr, request.headers.getlist("X-Forwarded-For"), auth_state().trusted_proxies
+    )
 
 
 def authenticate_request() -> Principal:
@@ -78,16 +89,29 @@ def authenticate_request() -> Principal:
 
 
 def check_password_login(username: str, password: str) -> User:
-    """Verify a username and password, counting failures per username and client address."""
+    """Verify a username and password, within the limits per (username, client) and per client.
+
+    The check is reserved before the hash runs, so concurrent guesses cannot overtake the count.
+    """
     state = auth_state()
-    address = client_address()
-    state.limiter.check(username, address)
-    user = service.authenticate(db.session, username, password)
-    if user is None:
-        state.limiter.record_failure(username, address)
-        raise Unauthenticated("Wrong username or password.")
-    state.limiter.record_success(username, address)
+    with state.limiter.reserve(username, addresses.limit_key(client_address())) as attempt:
+        user = service.authenticate(db.session, username, password)
+        if user is None:
+            attempt.failed()
+            raise Unauthenticated("Wrong username or password.")
+        attempt.succeeded()
     return user
+
+
+def charge_anonymous_hash() -> str:
+    """Take one password hash from the client's budget (registration); returns the budget's key."""
+    key = addresses.limit_key(client_address())
+    auth_state().limiter.reserve_address(key)
+    return key
+
+
+def refund_anonymous_hash(key: str) -> None:
+    auth_state().limiter.give_back(key)
 
 
 def _from_basic(credential: str) -> Principal:
@@ -109,7 +133,7 @@ def _from_basic(credential: str) -> Principal:
         raise Unauthenticated("The Basic credential must be `username:password`.")
     epoch = state.epoch.current()
     user = check_password_login(username, password)
-    principal = Principal(user.id, user.username, user.is_admin)
+    principal = Principal(user.id, user.username, user.is_admin, public_id=user.public_id)
     state.cache.put(key, principal, epoch)
     return principal
 
@@ -137,12 +161,17 @@ def _from_bearer(token: str, expected_type: str) -> Principal:
         principal = _job_principal(claims)
         state.job_cache.put(key, principal, job_epoch)
         return principal
-    user = db.session.get(User, _int(claims.get("sub")))
+    user = _user_named_by(claims)
     is_revoked = db.session.scalar(select(RevokedToken.jti).where(RevokedToken.jti == claims.get("jti")))
     if user is None or claims.get("tv") != user.token_version or is_revoked:
         raise Unauthenticated("The token was revoked; log in again.")
     principal = Principal(
-        user.id, user.username, user.is_admin, token_id=str(claims["jti"]), token_expires=_int(claims["exp"])
+        user.id,
+        user.username,
+        user.is_admin,
+        token_id=str(claims["jti"]),
+        token_expires=_int(claims["exp"]),
+        public_id=user.public_id,
     )
     state.cache.put(key, principal, epoch)
     return principal
@@ -153,10 +182,11 @@ def _job_principal(claims: dict[str, object]) -> Principal:
     from trainflow.jobs.models import Job, JobStatus
 
     job = db.session.get(Job, _int(claims["job"]))
-    user = db.session.get(User, _int(claims.get("sub")))
+    user = _user_named_by(claims)
     if (
         job is None
         or user is None
+        or job.owner_id != user.id
         or job.status != JobStatus.RUNNING.value
         or job.run_id != claims.get("run")
         # A password change or "log out everywhere" by the owner ends their jobs' tokens too.
@@ -172,7 +202,16 @@ def _job_principal(claims: dict[str, object]) -> Principal:
         job_id=job.id,
         run_scope=job.run_id,
         experiment_scope=job.experiment_id,
+        public_id=user.public_id,
     )
+
+
+def _user_named_by(claims: dict[str, object]) -> User | None:
+    """The account a token's subject names: its random public id, never a reusable row id."""
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise Unauthenticated("The token is malformed; log in again.")
+    return db.session.scalar(select(User).where(User.public_id == subject))
 
 
 def issue_job_token(app: Flask, job: object) -> str:
@@ -180,7 +219,8 @@ def issue_job_token(app: Flask, job: object) -> str:
     with app.app_context():
         owner = db.session.get(User, job.owner_id)  # type: ignore[attr-defined]
         return create_access_token(
-            identity=str(job.owner_id),  # type: ignore[attr-defined]
+            # The owner's public id: the job's row id alone could name a later user's job.
+            identity=owner.public_id if owner is not None else "",
             additional_claims={
                 "job": job.id,  # type: ignore[attr-defined]
                 "run": job.run_id,  # type: ignore[attr-defined]
@@ -201,18 +241,19 @@ def principal_from_refresh_token(token: str) -> Principal:
 
 def issue_access_token(user: User) -> tuple[str, int]:
     expires = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
-    token = create_access_token(identity=str(user.id), additional_claims={"tv": user.token_version})
+    token = create_access_token(identity=user.public_id, additional_claims={"tv": user.token_version})
     return token, int(expires.total_seconds())
 
 
 def issue_refresh_token(user: User) -> str:
-    return create_refresh_token(identity=str(user.id), additional_claims={"tv": user.token_version})
+    return create_refresh_token(identity=user.public_id, additional_claims={"tv": user.token_version})
 
 
-def revoke_token(token: str, expected_type: str, user_id: int) -> None:
+def revoke_token(token: str, expected_type: str, principal: Principal) -> None:
     claims = decode_jwt(token, expected_type)
-    if _int(claims.get("sub")) != user_id:
+    if claims.get("sub") != principal.public_id:
         raise Unauthenticated("That token belongs to another user.")
+    user_id = principal.user_id
     jti = str(claims["jti"])
     if db.session.get(RevokedToken, jti) is None:
         expires = datetime.fromtimestamp(_int(claims["exp"]), UTC)

@@ -14,13 +14,14 @@ one memory load, so a cache hit stays in the microseconds.
 from __future__ import annotations
 
 import hashlib
+import math
 import mmap
 import os
 import struct
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainflow.errors import TooManyRequests
@@ -44,6 +45,8 @@ class Principal:
     job_id: int | None = None
     run_scope: str | None = None
     experiment_scope: str | None = None
+    # The account's random public id, which tokens name: never matches a later account.
+    public_id: str = ""
 
 
 class AuthEpoch:
@@ -132,42 +135,149 @@ class CredentialCache:
 
 
 class LoginLimiter:
-    """Failed logins per (username, client address), over a sliding window."""
+    """How many password checks a client may start, counted *before* the hash runs.
+
+    Two limits, both per process:
+
+    - per (username, client address): ``attempts`` failures within ``window_seconds``, checks
+      still running counted as failures, so N concurrent guesses verify at most ``attempts``;
+      a correct password clears the pair. A stranger's failures therefore lock only the
+      stranger's own (username, address) pairs, never the victim's logins from elsewhere.
+    - per client address (IPv6: per /64): a token bucket of ``address_burst`` checks, earning
+      ``address_per_minute`` back; a check that succeeds gives its token back, so only failures
+      (random usernames included) spend it. A (username, address) pair that signed in
+      successfully before is exempt, so an address's users keep signing in while someone
+      behind the same address sprays other names.
+    """
 
     MAX_KEYS = 100_000
+    KNOWN_PAIR_SECONDS = 30 * 86_400
 
-    def __init__(self, attempts: int, window_seconds: int) -> None:
+    def __init__(
+        self, attempts: int, window_seconds: int, address_burst: int = 20, address_per_minute: int = 10
+    ) -> None:
         self._attempts = attempts
         self._window = window_seconds
-        self._failures: OrderedDict[tuple[str, str], deque[float]] = OrderedDict()
+        self._burst = float(address_burst)
+        self._rate = address_per_minute / 60.0
+        self._pairs: OrderedDict[tuple[str, str], _PairCount] = OrderedDict()
+        self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # [tokens, updated]
+        self._known: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, username: str, address: str) -> None:
-        """Raise :class:`TooManyRequests` when this pair has used up its attempts."""
-        failures = self._recent(username.casefold(), address)
-        if len(failures) >= self._attempts:
-            retry_after = max(1, int(failures[0] + self._window - time.monotonic()) + 1)
-            raise TooManyRequests(
-                f"Too many failed logins for {username!r}; try again in {retry_after} s.",
-                retry_after=retry_after,
-            )
-
-    def record_failure(self, username: str, address: str) -> None:
+    def reserve(self, username: str, address: str) -> LoginAttempt:
+        """Take one check for this pair and address, or raise :class:`TooManyRequests`."""
         key = (username.casefold(), address)
+        now = time.monotonic()
         with self._lock:
-            failures = self._failures.setdefault(key, deque(maxlen=self._attempts))
-            failures.append(time.monotonic())
-            self._failures.move_to_end(key)
-            while len(self._failures) > self.MAX_KEYS:
-                self._failures.popitem(last=False)
+            pair = self._pairs.get(key)
+            if pair is not None:
+                pair.prune(now - self._window)
+                if len(pair.failures) + pair.pending >= self._attempts:
+                    # Checks still running will end within seconds; failures only with the window.
+                    is_locked = len(pair.failures) >= self._attempts
+                    wait = pair.failures[0] + self._window - now if is_locked else 1.0
+                    raise _too_many(f"Too many failed logins for {username!r}", wait)
+            is_charged = self._known.get(key, 0.0) <= now
+            if is_charged:
+                self._take_token(address, now)
+            if pair is None:
+                pair = self._pairs[key] = _PairCount()
+                _trim(self._pairs, self.MAX_KEYS)
+            self._pairs.move_to_end(key)
+            pair.pending += 1
+        return LoginAttempt(self, key, is_charged)
 
-    def record_success(self, username: str, address: str) -> None:
+    def reserve_address(self, address: str) -> None:
+        """Take one check from ``address``'s budget (a registration: nobody signs in)."""
         with self._lock:
-            self._failures.pop((username.casefold(), address), None)
+            self._take_token(address, time.monotonic())
 
-    def _recent(self, username_key: str, address: str) -> deque[float]:
-        failures = self._failures.get((username_key, address), deque())
-        cutoff = time.monotonic() - self._window
-        while failures and failures[0] < cutoff:
-            failures.popleft()
-        return failures
+    def give_back(self, address: str) -> None:
+        with self._lock:
+            bucket = self._buckets.get(address)
+            if bucket is not None:
+                bucket[0] = min(self._burst, bucket[0] + 1)
+
+    def _take_token(self, address: str, now: float) -> None:
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            bucket = self._buckets[address] = [self._burst, now]
+            _trim(self._buckets, self.MAX_KEYS)
+        self._buckets.move_to_end(address)
+        bucket[0] = min(self._burst, bucket[0] + (now - bucket[1]) * self._rate)
+        bucket[1] = now
+        if bucket[0] < 1:
+            wait = (1 - bucket[0]) / self._rate if self._rate > 0 else float(self._window)
+            raise _too_many("Too many failed logins from your address", wait)
+        bucket[0] -= 1
+
+    def _finish(self, key: tuple[str, str], is_charged: bool, outcome: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            pair = self._pairs.get(key)
+            if pair is not None:
+                pair.pending = max(0, pair.pending - 1)
+                if outcome == "failed":
+                    pair.failures.append(now)
+                elif outcome == "succeeded":
+                    pair.failures.clear()
+                if not pair.failures and not pair.pending:
+                    del self._pairs[key]
+            if outcome == "succeeded":
+                self._known[key] = now + self.KNOWN_PAIR_SECONDS
+                self._known.move_to_end(key)
+                _trim(self._known, self.MAX_KEYS)
+        if is_charged and outcome != "failed":
+            self.give_back(key[1])
+
+
+class LoginAttempt:
+    """A reserved password check: end it with :meth:`failed` or :meth:`succeeded`.
+
+    Leaving the ``with`` block without either (the hash pool was full, the database failed)
+    gives the reservation back uncounted.
+    """
+
+    def __init__(self, limiter: LoginLimiter, key: tuple[str, str], is_charged: bool) -> None:
+        self._limiter = limiter
+        self._key = key
+        self._is_charged = is_charged
+        self._is_done = False
+
+    def failed(self) -> None:
+        self._end("failed")
+
+    def succeeded(self) -> None:
+        self._end("succeeded")
+
+    def _end(self, outcome: str) -> None:
+        if not self._is_done:
+            self._is_done = True
+            self._limiter._finish(self._key, self._is_charged, outcome)
+
+    def __enter__(self) -> LoginAttempt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._end("abandoned")
+
+
+@dataclass
+class _PairCount:
+    failures: deque[float] = field(default_factory=deque)
+    pending: int = 0
+
+    def prune(self, cutoff: float) -> None:
+        while self.failures and self.failures[0] < cutoff:
+            self.failures.popleft()
+
+
+def _trim(entries: OrderedDict, most: int) -> None:  # type: ignore[type-arg]
+    while len(entries) > most:
+        entries.popitem(last=False)
+
+
+def _too_many(what: str, wait_seconds: float) -> TooManyRequests:
+    retry_after = max(1, math.ceil(wait_seconds))
+    return TooManyRequests(f"{what}; try again in {retry_after} s.", retry_after=retry_after)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Integer, String
@@ -16,10 +17,20 @@ class Role(enum.StrEnum):
     USER = "user"
 
 
+def new_public_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
 class User(db.Model):  # type: ignore[name-defined,misc]
     __tablename__ = f"{TABLE_PREFIX}users"
+    # SQLite would otherwise hand a deleted user's id to the next row (PostgreSQL's sequences
+    # never go back).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # What tokens name as their subject: random, so no later account can ever match a token
+    # issued to a deleted one, whatever the database does with ids.
+    public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
     username: Mapped[str] = mapped_column(String(64))
     # Usernames are unique regardless of case: the constraint sits on the folded form.
     username_key: Mapped[str] = mapped_column(String(64), unique=True)

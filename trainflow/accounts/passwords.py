@@ -1,14 +1,27 @@
-"""Password hashing with argon2id, off the event loop."""
+"""Password hashing with argon2id, off the event loop, in a bounded pool.
+
+Each hash takes 64 MiB and tens of milliseconds of a core. Unbounded, a burst of logins would
+queue hashes in every thread gevent has and grow the server by 64 MiB per hash in flight, and
+the event loop, starved of CPU, would stall every stream. So at most ``workers`` hashes run at
+once in a process, at most ``max_waiting`` callers wait for one, and the rest are told to come
+back (429 with Retry-After) at once.
+"""
 
 from __future__ import annotations
 
 import functools
+import math
+import os
 import sys
+import threading
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from trainflow.errors import TooManyRequests
 
 T = TypeVar("T")
 
@@ -22,23 +35,96 @@ def _dummy_hash() -> str:
     return _hasher.hash("trainflow-timing-equaliser")
 
 
+def default_workers() -> int:
+    """One core fewer than the machine has (the event loop keeps one), at least 1, at most 4."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _is_gevent_serving() -> bool:
+    if "gevent" not in sys.modules:
+        return False
+    from gevent import monkey
+
+    return bool(monkey.is_module_patched("socket"))
+
+
 def run_blocking(fn: Callable[..., T], *args: object) -> T:
     """Run CPU-heavy C code in gevent's thread pool when gevent serves, so streams keep flowing.
 
     argon2 releases the GIL, so a hash in a worker thread does not stall other requests.
     """
-    if "gevent" in sys.modules:
-        from gevent import monkey
+    if _is_gevent_serving():
+        import gevent
 
-        if monkey.is_module_patched("socket"):
-            import gevent
-
-            return gevent.get_hub().threadpool.apply(fn, args)  # type: ignore[no-any-return]
+        return gevent.get_hub().threadpool.apply(fn, args)  # type: ignore[no-any-return]
     return fn(*args)
 
 
+class HashPool:
+    """At most ``workers`` hashes at once; at most ``max_waiting`` callers queued for a turn."""
+
+    def __init__(self, workers: int = 0, max_waiting: int = 32) -> None:
+        self.configure(workers, max_waiting)
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._waiting = 0
+        self._seconds = 0.1  # a running average of one hash, for Retry-After
+        self.verifications = 0  # password checks done, for tests and the curious
+
+    def configure(self, workers: int, max_waiting: int) -> None:
+        self.workers = workers or default_workers()
+        self.max_waiting = max_waiting
+        # Made on first use, so that under gevent it is gevent's (the server patches first).
+        self._slots: Any = None
+
+    def run(self, fn: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            if self._slots is None:
+                self._slots = _semaphore(self.workers)
+            if self._busy >= self.workers and self._waiting >= self.max_waiting:
+                queued = self._waiting + self._busy
+                retry_after = max(1, math.ceil(queued / self.workers * self._seconds))
+                raise TooManyRequests(
+                    f"The server is busy checking passwords; try again in {retry_after} s.",
+                    retry_after=retry_after,
+                )
+            self._waiting += 1
+            slots = self._slots
+        try:
+            slots.acquire()
+        finally:
+            with self._lock:
+                self._waiting -= 1
+        started = time.monotonic()
+        with self._lock:
+            self._busy += 1
+        try:
+            return run_blocking(fn, *args)
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._seconds = 0.8 * self._seconds + 0.2 * (time.monotonic() - started)
+            slots.release()
+
+    @property
+    def in_use(self) -> int:
+        return self._busy
+
+
+def _semaphore(size: int) -> Any:
+    if _is_gevent_serving():
+        from gevent.lock import BoundedSemaphore
+
+        return BoundedSemaphore(size)
+    return threading.BoundedSemaphore(size)
+
+
+# One per process: the CPU and memory it guards are the process's.
+POOL = HashPool()
+
+
 def hash_password(password: str) -> str:
-    return run_blocking(_hasher.hash, password)
+    return POOL.run(_hasher.hash, password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
@@ -50,4 +136,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         except (VerificationError, InvalidHashError):
             return False
 
-    return run_blocking(check)
+    result = POOL.run(check)
+    with POOL._lock:
+        POOL.verifications += 1
+    return result

@@ -81,7 +81,14 @@ def _created(user: User) -> Response:
 def register(body: RegisterRequest) -> Response:
     if not current_app.config["TRAINFLOW"].is_registration_open:
         raise PermissionDenied("Registration is closed on this server; ask an admin for an account.")
-    user = service.create_user(db.session, **body.model_dump())
+    # Registration costs a password hash: anonymous callers pay for it from their address's
+    # budget, as failed logins do.
+    budget = auth.charge_anonymous_hash()
+    try:
+        user = service.create_user(db.session, **body.model_dump())
+    except Exception:
+        auth.refund_anonymous_hash(budget)
+        raise
     return _created(user)
 
 
@@ -147,9 +154,9 @@ def logout(body: LogoutRequest) -> Response:
         auth.forget_credentials()
     else:
         if principal.token_id is not None:
-            auth.revoke_token(_bearer_from_header() or "", "access", principal.user_id)
+            auth.revoke_token(_bearer_from_header() or "", "access", principal)
         if body.refresh_token:
-            auth.revoke_token(body.refresh_token, "refresh", principal.user_id)
+            auth.revoke_token(body.refresh_token, "refresh", principal)
     return Response(status=204)
 
 
