@@ -155,7 +155,8 @@ def test_registered_models_belong_to_their_creator(client, alice, bob):
 
 def test_artifact_uploads_follow_the_experiment(client, alice, bob):
     experiment_id = _create_experiment(client, alice)
-    path = f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/run1/artifacts/model.txt"
+    run_id = _create_run(client, alice, experiment_id)
+    path = f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/model.txt"
     assert client.put(path, data=b"weights", headers=bob.basic).status_code == 403
     assert client.put(path, data=b"weights", headers=alice.basic).status_code == 200
     response = client.get(path, headers=bob.basic)
