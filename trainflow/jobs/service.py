@@ -21,6 +21,7 @@ from trainflow.db import get_by_id, utcnow
 from trainflow.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from trainflow.events.record import announce_deleted, record_status
 from trainflow.jobs.models import MLFLOW_RUN_STATUS, Job, JobStatus
+from trainflow.jobs.quota import check_jobs_quota
 from trainflow.jobs.schemas import SubmitJobRequest
 from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
@@ -32,6 +33,7 @@ PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")  # from the serv
 def submit(session: Session, principal: Principal, request: SubmitJobRequest, authorizer: Any) -> Job:
     """Check the request, create the job's MLflow run, and queue the job."""
     script = scripts.get_script(session, principal, request.script_id)
+    check_jobs_quota(session, current_app.config["TRAINFLOW"], principal, script)
     from mlflow.entities import Param, RunStatus, RunTag
     from mlflow.server.handlers import _get_tracking_store
 

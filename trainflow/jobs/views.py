@@ -80,7 +80,9 @@ def jobs_out(jobs: list[Job]) -> list[JobOut]:
     body=SubmitJobRequest,
     response=JobOut,
     status=201,
-    errors=(400, 401, 403, 404, 415),
+    errors=(400, 401, 403, 404, 409, 415),
+    description="409 `quota_exceeded` when the user's job folders, with this job's copy of its "
+    "script, would pass TRAINFLOW_USER_JOBS_MB.",
 )
 def submit(body: SubmitJobRequest) -> Response:
     settings = _settings()

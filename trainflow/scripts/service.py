@@ -1,9 +1,12 @@
-"""Script operations: store an upload, find, list and delete scripts."""
+"""Script operations: store an upload, find, list and delete scripts, and the uploads quota."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import stat
+import threading
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -12,24 +15,56 @@ from sqlalchemy.orm import Session
 from trainflow.accounts.credentials import Principal
 from trainflow.accounts.models import User
 from trainflow.db import get_by_id
-from trainflow.errors import BadRequest, NotFound
+from trainflow.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from trainflow.scripts import storage
 from trainflow.scripts.models import Script
 from trainflow.scripts.multipart import ReceivedFile
 from trainflow.settings import Settings
 
+MB = 1024 * 1024
+SCRIPTS_PATH = "/ajax-api/2.0/mlflow/train/scripts"
+
+
+class UploadQuotaExceeded(PayloadTooLarge):
+    code = "quota_exceeded"
+
+
+class JobsQuotaExceeded(Conflict):
+    code = "quota_exceeded"
+
 
 def create_script(
-    session: Session, settings: Settings, owner_id: int, upload: ReceivedFile, entrypoint: str | None
+    session: Session,
+    settings: Settings,
+    owner_id: int,
+    upload: ReceivedFile,
+    entrypoint: str | None,
+    *,
+    has_quota: bool = True,
 ) -> Script:
+    """Check and store an upload; ``has_quota``: whether the owner's uploads quota applies."""
     filename = storage.check_filename(upload.filename)
     if upload.size == 0:
         raise BadRequest(f"{filename} is empty; choose the file again.")
+    quota = settings.user_uploads_mb * MB if has_quota else 0
+    used = uploads_used(session, settings, owner_id) if quota else 0
+    if quota:
+        # The upload is kept as sent as well as unpacked: it needs at least its own size.
+        _check_uploads_quota(used, upload.size, quota, "")
+    max_unpacked = settings.max_unpacked_mb * MB
+    left = quota - used - upload.size if quota else max_unpacked
     key, target = storage.new_storage_dir(settings.uploads_dir)
     try:
-        checked = storage.store(
-            upload.path, filename, entrypoint, target, settings.max_unpacked_mb * 1024 * 1024
-        )
+        try:
+            # An archive is refused before it is unpacked if what it says it holds is over quota.
+            checked = storage.store(upload.path, filename, entrypoint, target, min(max_unpacked, left))
+        except PayloadTooLarge:
+            if left >= max_unpacked:
+                raise
+            _check_uploads_quota(used, upload.size + left, quota, " (as uploaded and unpacked)", more=True)
+            raise
+        if quota:
+            _check_uploads_quota(used, frozen_bytes(target), quota, " (as uploaded and unpacked)")
         script = Script(
             owner_id=owner_id,
             filename=checked.filename,
@@ -45,6 +80,7 @@ def create_script(
     except BaseException:
         # Nothing of a refused or failed upload stays behind.
         shutil.rmtree(target, ignore_errors=True)
+        forget_size(target)
         raise
     return script
 
@@ -83,3 +119,100 @@ def delete_script(session: Session, settings: Settings, script: Script) -> None:
     session.commit()
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(folder)
+    forget_size(folder)
+
+
+# -- the uploads quota ------------------------------------------------------------------------------
+
+
+def tree_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (their sizes as listed; links not followed)."""
+    total = 0
+    stack = [str(folder)]
+    while stack:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if stat.S_ISDIR(info.st_mode):
+                    stack.append(entry.path)
+                else:
+                    total += info.st_size
+    return total
+
+
+class _SizeCache:
+    """Sizes of folders that no longer change (stored scripts, finished jobs), measured once.
+
+    An entry holds the folder's inode and modification time too, so a folder made again at the
+    same path (a job id SQLite reused) is measured again.
+    """
+
+    def __init__(self) -> None:
+        self._sizes: dict[Path, tuple[int, int, int]] = {}
+        self._lock = threading.Lock()
+
+    def size(self, folder: Path) -> int:
+        try:
+            info = folder.stat()
+        except OSError:
+            return 0
+        with self._lock:
+            known = self._sizes.get(folder)
+        if known is not None and known[:2] == (info.st_ino, info.st_mtime_ns):
+            return known[2]
+        size = tree_bytes(folder)
+        with self._lock:
+            self._sizes[folder] = (info.st_ino, info.st_mtime_ns, size)
+        return size
+
+    def forget(self, folder: Path) -> None:
+        with self._lock:
+            self._sizes.pop(folder, None)
+
+
+_sizes = _SizeCache()
+
+
+def frozen_bytes(folder: Path) -> int:
+    """The size of a folder that no longer changes, such as a stored script's (measured once)."""
+    return _sizes.size(folder)
+
+
+def forget_size(folder: Path) -> None:
+    _sizes.forget(folder)
+
+
+def uploads_used(session: Session, settings: Settings, owner_id: int) -> int:
+    """Bytes the owner's stored scripts take on disk, unpacked archives included."""
+    keys = session.scalars(select(Script.storage_key).where(Script.owner_id == owner_id)).all()
+    return sum(frozen_bytes(settings.uploads_dir / key) for key in keys)
+
+
+def script_bytes(settings: Settings, script: Script) -> int:
+    """What each job of this script copies into its folder."""
+    return frozen_bytes(files_dir(settings, script))
+
+
+def _check_uploads_quota(used: int, adding: int, quota: int, what: str, more: bool = False) -> None:
+    if used + adding <= quota and not more:
+        return
+    needs = f"more than {megabytes(adding)}" if more else megabytes(adding)
+    raise UploadQuotaExceeded(
+        f"Your scripts use {megabytes(used)} of your {megabytes(quota)}, and this upload needs "
+        f"{needs}{what}; delete some with DELETE {SCRIPTS_PATH}/<id> "
+        f"(GET {SCRIPTS_PATH} lists them; a script some job uses goes once its jobs are deleted), "
+        "or ask an admin to raise TRAINFLOW_USER_UPLOADS_MB."
+    )
+
+
+def megabytes(size: int) -> str:
+    """A size for people: ``950 MB``, ``0.3 MB``."""
+    value = size / MB
+    return f"{value:.0f} MB" if value >= 10 or value == int(value) else f"{value:.1f} MB"

@@ -54,7 +54,8 @@ def script_out(script: Script, owner: str | None = None) -> ScriptOut:
     status=201,
     errors=(400, 401, 413, 415),
     description="multipart/form-data with the file in a part named `file`. The body is "
-    "streamed to disk; TRAINFLOW_MAX_UPLOAD_MB bounds it.",
+    "streamed to disk; TRAINFLOW_MAX_UPLOAD_MB bounds it. 413 `quota_exceeded` when the user's "
+    "stored scripts, as uploaded and unpacked, would pass TRAINFLOW_USER_UPLOADS_MB.",
 )
 def upload() -> Response:
     settings = _settings()
@@ -75,8 +76,14 @@ def upload() -> Response:
             raise BadRequest(
                 f"Unknown form fields: {', '.join(unknown)}; send 'file' and optionally 'entrypoint'."
             )
+        principal = current_principal()
         script = service.create_script(
-            db.session, settings, current_principal().user_id, received, form.fields.get("entrypoint")
+            db.session,
+            settings,
+            principal.user_id,
+            received,
+            form.fields.get("entrypoint"),
+            has_quota=not principal.is_admin,
         )
     finally:
         form.discard()
