@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import time
@@ -236,12 +237,15 @@ def job_argv(job: Job, entrypoint: str) -> list[str]:
     return argv + list(job.args)
 
 
-# What pip needs to reach a package index, passed to the environment's setup step only.
-PIP_ENV = (
-    "PIP_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
-    "PIP_TRUSTED_HOST",
-    "PIP_FIND_LINKS",
+# From the server's environment to the setup step, and no more: proxies and certificates decide
+# how pip reaches an index, never what it installs. No PIP_* variable: pip runs --isolated, with
+# the server's index settings (TRAINFLOW_PIP_*) on its command line.
+SETUP_PASSED_ENV = (
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "SYSTEMROOT",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",
@@ -249,21 +253,105 @@ PIP_ENV = (
     "https_proxy",
     "no_proxy",
     "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
 )
+VENV_KEY_FORMAT = "2"
+# requirements.txt options that only name an index or choose among what it offers; any other
+# option (-r, -c, -e, -f, ...) or a requirement given as a path may read the job's own files.
+_INDEX_OPTIONS = (
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "--trusted-host",
+    "--pre",
+    "--prefer-binary",
+    "--only-binary",
+    "--no-binary",
+    "--require-hashes",
+)
+
+
+def venv_constraints() -> list[str]:
+    """What holds a listed MLflow to the server's version."""
+    import mlflow
+
+    version = mlflow.__version__
+    return [f"mlflow=={version}", f"mlflow-skinny=={version}", f"mlflow-tracing=={version}"]
+
+
+def pip_index_args(settings: Any) -> list[str]:
+    """The server's index settings, as the venv step's options."""
+    args = ["--index-url", settings.pip_index_url] if settings.pip_index_url else []
+    args += [a for url in settings.pip_extra_index_url.split() for a in ("--extra-index-url", url)]
+    args += [a for host in settings.pip_trusted_host.split() for a in ("--trusted-host", host)]
+    return args
+
+
+def reads_local_files(requirements: str) -> bool:
+    """Whether the requirements may install from the job's own files (``-e .``, ``./pkg``...)."""
+    for raw in requirements.splitlines():
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            option = line.split("=", 1)[0].split()[0]
+            if option not in _INDEX_OPTIONS:
+                return True
+        elif line.startswith((".", "/", "~", "file:")) or "/" in line or "\\" in line:
+            return True
+    return False
+
+
+def _folder_digest(folder: Path) -> str:
+    """A digest of every file under ``folder``: names and contents."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+        digest.update(str(path.relative_to(folder)).encode("utf-8", "surrogateescape") + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def venv_key(settings: Any, requirements: Path) -> str:
+    """The cache key of a job's environment: everything that decides what pip installs.
+
+    The requirements file, the constraints, the server's index settings, this Python (version,
+    implementation, installation) and the platform; and, when the requirements read the job's
+    own files, every file of the job's copy of its script. Not the job's ``env``: it never
+    reaches pip.
+    """
+    import hashlib
+    import platform
+    import sysconfig
+
+    text = requirements.read_bytes()
+    digest = hashlib.sha256()
+
+    def add(label: str, value: str | bytes) -> None:
+        data = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+        digest.update(f"{label}:{len(data)}:".encode() + data)
+
+    add("format", VENV_KEY_FORMAT)
+    add("requirements", text)
+    add("constraints", "\n".join(venv_constraints()))
+    add("pip", "\0".join(pip_index_args(settings)))
+    add("python", f"{sys.version}|{sys.implementation.cache_tag}|{sys.base_prefix}")
+    add("executable", os.path.realpath(sys.executable))
+    add("platform", f"{sysconfig.get_platform()}|{platform.libc_ver()}")
+    if reads_local_files(text.decode("utf-8", "replace")):
+        add("project", _folder_digest(requirements.parent))
+    return digest.hexdigest()[:32]
 
 
 def venv_setup(settings: Any, requirements: Path) -> tuple[Path, list[list[str]]]:
     """The cached environment for this requirements.txt, and the step that makes sure it exists."""
-    import hashlib
-
-    import mlflow
-
     from trainflow.jobs.venv import server_site_packages
 
-    digest = hashlib.sha256(requirements.read_bytes())
-    digest.update(f"{sys.version}|{mlflow.__version__}".encode())
-    venv = settings.resolved_data_dir / "venvs" / digest.hexdigest()[:32]
-    version = mlflow.__version__
+    venv = settings.resolved_data_dir / "venvs" / venv_key(settings, requirements)
     step = [
         sys.executable,
         "-m",
@@ -271,17 +359,21 @@ def venv_setup(settings: Any, requirements: Path) -> tuple[Path, list[list[str]]
         str(requirements),
         str(venv),
         server_site_packages(),
-        f"mlflow=={version}",
-        f"mlflow-skinny=={version}",
-        f"mlflow-tracing=={version}",
+        *venv_constraints(),
+        *pip_index_args(settings),
     ]
     return venv, [step]
 
 
 def setup_env(job_env: dict[str, str], server_env: dict[str, str]) -> dict[str, str]:
-    """The setup step's environment: the job's, without its token, with what pip needs."""
-    env = {k: v for k, v in job_env.items() if k != "MLFLOW_TRACKING_TOKEN"}
-    env.update({k: v for k, v in server_env.items() if k in PIP_ENV})
+    """The setup step's environment: a fixed allow-list, nothing of the job's own ``env``.
+
+    PATH, HOME and TMPDIR are the job's (trainflow sets them, in the job's folder); locale,
+    proxies and certificates come from the server; no pip configuration file is read.
+    """
+    env = {k: v for k, v in server_env.items() if k in SETUP_PASSED_ENV}
+    env.update({k: job_env[k] for k in ("PATH", "HOME", "TMPDIR") if k in job_env})
+    env.update(PIP_CONFIG_FILE=os.devnull, PYTHONNOUSERSITE="1")
     return env
 
 
