@@ -204,6 +204,34 @@ class Settings:
         "",
         "Hosts pip may reach without valid HTTPS, separated by spaces (for a private index).",
     )
+    job_sandbox: str = _setting(
+        "TRAINFLOW_JOB_SANDBOX",
+        "auto",
+        "How jobs are isolated (docs/SECURITY.md). `auto`: in a sandbox (bubblewrap, Landlock) when "
+        "one can be built, else jobs run only for admins (others get 403 on submit). `required`: the "
+        "server refuses to start without a sandbox. `off`: no sandbox, jobs run as the server's "
+        "user for everyone (a warning at start-up).",
+    )
+    job_uid: int = _setting(
+        "TRAINFLOW_JOB_UID",
+        65534,
+        "User id sandboxed jobs and their venv builds run as when the server runs as root (never 0). "
+        "A server that is not root runs them under its own id in a user namespace.",
+    )
+    job_gid: int = _setting(
+        "TRAINFLOW_JOB_GID", 65534, "Group id of sandboxed jobs when the server runs as root (never 0)."
+    )
+    job_read_paths: str = _setting(
+        "TRAINFLOW_JOB_READ_PATHS",
+        "",
+        "Further paths sandboxed jobs may read (datasets, a CUDA toolkit), separated by `:`. None may "
+        "contain the data directory.",
+    )
+    bwrap: str = _setting(
+        "TRAINFLOW_BWRAP",
+        "bwrap",
+        "The bubblewrap program that builds job sandboxes (`make install` puts it there).",
+    )
     run_jobs: bool = _setting(
         "TRAINFLOW_RUN_JOBS",
         True,
@@ -338,6 +366,8 @@ _RANGES = [
     ("job_max_seconds", 0, 100 * 365 * 86_400),
     ("user_uploads_mb", 0, 1 << 40),
     ("user_jobs_mb", 0, 1 << 40),
+    ("job_uid", 1, 4_294_967_294),
+    ("job_gid", 1, 4_294_967_294),
     ("stream_heartbeat_seconds", 0.05, 3600),
     ("stream_buffer_kb", 64, 1024 * 1024),
 ]

@@ -203,9 +203,25 @@ def _child_pid(api, job_id):
     while time.monotonic() < deadline:
         for line in api.lines(job_id):
             if line.startswith("child "):
-                return int(line.split()[1])
+                return _host_pid(int(line.split()[1]), b"time.sleep(120)")
         time.sleep(0.1)
     raise AssertionError("the job never printed its child's pid")
+
+
+def _host_pid(pid: int, marker: bytes) -> int:
+    """The pid, as this test sees it, of the process a sandboxed job knows as ``pid`` (issue 10)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        nspids = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+        if nspids and nspids[-1] == str(pid) and marker in cmdline:
+            return int(entry)
+    raise AssertionError(f"no process is pid {pid} in a job's namespace")
 
 
 def test_cancel_ends_the_job_and_its_children_and_is_idempotent(api):

@@ -25,6 +25,10 @@ class LaunchSpec:
     grace_s: float
     setup: list[list[str]] = field(default_factory=list)  # steps run before the job (its venv)
     setup_env: dict[str, str] | None = None
+    # Sandbox policies (trainflow.runner.sandbox) of the job and of its setup steps; None: none.
+    sandbox: dict[str, Any] | None = None
+    setup_sandbox: dict[str, Any] | None = None
+    setup_publish: list[list[str]] = field(default_factory=list)  # [built, place] after setup
 
 
 class LocalExecutor:
@@ -71,6 +75,9 @@ class LocalExecutor:
             "grace_s": spec.grace_s,
             "setup": spec.setup,
             "setup_env": spec.setup_env or spec.env,
+            "sandbox": spec.sandbox,
+            "setup_sandbox": spec.setup_sandbox,
+            "setup_publish": spec.setup_publish,
             "notify": str(self.notify_path) if self.notify_path else None,
             "bus": self.bus,
         }

@@ -69,6 +69,7 @@ class JobScheduler:
 
     def start(self) -> None:
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        service.sandbox_state(self.settings)  # says once, at start-up, whether jobs are sandboxed
         if self.notify_path is not None:
             self._socket = _bind(self.notify_path)
             self._threads.append(threading.Thread(target=self._listen, name="job-notify", daemon=True))
@@ -237,9 +238,26 @@ class JobScheduler:
             )
             argv = service.job_argv(job, script.entrypoint)
             setup: list[list[str]] = []
+            venv = None
             if script.has_requirements:
                 venv, setup = service.venv_setup(self.settings, folder / "work" / "requirements.txt")
                 argv[0] = str(python_of(venv))
+            setup_env = service.setup_env(env, dict(os.environ))
+            policy = setup_policy = None
+            publish: list[list[str]] = []
+            if service.is_sandboxed(self.settings):
+                gpus = env.get("CUDA_VISIBLE_DEVICES")
+                policy = service.job_policy(self.settings, folder, venv, gpus)
+                if setup and venv is not None:
+                    setup_policy, publish = service.setup_policy(
+                        self.settings, folder, venv, setup, setup_env
+                    )
+                service.grant_folders(self.settings, folder)
+            elif service.sandbox_state(self.settings)["mode"] != "off" and not _is_admin(job.owner_id):
+                # Queued while a sandbox could be built, or by a user since made admin no longer.
+                raise RuntimeError(
+                    "this server cannot sandbox jobs now, and only admins' jobs run unsandboxed"
+                )
             spec = LaunchSpec(
                 job.id,
                 argv,
@@ -247,7 +265,10 @@ class JobScheduler:
                 job.timeout_s,
                 float(self.settings.job_grace_seconds),
                 setup,
-                service.setup_env(env, dict(os.environ)),
+                setup_env,
+                sandbox=policy,
+                setup_sandbox=setup_policy,
+                setup_publish=publish,
             )
             job.supervisor_pid = self.executor.start(spec)
             db.session.commit()
@@ -256,6 +277,13 @@ class JobScheduler:
         except Exception as e:
             log.exception("Job %d: could not start", job.id)
             service.finish(db.session, job, JobStatus.FAILED, exit_code=None, reason=f"Could not start: {e}")
+
+
+def _is_admin(user_id: int) -> bool:
+    from trainflow.accounts.models import User
+
+    user = db.session.get(User, user_id)
+    return user is not None and user.is_admin
 
 
 def _set_run_running(run_id: str) -> None:

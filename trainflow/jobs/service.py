@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import json
 import logging
 import os
 import shutil
@@ -33,6 +35,7 @@ PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")  # from the serv
 
 def submit(session: Session, principal: Principal, request: SubmitJobRequest, authorizer: Any) -> Job:
     """Check the request, create the job's MLflow run, and queue the job."""
+    ensure_may_run_jobs(current_app.config["TRAINFLOW"], principal)
     script = scripts.get_script(session, principal, request.script_id)
     check_jobs_quota(session, current_app.config["TRAINFLOW"], principal, script)
     from mlflow.entities import Param, RunStatus, RunTag
@@ -206,6 +209,11 @@ def _end_run(job: Job, status: JobStatus, output_dir: Path | None) -> None:
     store = _get_tracking_store()
     try:
         if output_dir is not None and output_dir.is_dir() and any(output_dir.iterdir()):
+            from trainflow.runner.sandbox import remove_links
+
+            # The job wrote this folder: a link in it would have the server copy what it names.
+            if removed := remove_links(str(output_dir)):
+                log.warning("Job %d: left out of its artifacts, not plain files: %s", job.id, removed[:10])
             _log_artifacts(store, job.run_id, output_dir)
         end = int((job.finished_at or utcnow()).timestamp() * 1000)
         store.update_run_info(
@@ -424,3 +432,171 @@ def purge_owner(session: Session, settings: Any, executor: Any, user_id: int) ->
         announce_deleted(current_app, job.id, user_id)
     for script in scripts_owned:
         shutil.rmtree(scripts.files_dir(settings, script).parent, ignore_errors=True)
+
+
+# -- the job sandbox's policy (trainflow.runner.sandbox builds it; docs/SECURITY.md) -------------
+
+SANDBOX_MODES = ("auto", "required", "off")
+_probes: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def sandbox_identity(settings: Any) -> dict[str, int] | None:
+    """Whom jobs run as: an unprivileged uid when the server is root, else the server's own."""
+    if os.geteuid() != 0:
+        return None
+    return {"uid": settings.job_uid, "gid": settings.job_gid}
+
+
+def sandbox_state(settings: Any) -> dict[str, Any]:
+    """Whether jobs can be sandboxed here, found once per process and logged in one line.
+
+    Raises ConfigError for an unknown mode, and in mode ``required`` when no sandbox can be
+    built (the server then refuses to start).
+    """
+    from trainflow.errors import ConfigError
+    from trainflow.runner import sandbox
+
+    mode = settings.job_sandbox.strip().lower()
+    if mode not in SANDBOX_MODES:
+        raise ConfigError(
+            f"TRAINFLOW_JOB_SANDBOX must be auto, required or off, not {settings.job_sandbox!r}."
+        )
+    identity = sandbox_identity(settings)
+    key = (mode, settings.bwrap, json.dumps(identity))
+    state = _probes.get(key)
+    if state is None:
+        if mode == "off":
+            state = {"is_available": False, "reason": "TRAINFLOW_JOB_SANDBOX=off"}
+            log.warning(
+                "Jobs are NOT sandboxed (TRAINFLOW_JOB_SANDBOX=off): every user's jobs run as the "
+                "server's user and can read its data directory, database and key."
+            )
+        else:
+            state = sandbox.probe({"bwrap": settings.bwrap, "identity": identity, "tcp": []})
+            if state["is_available"]:
+                log.info("%s", sandbox.describe(state))
+            elif mode == "auto":
+                log.warning(
+                    "%s. Jobs run only for admins, unsandboxed; set TRAINFLOW_JOB_SANDBOX=off to "
+                    "run them for everyone anyway (see docs/SECURITY.md).",
+                    sandbox.describe(state).capitalize(),
+                )
+        state = {**state, "mode": mode}
+        _probes[key] = state
+    if mode == "required" and not state["is_available"]:
+        raise ConfigError(
+            f"TRAINFLOW_JOB_SANDBOX=required, but {sandbox.describe(state)}. Install bubblewrap "
+            "(`make install` as root) or see docs/SECURITY.md."
+        )
+    return state
+
+
+def is_sandboxed(settings: Any) -> bool:
+    """Whether jobs run in a sandbox (False when the operator turned it off, or none can be built)."""
+    return bool(sandbox_state(settings)["is_available"])
+
+
+def ensure_may_run_jobs(settings: Any, principal: Principal) -> None:
+    """Without a sandbox (and without the operator's explicit opt-out) only admins run jobs."""
+    state = sandbox_state(settings)
+    if state["is_available"] or state["mode"] == "off" or principal.is_admin:
+        return
+    raise PermissionDenied(
+        f"This server cannot sandbox jobs ({state.get('reason')}), so only admins may run them. "
+        "Ask an operator to install bubblewrap (see docs/SECURITY.md)."
+    )
+
+
+def _job_folders(folder: Path) -> list[str]:
+    return [str(folder / name) for name in ("work", "output", "tmp", "home")]
+
+
+def _base_policy(settings: Any, gpu_ids: str | None) -> dict[str, Any]:
+    from trainflow.runner import sandbox
+
+    extra = [path for path in settings.job_read_paths.split(":") if path.strip()]
+    devices = sorted(glob.glob("/dev/nvidia*")) if gpu_ids else []
+    policy = {
+        "bwrap": settings.bwrap,
+        "identity": sandbox_identity(settings),
+        "read": [os.path.abspath(path) for path in extra],
+        "write": [],
+        "binds": [],
+        "devices": devices,
+        "hidden": [str(settings.resolved_data_dir)],
+        "require_landlock": False,
+    }
+    sandbox.check_hidden(policy["read"], policy["hidden"])
+    return policy
+
+
+def job_policy(settings: Any, folder: Path, venv: Path | None, gpu_ids: str | None) -> dict[str, Any]:
+    """What a job may touch: its folders, its venv (read-only), the server's port."""
+    policy = _base_policy(settings, gpu_ids)
+    policy["write"] = _job_folders(folder)
+    if venv is not None:
+        policy["read"].append(str(venv))
+    policy["tcp"] = [settings.port]
+    return policy
+
+
+def setup_policy(
+    settings: Any, folder: Path, venv: Path, setup: list[list[str]], setup_env: dict[str, str]
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """The venv build's sandbox, and what the supervisor moves into place once it succeeded.
+
+    The build (pip runs the packages' own code) sees the venv cache only as a folder of the
+    job's own, shown where the cache is: it cannot touch other environments. A finished
+    environment for the same key is shown read-only, so the build finds it and stops. It may
+    read the local indexes (``file://``) and certificates it is given, and connect to ports
+    80 and 443 and those of the index and proxy URLs it is given.
+    """
+    policy = _base_policy(settings, None)
+    staging = folder / "venv-build"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    venv.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    policy["write"] = _job_folders(folder)
+    policy["binds"] = [[str(staging), str(venv.parent), "rw"]]
+    if venv.is_dir() and not venv.is_symlink():
+        policy["binds"].append([str(venv), str(venv), "ro"])
+    words = [word for step in setup for word in step]
+    words += [word for value in setup_env.values() for word in value.split()]
+    policy["read"] += _local_paths(words, settings.resolved_data_dir)
+    policy["tcp"] = sorted({80, 443, *_url_ports(words)})
+    return policy, [[str(staging / venv.name), str(venv)]]
+
+
+def _local_paths(words: list[str], data_dir: Path) -> list[str]:
+    """Local indexes (``file://``) and certificate files named among the words."""
+    paths = set()
+    for word in words:
+        path = word.removeprefix("file://") if word.startswith(("file:///", "/etc/ssl/")) else None
+        if path and os.path.exists(path) and not Path(path).resolve().is_relative_to(data_dir):
+            paths.add(os.path.abspath(path))
+    return sorted(paths)
+
+
+def _url_ports(words: list[str]) -> set[int]:
+    """TCP ports of the http(s) URLs among the words (indexes, proxies)."""
+    from urllib.parse import urlsplit
+
+    ports: set[int] = set()
+    for word in words:
+        with contextlib.suppress(ValueError):
+            parts = urlsplit(word)
+            if parts.scheme in {"http", "https"} and parts.port:
+                ports.add(parts.port)
+    return ports
+
+
+def grant_folders(settings: Any, folder: Path) -> None:
+    """Give the job's own folders to the uid it runs as (the server is root)."""
+    from trainflow.runner import sandbox
+
+    identity = sandbox_identity(settings)
+    if identity is not None:
+        paths = _job_folders(folder)
+        if (folder / "venv-build").is_dir():
+            paths.append(str(folder / "venv-build"))
+        sandbox.chown_tree(paths, identity["uid"], identity["gid"])

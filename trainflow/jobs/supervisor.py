@@ -19,6 +19,11 @@ library only: it starts in tens of milliseconds and holds a few MB per job.
   job's pid) → ``exited`` (with ``exit_code``, ``signal`` and ``reason``: ``cancelled``,
   ``timed_out`` or null).
 
+With ``spec["sandbox"]`` (a policy, see :mod:`trainflow.runner.sandbox`) the job runs in a
+sandbox, and with ``spec["setup_sandbox"]`` so do the setup steps; ``status.json`` then holds
+what the sandbox applied (``"sandbox"``). After the setup steps succeed, each
+``spec["setup_publish"]`` pair ``[built, place]`` moves a folder they built into place.
+
 SIGTERM to the supervisor cancels the job. The job runs in its own process group; ending it
 sends SIGTERM to the whole group and SIGKILL after the grace period, children included.
 A datagram to ``spec["notify"]`` (if that socket exists) tells the web process a state changed.
@@ -44,6 +49,7 @@ from typing import Any, BinaryIO
 from trainflow.events.notice import publisher_for
 from trainflow.events.progress import parse_bar, parse_marker
 from trainflow.events.store import EventWriter, fragment
+from trainflow.runner import sandbox
 
 MAX_LINE = 64 * 1024
 IDLE_FLUSH_S = 1.0
@@ -269,18 +275,11 @@ class Supervisor:
                     finished_at=time.time(),
                 )
                 return 0
+        self._publish()
+        policy = self.spec.get("sandbox")
         try:
-            self.process = subprocess.Popen(
-                self.spec["argv"],
-                cwd=self.spec["cwd"],
-                env=self.spec["env"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                bufsize=0,
-            )
-        except OSError as e:
+            self.process, applied = self._start(self.spec["argv"], self.spec["env"], policy)
+        except (OSError, sandbox.SandboxError) as e:
             log.write("stderr", f"trainflow: could not start the job: {e}")
             log.close()
             self._set_status(
@@ -289,7 +288,11 @@ class Supervisor:
             return 0
         started = time.time()
         self._set_status(
-            state="running", supervisor_pid=os.getpid(), pid=self.process.pid, started_at=started
+            state="running",
+            supervisor_pid=os.getpid(),
+            pid=self.process.pid,
+            started_at=started,
+            sandbox=applied,
         )
         if self.reason == "cancelled":
             self._terminate()
@@ -298,37 +301,86 @@ class Supervisor:
         self._pump(log, deadline)
         code = self.process.wait()
         log.close()
+        exit_code, signum = sandbox.exit_status(code) if policy else (code, None)
+        if not policy and code < 0:
+            exit_code, signum = None, -code
+        reason = self.reason
+        if policy and applied is None and reason is None:
+            reason = "start_failed"  # the sandbox did not come up; the launcher said why in the log
         self._set_status(
             state="exited",
-            exit_code=code if code >= 0 else None,
-            signal=-code if code < 0 else None,
-            reason=self.reason,
+            exit_code=exit_code,
+            signal=signum,
+            reason=reason,
             started_at=started,
             finished_at=time.time(),
             pid=self.process.pid,
+            sandbox=applied,
         )
         return 0
 
-    def _run_step(self, argv: list[str], log: LogWriter) -> int:
-        """A setup step (such as building the job's environment), captured like the job itself."""
-        try:
-            self.process = subprocess.Popen(
+    def _start(
+        self, argv: list[str], env: dict[str, str], policy: dict[str, Any] | None
+    ) -> tuple[subprocess.Popen[bytes], dict[str, Any] | None]:
+        """Start a job or setup step, in the policy's sandbox if there is one.
+
+        Returns the process and what the sandbox applied (None without a policy, or if the
+        sandbox failed to come up: the process then exits 126 having said why on stderr).
+        """
+        if not policy:
+            process = subprocess.Popen(
                 argv,
                 cwd=self.spec["cwd"],
-                env=self.spec.get("setup_env", self.spec["env"]),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 bufsize=0,
             )
-        except OSError as e:
+            return process, None
+        read_end, write_end = os.pipe()
+        try:
+            process = subprocess.Popen(
+                sandbox.command(argv, policy, self.spec["cwd"], report_fd=write_end),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+                bufsize=0,
+                pass_fds=(write_end,),
+                preexec_fn=sandbox.ignore_sigterm,  # safe: the supervisor starts no threads
+            )
+            os.close(write_end)
+            write_end = -1
+            applied = sandbox.read_report(read_end)
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
+        return process, applied
+
+    def _run_step(self, argv: list[str], log: LogWriter) -> int:
+        """A setup step (such as building the job's environment), captured like the job itself."""
+        policy = self.spec.get("setup_sandbox")
+        try:
+            self.process, _ = self._start(argv, self.spec.get("setup_env", self.spec["env"]), policy)
+        except (OSError, sandbox.SandboxError) as e:
             log.write("stderr", f"trainflow: could not run a setup step: {e}")
             return 127
         self._pump(log, None)
         code = self.process.wait()
         self.process = None
         return code
+
+    def _publish(self) -> None:
+        """Move what the setup steps built (a venv, in a folder of this job's) into place."""
+        identity = (self.spec.get("setup_sandbox") or {}).get("identity")
+        for built, place in self.spec.get("setup_publish", []):
+            # Built as the job's uid: the server's user takes it back, so jobs only read it.
+            owner = (os.getuid(), os.getgid()) if identity else (None, None)
+            sandbox.publish(built, place, *owner)
 
     def _pump(self, log: LogWriter, deadline: float | None) -> None:
         assert self.process is not None and self.process.stdout and self.process.stderr

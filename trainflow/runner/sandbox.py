@@ -1,0 +1,397 @@
+"""A job's sandbox: bubblewrap builds its namespaces, the launcher inside locks itself down.
+
+Standard library only: the supervisor imports it. The web process describes what one job may
+touch as a *policy* (a JSON object stored in the job's spec.json); :func:`command` turns it into
+the bubblewrap command line that runs the job:
+
+- **namespaces** (bubblewrap): a new mount namespace whose root is an empty tmpfs holding only
+  the system's programs and libraries (``/usr`` and its links), a few files of ``/etc``, the
+  Python installation and the server's packages, all read-only, plus the paths the policy
+  names; a new ``/proc`` in a new PID namespace (the job sees and signals only its own
+  processes), a minimal ``/dev``, private ``/tmp`` and ``/dev/shm``, and new IPC, UTS and
+  cgroup namespaces. The network namespace is the host's: the job reaches the server on
+  loopback (Landlock then limits which TCP ports).
+- **identity**: when the server runs as root, bubblewrap (which needs no user namespace then)
+  keeps only CAP_SETUID and CAP_SETGID, and the launcher switches to the policy's unprivileged
+  uid and gid, which drops those too. Otherwise bubblewrap creates a user namespace and drops
+  every capability; the job keeps the server's uid outside it.
+- **the launcher** (:mod:`trainflow.runner.launcher`): ``PR_SET_NO_NEW_PRIVS``, Landlock rules
+  for the same paths (defence in depth, should a mount leak), TCP connect to the listed ports
+  only, no signals or abstract unix sockets outside the sandbox; then it execs the job.
+
+A policy (every path absolute):
+
+``bwrap``        the bubblewrap executable
+``identity``     ``{"uid", "gid"}`` to run as (the server is root), or null
+``read``         paths bound read-only at the same place (a venv, datasets)
+``write``        paths bound read-write at the same place (the job's folders)
+``binds``        ``[source, destination, "ro" | "rw"]``: a path shown somewhere else
+``devices``      device files to show (GPUs)
+``tcp``          the TCP ports the job may connect to; null leaves TCP alone
+``hidden``       paths no bound path may contain (the data directory): checked, never bound
+``require_landlock``  refuse to run where the kernel has no Landlock
+
+The job is started with SIGTERM ignored (:func:`ignore_sigterm` in ``preexec_fn``): bubblewrap
+would die of it and take the job down at once, so only the job's own processes (which the
+launcher gives the default disposition back) receive the supervisor's SIGTERM, and can end
+cleanly. Bubblewrap exits with the job's exit code, or 128 + the signal that killed it
+(:func:`exit_status` turns that back into a signal).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import sysconfig
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher.py")
+PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the trainflow package
+# The sandbox's own private folders (tmpfs), not temporary files of this process.
+TMP, SHM = "/tmp", "/dev/shm"  # noqa: S108
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# Only what programs need from /etc: never all of it (a uid-0 process could read /etc/shadow).
+ETC_FILES = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "pki",
+    "crypto-policies",
+    "resolv.conf",
+    "hosts",
+    "host.conf",
+    "nsswitch.conf",
+    "gai.conf",
+    "localtime",
+    "timezone",
+    "passwd",
+    "group",
+    "services",
+    "protocols",
+    "mime.types",
+    "alternatives",
+    "os-release",
+    "lsb-release",
+    "debian_version",
+    "redhat-release",
+    "system-release",
+    "fonts",
+)
+REPORT_TIMEOUT_S = 30.0
+
+
+class SandboxError(Exception):
+    """A sandbox cannot be built as asked; the message says why."""
+
+
+def runtime_paths() -> list[str]:
+    """What every job reads: this Python installation, its packages and trainflow itself.
+
+    The trainflow package folder is bound, never its parent: in development the data
+    directory sits beside it.
+    """
+    paths = {sys.base_prefix, sys.prefix, PACKAGE}
+    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+        paths.add(sysconfig.get_paths()[name])
+    real = {os.path.realpath(path) for path in paths} | paths
+    return _outermost(path for path in real if os.path.exists(path))
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """The paths, without those inside another one of them."""
+    kept: list[str] = []
+    for path in sorted({os.path.normpath(p) for p in paths}):
+        if not any(_is_within(path, parent) for parent in kept):
+            kept.append(path)
+    return kept
+
+
+def _is_within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def check_hidden(bound: Iterable[str], hidden: Iterable[str]) -> None:
+    """Refuse a policy that would show a hidden path (the data directory) through a bind."""
+    hidden_real = [os.path.realpath(path) for path in hidden]
+    for path in bound:
+        real = os.path.realpath(path)
+        for secret in hidden_real:
+            if _is_within(secret, real):
+                raise SandboxError(
+                    f"{path} contains the data directory {secret}, so a job would see it; "
+                    "move the data directory (TRAINFLOW_DATA_DIR) out of it."
+                )
+
+
+def check_own_folder(path: str) -> None:
+    """A folder a job could have written must be a real folder here, not a link elsewhere."""
+    if os.path.realpath(path) != os.path.normpath(path) or not os.path.isdir(path):
+        raise SandboxError(f"{path} is not a folder (or is reached through a link); it is not bound.")
+
+
+def command(
+    argv: Sequence[str],
+    policy: dict[str, Any],
+    cwd: str,
+    report_fd: int | None = None,
+    limits: dict[str, Any] | None = None,
+) -> list[str]:
+    """The command line that runs ``argv`` in ``cwd`` inside the policy's sandbox.
+
+    ``report_fd``: an inherited descriptor the launcher writes what it applied to (one JSON
+    line). ``limits``: the launcher's ``"limits"`` document (rlimits), applied before the rest.
+    """
+    read = [*runtime_paths(), *policy.get("read", [])]
+    write = list(policy.get("write", []))
+    binds = [tuple(b) for b in policy.get("binds", [])]
+    check_hidden([*read, *write, *(source for source, _, _ in binds)], policy.get("hidden", []))
+    for path in write:
+        check_own_folder(path)
+    args = [
+        policy.get("bwrap") or "bwrap",
+        "--die-with-parent",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--hostname",
+        "trainflow-job",
+    ]
+    if policy.get("identity"):
+        args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    else:
+        args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
+    landlock_read = ["/etc", "/proc", "/sys"]
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            args += ["--ro-bind", path, path]
+            landlock_read.append(path)
+    args += ["--dir", "/etc"]  # 0755: bubblewrap would make it 0700, out of the job's reach
+    for name in ETC_FILES:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--ro-bind-try", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev"]
+    args += ["--perms", "1777", "--tmpfs", TMP, "--perms", "1777", "--tmpfs", SHM]
+    for device in policy.get("devices", []):
+        args += ["--dev-bind-try", device, device]
+    mounts = [(path, path, "ro") for path in read] + [(path, path, "rw") for path in write] + binds
+    args += _parents([destination for _, destination, _ in mounts])
+    # Outer folders first, so that a bind inside another one lands on top of it.
+    for source, destination, mode in sorted(mounts, key=lambda m: m[1].count("/")):
+        args += ["--ro-bind" if mode == "ro" else "--bind", source, destination]
+    landlock_read += [destination for _, destination, mode in mounts if mode == "ro"]
+    landlock_write = [TMP, "/dev"] + [destination for _, destination, mode in mounts if mode == "rw"]
+    args += ["--chdir", cwd, "--"]
+    config = {
+        "sandbox": {
+            "identity": policy.get("identity"),
+            "read": landlock_read,
+            "write": landlock_write,
+            "tcp": policy.get("tcp"),
+            "require_landlock": bool(policy.get("require_landlock")),
+            "report_fd": report_fd,
+        }
+    }
+    if limits:
+        config["limits"] = limits
+    return [*args, sys.executable, "-I", "-S", LAUNCHER, json.dumps(config), *argv]
+
+
+def _parents(destinations: Iterable[str]) -> list[str]:
+    """``--dir`` for every folder above a mount point (bubblewrap would make them 0700)."""
+    parents: set[str] = set()
+    for destination in destinations:
+        parent = os.path.dirname(destination)
+        while parent not in ("/", "") and parent not in parents:
+            parents.add(parent)
+            parent = os.path.dirname(parent)
+    args: list[str] = []
+    for parent in sorted(parents, key=lambda p: p.count("/")):
+        if parent in (TMP, "/dev", "/proc", "/sys", "/etc") or os.path.islink(parent):
+            continue
+        args += ["--dir", parent]
+    return args
+
+
+def ignore_sigterm() -> None:
+    """``preexec_fn`` of the sandbox's first process (see the module's docstring)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def exit_status(code: int) -> tuple[int | None, int | None]:
+    """(exit code, signal) of a job from bubblewrap's exit code, or from Popen's (negative)."""
+    if code < 0:
+        return None, -code
+    if 128 < code <= 128 + 64:
+        return None, code - 128
+    return code, None
+
+
+def read_report(fd: int, timeout_s: float = REPORT_TIMEOUT_S) -> dict[str, Any] | None:
+    """The launcher's one-line report of what it applied; None if it failed before writing it."""
+    import selectors
+
+    data = b""
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return None
+            data += chunk
+    try:
+        report = json.loads(data.split(b"\n", 1)[0])
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def bwrap_version(bwrap: str) -> str | None:
+    try:
+        out = subprocess.run([bwrap, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return None
+    return out.stdout.strip().removeprefix("bubblewrap ").strip() or None if out.returncode == 0 else None
+
+
+def probe(policy: dict[str, Any]) -> dict[str, Any]:
+    """Build a sandbox once with the policy and report what is in force, or why not.
+
+    Returns ``{"is_available", "bwrap", "identity", "landlock", "start_ms", "reason"}``.
+    """
+    bwrap = policy.get("bwrap") or "bwrap"
+    version = bwrap_version(bwrap)
+    result: dict[str, Any] = {"is_available": False, "bwrap": version, "landlock": None, "reason": None}
+    if os.uname().sysname != "Linux":
+        result["reason"] = f"jobs are sandboxed only on Linux, not {os.uname().sysname}"
+        return result
+    if version is None:
+        result["reason"] = f"bubblewrap ({bwrap}) is not installed; see docs/SECURITY.md"
+        return result
+    read_end, write_end = os.pipe()
+    try:
+        started = time.monotonic()
+        argv = command([], policy, "/", report_fd=write_end)
+        process = subprocess.run(
+            argv, pass_fds=(write_end,), capture_output=True, text=True, timeout=30, check=False
+        )
+        elapsed = time.monotonic() - started
+        os.close(write_end)
+        write_end = -1
+        report = read_report(read_end, timeout_s=1.0)
+    except (OSError, SandboxError, subprocess.TimeoutExpired) as e:
+        result["reason"] = f"bubblewrap could not start: {e}"
+        return result
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    if process.returncode != 0 or report is None:
+        detail = (process.stderr or process.stdout).strip().splitlines()
+        result["reason"] = "bubblewrap could not build a sandbox: " + (
+            detail[-1] if detail else f"exit code {process.returncode}"
+        )
+        return result
+    landlock = report.get("landlock") or {}
+    result.update(
+        is_available=True,
+        identity={"uid": report.get("uid"), "gid": report.get("gid")},
+        landlock=landlock,
+        start_ms=round(elapsed * 1000, 1),
+    )
+    return result
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One line saying what a probe found."""
+    if not result.get("is_available"):
+        return f"no job sandbox: {result.get('reason')}"
+    landlock = result.get("landlock") or {}
+    abi = landlock.get("abi") or 0
+    identity = result.get("identity") or {}
+    parts = [f"bubblewrap {result.get('bwrap')}"]
+    parts.append(f"Landlock ABI {abi}" if abi else f"no Landlock ({landlock.get('error', 'not supported')})")
+    if abi and landlock.get("tcp") is None:
+        parts.append("no TCP rules (Landlock ABI < 4)")
+    if abi and not landlock.get("scoped"):
+        parts.append("no signal scoping (Landlock ABI < 6)")
+    parts.append(f"jobs run as uid {identity.get('uid')} gid {identity.get('gid')}")
+    return "jobs are sandboxed: " + ", ".join(parts) + f" ({result.get('start_ms')} ms to start one)"
+
+
+def chown_tree(paths: Iterable[str], uid: int, gid: int) -> None:
+    """Give folders (and all they hold) to the job's uid; links are changed, never followed."""
+    for top in paths:
+        os.lchown(top, uid, gid)
+        for root, dirs, files in os.walk(top):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), uid, gid)
+
+
+def publish(source: str, destination: str, uid: int | None = None, gid: int | None = None) -> bool:
+    """Move a folder a sandboxed step built (a venv) into place, unless one is there already.
+
+    Only a real folder moves (a link the step left there would point a later bind elsewhere).
+    It becomes the server's (``uid``/``gid``, when the step ran as another uid) and read-only
+    below its top, with no setuid or setgid bit, whatever the step did. Returns whether it moved.
+    """
+    if os.path.islink(source) or not os.path.isdir(source):
+        return False
+    if uid is not None and gid is not None:
+        chown_tree([source], uid, gid)
+    for root, dirs, files in os.walk(source):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISLNK(mode):
+                os.chmod(path, stat.S_IMODE(mode) & ~(stat.S_ISUID | stat.S_ISGID | 0o222))
+    try:
+        os.rename(source, destination)
+    except OSError:
+        remove_tree(source)  # another job published the same one first
+        return False
+    return True
+
+
+def remove_tree(folder: str) -> None:
+    """Delete a folder even where it was made read-only."""
+    for root, dirs, _ in os.walk(folder):
+        for name in dirs:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_IRWXU)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_links(folder: str) -> list[str]:
+    """Delete everything in ``folder`` that is not a plain file or folder; return their names.
+
+    The server copies a job's output into the run's artifacts with its own rights: a link
+    there would copy the file it names, and a FIFO would block the copy for ever.
+    """
+    removed: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        for name in list(dirs) + files:
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                os.unlink(path)
+                removed.append(os.path.relpath(path, folder))
+                if name in dirs:
+                    dirs.remove(name)
+    return removed
