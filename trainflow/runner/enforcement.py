@@ -362,6 +362,7 @@ class JobLimits:
         self._next_processes = 0.0
         self._next_memory = 0.0
         self.peak_processes = 0
+        self.disk_bytes = 0
 
     @property
     def has_memory_cgroup(self) -> bool:
@@ -439,9 +440,13 @@ class JobLimits:
             return None
         started = time.monotonic()
         used = folder_bytes([self.job_dir / name for name in JOB_FOLDERS])
-        # A folder of millions of files takes a while to walk: then walk it less often.
-        self._next_disk = now + max(DISK_EVERY_S, 20 * (time.monotonic() - started))
-        return DISK_LIMIT if used > self.limits.disk_mb * MB else None
+        limit = self.limits.disk_mb * MB
+        # Past half the limit, look four times as often. A folder of millions of files takes a
+        # while to walk: then walk it less often.
+        every = DISK_EVERY_S if used < limit // 2 else DISK_EVERY_S / 4
+        self._next_disk = now + max(every, 20 * (time.monotonic() - started))
+        self.disk_bytes = used
+        return DISK_LIMIT if used > limit else None
 
     def _check_processes(self, pid: int, now: float) -> str | None:
         wants_count = self.limits.processes and not self.has_pids_cgroup
