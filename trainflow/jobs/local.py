@@ -29,6 +29,7 @@ class LaunchSpec:
     sandbox: dict[str, Any] | None = None
     setup_sandbox: dict[str, Any] | None = None
     setup_publish: list[list[str]] = field(default_factory=list)  # [built, place] after setup
+    limits: dict[str, Any] | None = None  # trainflow.runner.limits.Limits, as JSON
 
 
 class LocalExecutor:
@@ -78,6 +79,7 @@ class LocalExecutor:
             "sandbox": spec.sandbox,
             "setup_sandbox": spec.setup_sandbox,
             "setup_publish": spec.setup_publish,
+            "limits": spec.limits,
             "notify": str(self.notify_path) if self.notify_path else None,
             "bus": self.bus,
         }

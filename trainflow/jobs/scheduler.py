@@ -33,6 +33,7 @@ from trainflow.jobs import service
 from trainflow.jobs.local import LaunchSpec, LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
 from trainflow.jobs.venv import python_of
+from trainflow.runner.limits import REASONS as LIMIT_REASONS
 from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
 
@@ -147,7 +148,11 @@ class JobScheduler:
         if reason == "cancelled":
             outcome, text = JobStatus.CANCELLED, "Cancelled."
         elif reason == "timed_out":
-            outcome, text = JobStatus.TIMED_OUT, f"Ran past its timeout of {job.timeout_s} s."
+            timeout = service.job_timeout(job, self.settings)
+            outcome, text = JobStatus.TIMED_OUT, f"Ran past its timeout of {timeout} s."
+        elif reason in LIMIT_REASONS:
+            # status.json names the limit: "memory limit of 4096 MB exceeded".
+            outcome, text = JobStatus.FAILED, status.get("message") or f"Exceeded a limit ({reason})."
         elif reason == "setup_failed":
             outcome, text = (
                 JobStatus.FAILED,
@@ -262,13 +267,14 @@ class JobScheduler:
                 job.id,
                 argv,
                 env,
-                job.timeout_s,
+                service.job_timeout(job, self.settings),
                 float(self.settings.job_grace_seconds),
                 setup,
                 setup_env,
                 sandbox=policy,
                 setup_sandbox=setup_policy,
                 setup_publish=publish,
+                limits=service.job_limits(self.settings),
             )
             job.supervisor_pid = self.executor.start(spec)
             db.session.commit()

@@ -279,6 +279,27 @@ _INDEX_OPTIONS = (
 )
 
 
+def job_limits(settings: Any) -> dict[str, Any]:
+    """Each job's limits (TRAINFLOW_JOB_*), for its supervisor."""
+    from trainflow.runner.limits import Limits
+
+    return Limits(
+        memory_mb=settings.job_memory_mb,
+        processes=settings.job_max_processes,
+        open_files=settings.job_open_files,
+        disk_mb=settings.job_disk_mb,
+        cgroup=settings.job_cgroup,
+    ).to_json()
+
+
+def job_timeout(job: Job, settings: Any) -> int | None:
+    """The job's timeout: its own, never past TRAINFLOW_JOB_MAX_SECONDS, which is also the default."""
+    most = settings.job_max_seconds or None
+    if job.timeout_s is None:
+        return most
+    return min(job.timeout_s, most) if most else job.timeout_s
+
+
 def venv_constraints() -> list[str]:
     """What holds a listed MLflow to the server's version."""
     import mlflow

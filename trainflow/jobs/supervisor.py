@@ -17,7 +17,13 @@ library only: it starts in tens of milliseconds and holds a few MB per job.
   ends the job with reason ``setup_failed``.
 - ``status.json``, replaced atomically on each change: ``starting`` → ``running`` (with the
   job's pid) → ``exited`` (with ``exit_code``, ``signal`` and ``reason``: ``cancelled``,
-  ``timed_out`` or null).
+  ``timed_out``, a limit's (``memory_limit``, ``process_limit``, ``disk_limit``,
+  ``open_files_limit``, with its ``message``) or null).
+
+``spec["limits"]`` (:class:`trainflow.runner.limits.Limits`) bounds the job and its setup steps:
+the supervisor makes the job's cgroup where it can, hands the launcher the rlimits, measures
+what no cgroup counts, and SIGKILLs the job (no grace) when it exceeds one. ``status.json``
+says which mechanism held each limit (``"limits"``).
 
 With ``spec["sandbox"]`` (a policy, see :mod:`trainflow.runner.sandbox`) the job runs in a
 sandbox, and with ``spec["setup_sandbox"]`` so do the setup steps; ``status.json`` then holds
@@ -50,6 +56,8 @@ from trainflow.events.notice import publisher_for
 from trainflow.events.progress import parse_bar, parse_marker
 from trainflow.events.store import EventWriter, fragment
 from trainflow.runner import sandbox
+from trainflow.runner.enforcement import JobLimits
+from trainflow.runner.limits import REASONS, Limits, apply_rlimits, message
 
 MAX_LINE = 64 * 1024
 IDLE_FLUSH_S = 1.0
@@ -250,6 +258,10 @@ class Supervisor:
         self.reason: str | None = None
         self.kill_at: float | None = None  # when SIGKILL follows the SIGTERM already sent
         self.process: subprocess.Popen[bytes] | None = None
+        # The job's limits (trainflow.runner.enforcement): its cgroup is named after the job and
+        # this supervisor, so jobs of other servers on the machine never share one.
+        name = f"trainflow-job-{self.spec.get('job')}-{os.getpid()}"
+        self.limits = JobLimits(Limits.from_json(self.spec.get("limits")), job_dir, name)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_cancel)
@@ -257,7 +269,10 @@ class Supervisor:
         self._set_status(state="starting", supervisor_pid=os.getpid())
         events = EventSink(self.job_dir, self.spec.get("job"), self.spec.get("bus"))
         log = LogWriter(self.job_dir / "logs.ndjson", events)
+        self.limits.start()
+        print(f"job {self.spec.get('job')}: {self.limits.describe()}", flush=True)  # supervisor.log
         if self.reason == "cancelled":  # cancelled before it started
+            self.limits.close()
             log.close()
             self._set_status(
                 state="exited", exit_code=None, signal=None, reason="cancelled", finished_at=time.time()
@@ -266,13 +281,16 @@ class Supervisor:
         for step in self.spec.get("setup", []):
             code = self._run_step(step, log)
             if code != 0 or self.reason == "cancelled":
+                self.limits.close()
                 log.close()
+                reason = self.reason or "setup_failed"
                 self._set_status(
                     state="exited",
                     exit_code=code,
                     signal=None,
-                    reason=self.reason or "setup_failed",
+                    reason=reason,
                     finished_at=time.time(),
+                    **self._limit_status(reason),
                 )
                 return 0
         self._publish()
@@ -281,6 +299,7 @@ class Supervisor:
             self.process, applied = self._start(self.spec["argv"], self.spec["env"], policy)
         except (OSError, sandbox.SandboxError) as e:
             log.write("stderr", f"trainflow: could not start the job: {e}")
+            self.limits.close()
             log.close()
             self._set_status(
                 state="exited", exit_code=127, signal=None, reason="start_failed", finished_at=time.time()
@@ -293,6 +312,7 @@ class Supervisor:
             pid=self.process.pid,
             started_at=started,
             sandbox=applied,
+            limits=self.limits.mechanisms(),
         )
         if self.reason == "cancelled":
             self._terminate()
@@ -307,6 +327,9 @@ class Supervisor:
         reason = self.reason
         if policy and applied is None and reason is None:
             reason = "start_failed"  # the sandbox did not come up; the launcher said why in the log
+        if reason is None and (exit_code or signum):
+            reason = self.limits.final_reason(exit_code, signum)  # an OOM kill, SIGXFSZ, ...
+        self.limits.close()  # whatever the job left in its cgroup goes with it
         self._set_status(
             state="exited",
             exit_code=exit_code,
@@ -316,8 +339,26 @@ class Supervisor:
             finished_at=time.time(),
             pid=self.process.pid,
             sandbox=applied,
+            **self._limit_status(reason),
         )
         return 0
+
+    def _limit_status(self, reason: str | None) -> dict[str, Any]:
+        """What status.json says of the limits: which mechanism held each, and the one exceeded."""
+        status: dict[str, Any] = {"limits": self.limits.mechanisms()}
+        if reason in REASONS:
+            status["message"] = message(reason, self.limits.limits)  # type: ignore[arg-type]
+        return status
+
+    def _preexec(self) -> None:
+        """In a job's (or setup step's) first process, unsandboxed: its cgroup and rlimits."""
+        self.limits.preexec()
+        apply_rlimits(self.limits.rlimits())
+
+    def _preexec_sandboxed(self) -> None:
+        """In the sandbox's first process: its cgroup (the launcher applies the rlimits)."""
+        sandbox.ignore_sigterm()
+        self.limits.preexec()
 
     def _start(
         self, argv: list[str], env: dict[str, str], policy: dict[str, Any] | None
@@ -337,12 +378,15 @@ class Supervisor:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 bufsize=0,
+                preexec_fn=self._preexec,  # safe: the supervisor starts no threads
             )
             return process, None
         read_end, write_end = os.pipe()
         try:
             process = subprocess.Popen(
-                sandbox.command(argv, policy, self.spec["cwd"], report_fd=write_end),
+                sandbox.command(
+                    argv, policy, self.spec["cwd"], report_fd=write_end, limits=self.limits.rlimits()
+                ),
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -350,7 +394,7 @@ class Supervisor:
                 start_new_session=True,
                 bufsize=0,
                 pass_fds=(write_end,),
-                preexec_fn=sandbox.ignore_sigterm,  # safe: the supervisor starts no threads
+                preexec_fn=self._preexec_sandboxed,  # safe: the supervisor starts no threads
             )
             os.close(write_end)
             write_end = -1
@@ -397,6 +441,12 @@ class Supervisor:
             if deadline is not None and wall >= deadline and self.reason is None:
                 self.reason = "timed_out"
                 self._terminate()
+            if self.reason is None and drain_until is None:
+                exceeded = self.limits.check(self.process.pid)
+                if exceeded is not None:  # no grace: a fork bomb or a disk filler is not asked twice
+                    self.reason = exceeded
+                    self._killpg(signal.SIGKILL)
+                    self.limits.kill_all()
             if self.kill_at is not None and now >= self.kill_at:
                 self._killpg(signal.SIGKILL)
                 self.kill_at = None

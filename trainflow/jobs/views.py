@@ -88,6 +88,10 @@ def submit(body: SubmitJobRequest) -> Response:
     settings = _settings()
     if body.gpus > len(settings.gpu_ids):
         raise BadRequest(f"gpus: this server has {len(settings.gpu_ids)} GPU(s) for jobs (TRAINFLOW_GPUS).")
+    if settings.job_max_seconds and (body.timeout_s or 0) > settings.job_max_seconds:
+        raise BadRequest(
+            f"timeout_s: at most {settings.job_max_seconds} s on this server (TRAINFLOW_JOB_MAX_SECONDS)."
+        )
     job = service.submit(
         db.session, current_principal(), body, current_app.extensions["trainflow.mlflow_authorizer"]
     )

@@ -53,6 +53,7 @@ JOB_FOLDERS = ("work", "output", "tmp", "home")
 # the job's log when no cgroup counted the event).
 _OUT_OF_MEMORY = ("MemoryError", "Cannot allocate memory", "std::bad_alloc", "out of memory")
 _OUT_OF_FILES = ("Too many open files",)
+_FILE_TOO_LARGE = ("File too large",)  # RLIMIT_FSIZE, where SIGXFSZ is ignored (Python does)
 
 
 # -- cgroups --------------------------------------------------------------------------------------
@@ -485,14 +486,21 @@ class JobLimits:
     def _read_failure(self) -> str | None:
         """A job that failed at an rlimit usually says so last on stderr; read its log's end."""
         wants_memory = self.limits.memory_mb and not self.has_memory_cgroup
-        if not (wants_memory or self.limits.open_files):
+        if not (wants_memory or self.limits.open_files or self.limits.disk_mb):
             return None
         for line in reversed(_last_stderr_lines(self.job_dir / "logs.ndjson")):
             if wants_memory and any(text in line for text in _OUT_OF_MEMORY):
                 return MEMORY_LIMIT
+            if self.limits.disk_mb and any(text in line for text in _FILE_TOO_LARGE):
+                return DISK_LIMIT
             if self.limits.open_files and any(text in line for text in _OUT_OF_FILES):
                 return OPEN_FILES_LIMIT
         return None
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the job's cgroup (those that left its process group too)."""
+        if self.cgroup is not None:
+            self.cgroup.kill_all(tries=5)
 
     def close(self) -> None:
         """Kill whatever the job left in its cgroup and remove it."""
