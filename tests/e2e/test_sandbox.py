@@ -1,0 +1,342 @@
+"""A user's job is untrusted code: it reaches its own folders and the server's API, nothing else (issue 10).
+
+One server per database runs a victim's job (another user's, still running) and then a hostile
+job that tries every read, write, signal, connection and privilege a user with bad intent would;
+it prints a report of what it reached, and each test asserts one item of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import IS_CI, Templates, _admin_execute, _copy_sqlite, _with_database
+from tests.e2e.conftest import start_server
+from tests.e2e.test_jobs import TRAIN, Api, _host_pid
+from trainflow.runner import sandbox
+
+pytestmark = pytest.mark.e2e
+ADMIN = ("admin", "chosen-admin-pass")
+PASSWORD = "a-users-password"
+TRAINFLOW_PACKAGE = Path(sandbox.PACKAGE)
+SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
+
+
+def _require_bwrap() -> None:
+    if shutil.which("bwrap") is None:
+        if IS_CI:
+            pytest.fail("bubblewrap is not installed (make install); under CI nothing may skip")
+        pytest.skip("bubblewrap is not installed (make install)")
+
+
+VICTIM = """
+    import os, time
+    print("victim", os.getpid(), flush=True)
+    time.sleep(300)
+"""
+
+# Baked in by the test: the paths and pids to try, as JSON.
+HOSTILE = r"""
+import json, os, signal, socket, subprocess, sys
+
+T = json.loads(TARGETS)
+report = {}
+
+
+def attempt(name, action):
+    try:
+        result = action()
+    except Exception as e:
+        report[name] = "denied: " + type(e).__name__ + ": " + str(e)[:200]
+    else:
+        report[name] = "REACHED: " + repr(result)[:200]
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read(64)
+
+
+def write(path):
+    with open(path, "ab") as f:
+        f.write(b"{\"forged\": true}\n")
+    return path
+
+
+def walk_up_for_secret_key():
+    found = []
+    folder = os.getcwd()
+    while True:
+        for candidate in ("secret_key", "data/secret_key", "trainflow.db"):
+            path = os.path.join(folder, candidate)
+            try:
+                found.append((path, read(path)))
+            except OSError:
+                pass
+        if folder == "/":
+            break
+        folder = os.path.dirname(folder)
+    if not found:
+        raise PermissionError("nothing found walking up from " + os.getcwd())
+    return found
+
+
+def connect(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        return s.getpeername()
+
+
+def gain_root(argv, needs):
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    if out.returncode == 0 and needs in out.stdout:
+        return out.stdout
+    raise PermissionError(f"exit {out.returncode}: {(out.stdout + out.stderr).strip()[:150]}")
+
+
+def other_processes():
+    mine = {1, os.getpid()}  # bubblewrap's init and this job
+    others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in mine]
+    if others:
+        return others
+    raise PermissionError("only its own processes")
+
+
+def setuid_root():
+    os.setuid(0)
+    return os.getuid()
+
+
+attempt("secret_key_by_walking_up", walk_up_for_secret_key)
+attempt("secret_key_by_absolute_path", lambda: read(T["data"] + "/secret_key"))
+attempt("database_file", lambda: read(T["data"] + "/trainflow.db"))
+attempt("list_uploads", lambda: os.listdir(T["data"] + "/uploads"))
+attempt("other_users_upload", lambda: read(T["victim_upload"]))
+attempt("list_other_job", lambda: os.listdir(T["victim_job"]))
+attempt("other_jobs_spec_with_token", lambda: read(T["victim_job"] + "/spec.json"))
+attempt("other_jobs_work_folder", lambda: os.listdir(T["victim_job"] + "/work"))
+attempt("write_venv_cache", lambda: write(T["data"] + "/venvs/planted"))
+attempt("server_environ", lambda: read(f"/proc/{T['server_pid']}/environ"))
+attempt("other_jobs_environ", lambda: read(f"/proc/{T['victim_pid']}/environ"))
+attempt("signal_0_server", lambda: os.kill(T["server_pid"], 0))
+attempt("sigstop_server", lambda: os.kill(T["server_pid"], signal.SIGSTOP))
+attempt("signal_0_other_job", lambda: os.kill(T["victim_pid"], 0))
+attempt("sigstop_other_job", lambda: os.kill(T["victim_pid"], signal.SIGSTOP))
+attempt("signal_other_jobs_group", lambda: os.killpg(T["victim_group"], signal.SIGSTOP))
+attempt("see_other_processes", other_processes)
+attempt("write_own_event_log", lambda: write(T["own_job"] + "/events.ndjson"))
+attempt("write_own_status", lambda: write(T["own_job"] + "/status.json"))
+attempt("write_other_jobs_event_log", lambda: write(T["victim_job"] + "/events.ndjson"))
+attempt("write_trainflow_package", lambda: write(T["package"] + "/__init__.py"))
+attempt("create_in_trainflow_package", lambda: write(T["package"] + "/planted.py"))
+attempt("write_site_packages", lambda: write(T["site_packages"] + "/planted.pth"))
+attempt("connect_postgresql", lambda: connect(5432))
+attempt("connect_redis", lambda: connect(6379))
+attempt("read_etc_shadow", lambda: read("/etc/shadow"))
+attempt("setuid_0", setuid_root)
+# Programs that are setuid root, and what they print or do when they ran as root.
+PROGRAMS = {
+    "su": (["su", "-c", "id", "root"], "uid=0"),
+    "sudo": (["sudo", "-n", "id"], "uid=0"),
+    "passwd": (["passwd", "-S", "root"], "root"),
+    "newgrp": (["newgrp", "root"], ""),
+    "mount": (["mount", "-t", "tmpfs", "none", "/tmp"], ""),
+}
+for program, (args, needs) in PROGRAMS.items():
+    if any(os.path.exists(os.path.join(d, program)) for d in ("/usr/bin", "/bin", "/usr/sbin", "/sbin")):
+        attempt("setuid_binary_" + program, lambda args=args, needs=needs: gain_root(args, needs))
+
+# What a job must still be able to do.
+with open(os.path.join(os.environ["TRAINFLOW_OUTPUT_DIR"], "proof.txt"), "w") as f:
+    f.write("written")
+report["wrote_output"] = "yes"
+import mlflow
+with mlflow.start_run():
+    reached = [name for name, value in report.items() if value.startswith("REACHED")]
+    mlflow.log_metric("reached", float(len(reached)))
+report["logged_metric"] = "yes"
+print("REPORT " + json.dumps(report), flush=True)
+"""
+
+ITEMS = [
+    "secret_key_by_walking_up",
+    "secret_key_by_absolute_path",
+    "database_file",
+    "list_uploads",
+    "other_users_upload",
+    "list_other_job",
+    "other_jobs_spec_with_token",
+    "other_jobs_work_folder",
+    "write_venv_cache",
+    "server_environ",
+    "other_jobs_environ",
+    "signal_0_server",
+    "sigstop_server",
+    "signal_0_other_job",
+    "sigstop_other_job",
+    "signal_other_jobs_group",
+    "see_other_processes",
+    "write_own_event_log",
+    "write_own_status",
+    "write_other_jobs_event_log",
+    "write_trainflow_package",
+    "create_in_trainflow_package",
+    "write_site_packages",
+    "connect_postgresql",
+    "connect_redis",
+    "read_etc_shadow",
+    "setuid_0",
+    "setuid_binary_su",
+    "setuid_binary_passwd",
+    "setuid_binary_newgrp",
+    "setuid_binary_mount",
+]
+
+
+def _register(url: str, username: str) -> Api:
+    response = requests.post(
+        f"{url}/api/register", json={"username": username, "password": PASSWORD}, timeout=10
+    )
+    assert response.status_code == 201, response.text
+    return Api(url, (username, PASSWORD))
+
+
+def _lines_until(api: Api, job_id: int, prefix: str, seconds: float = 60) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for line in api.lines(job_id):
+            if line.startswith(prefix):
+                return line
+        if api.job(job_id)["status"] not in ("QUEUED", "RUNNING"):
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} never printed {prefix!r}: {api.lines(job_id)}")
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def attack(request, tmp_path_factory):
+    """Run the victim's and the hostile job once per database; the hostile job's report."""
+    _require_bwrap()
+    root = tmp_path_factory.mktemp(f"sandbox-{request.param}")
+    data = root / "data"
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{data / 'trainflow.db'}"
+        data.mkdir()
+        templates: Templates = request.getfixturevalue("templates")
+        _copy_sqlite(templates.sqlite(), data / "trainflow.db")
+        drop = None
+    else:
+        admin_url = request.getfixturevalue("postgres_url")
+        templates = request.getfixturevalue("templates")
+        name = f"tf_sandbox_{os.getpid()}"
+        _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _admin_execute(
+            admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{templates.postgres_template(admin_url)}"'
+        )
+        database_url = _with_database(admin_url, name)
+        drop = (admin_url, name)
+    server = start_server(
+        data, database_url, TRAINFLOW_ADMIN_PASSWORD=ADMIN[1], TRAINFLOW_JOB_GRACE_SECONDS="2"
+    )
+    try:
+        bob = _register(server.url, "bob")
+        mallory = _register(server.url, "mallory")
+        victim = bob.submit(VICTIM)
+        victim_ns_pid = int(_lines_until(bob, victim["job"], "victim ").split()[1])
+        victim_pid = _host_pid(victim_ns_pid, b"train.py")
+        victim_job = data / "jobs" / str(victim["job"])
+        upload = next(p for p in (data / "uploads").glob("*/original"))
+        # The hostile job's own id is the next one.
+        targets = {
+            "data": str(data),
+            "victim_upload": str(upload),
+            "victim_job": str(victim_job),
+            "victim_pid": victim_pid,
+            "victim_group": os.getpgid(victim_pid),
+            "server_pid": server.process.pid,
+            "own_job": str(data / "jobs" / str(victim["job"] + 1)),
+            "package": str(TRAINFLOW_PACKAGE),
+            "site_packages": str(SITE_PACKAGES),
+        }
+        source = f"TARGETS = {json.dumps(json.dumps(targets))}\n" + HOSTILE
+        hostile = mallory.submit(source)
+        assert hostile["job"] == victim["job"] + 1
+        done = mallory.wait(hostile["job"], "SUCCEEDED", "FAILED", seconds=120)
+        lines = mallory.lines(hostile["job"])
+        report_line = next((line for line in lines if line.startswith("REPORT ")), None)
+        assert report_line is not None, lines
+        victim_state = Path(f"/proc/{victim_pid}/stat").read_text().split(") ")[1][0]
+        outcome = {
+            "report": json.loads(report_line.removeprefix("REPORT ")),
+            "job": done,
+            "api": mallory,
+            "victim_state": victim_state,
+            "victim_events": (victim_job / "events.ndjson").read_text(),
+            "status": json.loads((data / "jobs" / str(hostile["job"]) / "status.json").read_text()),
+            "server_log": server.text,
+            "package_files": sorted(p.name for p in TRAINFLOW_PACKAGE.iterdir()),
+        }
+        bob.call("POST", f"{TRAIN}/jobs/{victim['job']}/cancel")
+        yield outcome
+    finally:
+        server.stop()
+        if drop is not None:
+            _admin_execute(drop[0], f'DROP DATABASE IF EXISTS "{drop[1]}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("item", ITEMS)
+def test_a_hostile_job_reaches_nothing(attack, item):
+    assert attack["report"][item].startswith("denied"), attack["report"][item]
+
+
+def test_every_attempt_is_in_the_report(attack):
+    assert set(ITEMS) <= set(attack["report"])
+
+
+def test_the_hostile_job_still_writes_its_output(attack):
+    assert attack["report"]["wrote_output"] == "yes"
+
+
+def test_the_hostile_job_still_logs_a_metric_through_mlflow(attack):
+    run = attack["api"].run(attack["job"]["run_id"])
+    assert {m["key"]: m["value"] for m in run["data"]["metrics"]} == {"reached": 0.0}
+
+
+def test_the_hostile_job_succeeds(attack):
+    assert attack["job"]["status"] == "SUCCEEDED"
+
+
+def test_its_output_becomes_the_runs_artifact(attack):
+    files = attack["api"].call(
+        "GET", "/api/2.0/mlflow/artifacts/list", params={"run_id": attack["job"]["run_id"]}
+    )
+    assert [f["path"] for f in files.json()["files"]] == ["proof.txt"]
+
+
+def test_the_other_job_was_not_stopped(attack):
+    assert attack["victim_state"] in "RS"
+
+
+def test_the_other_jobs_event_log_holds_no_forged_line(attack):
+    assert "forged" not in attack["victim_events"]
+
+
+def test_nothing_was_planted_in_the_trainflow_package(attack):
+    assert "planted.py" not in attack["package_files"]
+
+
+def test_the_status_records_what_the_sandbox_applied(attack):
+    applied = attack["status"]["sandbox"]
+    assert applied["no_new_privs"] is True
+    assert applied["landlock"]["abi"] >= 1
+    assert applied["uid"] == (65534 if os.geteuid() == 0 else os.getuid())
+
+
+def test_the_server_says_at_start_up_that_jobs_are_sandboxed(attack):
+    assert "jobs are sandboxed: bubblewrap" in attack["server_log"]
