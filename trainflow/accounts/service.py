@@ -49,13 +49,15 @@ def create_user(
     role: str = Role.USER.value,
 ) -> User:
     _ensure_username_free(session, username)
+    _release_connection(session)
+    password_hash = hash_password(password)
     user = User(
         username=username,
         username_key=fold_username(username),
         email=email,
         phone=phone,
         role=role,
-        password_hash=hash_password(password),
+        password_hash=password_hash,
     )
     session.add(user)
     _commit_unique(session, username)
@@ -65,8 +67,13 @@ def create_user(
 def authenticate(session: Session, username: str, password: str) -> User | None:
     """The user whose password this is, or None (costing the same either way)."""
     user = find_user(session, username)
-    is_valid = verify_password(user.password_hash if user else None, password)
-    return user if is_valid and user is not None else None
+    user_id, password_hash = (user.id, user.password_hash) if user is not None else (0, None)
+    _release_connection(session)
+    if not verify_password(password_hash, password):
+        return None
+    user = session.get(User, user_id)
+    # Changed or deleted while the hash ran: the password checked is no longer the user's.
+    return user if user is not None and user.password_hash == password_hash else None
 
 
 def update_user(session: Session, user: User, changes: dict[str, Any], *, acting_admin: bool) -> bool:
@@ -94,7 +101,9 @@ def update_user(session: Session, user: User, changes: dict[str, Any], *, acting
 
 
 def change_password(session: Session, user: User, new_password: str) -> None:
-    user.password_hash = hash_password(new_password)
+    _release_connection(session)
+    password_hash = hash_password(new_password)
+    user.password_hash = password_hash
     user.token_version += 1
     user.updated_at = utcnow()
     session.commit()
@@ -109,6 +118,16 @@ def delete_user(session: Session, user: User) -> None:
     ensure_not_last_admin(session, user)
     session.delete(user)
     session.commit()
+
+
+def _release_connection(session: Session) -> None:
+    """End the transaction before a password hash, which may wait seconds for its turn.
+
+    Callers waiting for a hashing worker must not hold database connections: the connection
+    pool is smaller than the hash queue, and everything else (health checks, streams, MLflow)
+    would wait behind them. Objects already loaded reload on their next use.
+    """
+    session.rollback()
 
 
 def _ensure_username_free(session: Session, username: str) -> None:

@@ -75,7 +75,7 @@ def _created(user: User) -> Response:
     body=RegisterRequest,
     response=UserOut,
     status=201,
-    errors=(400, 403, 409, 415),
+    errors=(400, 403, 409, 415, 429),
     is_public=True,
 )
 def register(body: RegisterRequest) -> Response:
@@ -209,7 +209,7 @@ def list_users(query: PageQuery) -> Response:
     body=CreateUserRequest,
     response=UserOut,
     status=201,
-    errors=(400, 401, 403, 409, 415),
+    errors=(400, 401, 403, 409, 415, 429),
 )
 def create_user(body: CreateUserRequest) -> Response:
     if not auth.current_principal().is_admin:
