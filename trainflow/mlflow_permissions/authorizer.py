@@ -53,11 +53,14 @@ class MlflowAuthorizer:
 
     # -- which route ---------------------------------------------------------------------------
 
+    def route_for(self, rule: str, endpoint: str, method: str) -> Route | None:
+        """The route a (Flask rule, endpoint, HTTP method) maps to; None when no table knows it."""
+        method = "GET" if method == "HEAD" else method
+        return self.routes_by_rule.get((rule, method)) or self.routes_by_endpoint.get(endpoint)
+
     def route_for_request(self) -> Route | None:
-        url_rule = request.url_rule
-        method = "GET" if request.method == "HEAD" else request.method
-        route = self.routes_by_rule.get((url_rule.rule, method)) if url_rule else None
-        return route or self.routes_by_endpoint.get(request.endpoint or "")
+        rule = request.url_rule.rule if request.url_rule else ""
+        return self.route_for(rule, request.endpoint or "", request.method)
 
     # -- before the handler ----------------------------------------------------------------------
 
@@ -74,6 +77,8 @@ class MlflowAuthorizer:
         if principal.run_scope is not None:
             self._authorize_job(principal, route, parsed)
             return
+        # Locating the objects refuses a request that lacks their ids (400), admins' too.
+        targets = route.rule.targets(parsed)
         if principal.is_admin:
             return
         access = route.rule.access
@@ -92,7 +97,7 @@ class MlflowAuthorizer:
             return
         if access == "graphql":
             return  # checked field by field as the query runs (see graphql.py)
-        for target in route.rule.targets(parsed):
+        for target in targets:
             self._check(principal, target)
 
     def _check(self, principal: Principal, target: Target) -> None:

@@ -67,6 +67,7 @@ class Reader:
 
     message: type | None = None
     body: bool = False
+    graphql: bool = False
     args: tuple[str, ...] = ()
     repeated: tuple[str, ...] = ()
     same: tuple[tuple[str, ...], ...] = ()
@@ -133,6 +134,8 @@ def parse_request(reader: Reader) -> ParsedRequest:
     elif reader.body:
         parsed.body = _parse_body()
         _refuse_nul(_strings_in_json(parsed.body), "the request")
+    elif reader.graphql:
+        parsed.body = _parse_graphql()
     if reader.args:
         _refuse_repeated_args(reader)
     g.setdefault(_G_KEY, parsed)
@@ -165,6 +168,29 @@ def _parse_body() -> dict[str, Any]:
         raise MlflowRequestError("The request body must be a JSON object.")
     if request.method != "GET" or not request.args:
         _refuse_query_beside_body(body.keys(), lambda name: body.get(name))
+    return body
+
+
+def _parse_graphql() -> dict[str, Any]:
+    """MLflow's GraphQL handler reads ``query``, ``variables`` and ``operationName`` from the body."""
+    from graphql import GraphQLError, parse
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import handlers
+
+    try:
+        body = handlers._get_request_json(request)
+    except MlflowException as e:
+        raise MlflowRequestError(e.message, e.get_http_status_code(), str(e.error_code)) from None
+    if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+        raise MlflowRequestError('A GraphQL request is a JSON object with a "query" string.')
+    if not isinstance(body.get("variables") or {}, dict):
+        raise MlflowRequestError('GraphQL "variables" must be a JSON object.')
+    if not isinstance(body.get("operationName") or "", str):
+        raise MlflowRequestError('GraphQL "operationName" must be a string.')
+    try:
+        parse(body["query"])
+    except GraphQLError as e:
+        raise MlflowRequestError(f"The GraphQL query does not parse: {e.message}") from None
     return body
 
 

@@ -288,9 +288,9 @@ RULES_BY_MESSAGE: dict[str, Rule] = {
     "mlflow.CreateAssessment": on(_assessment_trace(U)),
     "mlflow.UpdateAssessment": on(_assessment_trace(U)),
     "mlflow.DeleteAssessment": on(_assessment_trace(U)),
-    # Workspaces are off in trainflow; changing them is for admins.
-    "mlflow.ListWorkspaces": READ_ANY,
-    "mlflow.GetWorkspace": READ_ANY,
+    # Workspaces are off in trainflow (MLflow answers 503); only admins may ask.
+    "mlflow.ListWorkspaces": ADMIN,
+    "mlflow.GetWorkspace": ADMIN,
     "mlflow.CreateWorkspace": ADMIN,
     "mlflow.UpdateWorkspace": ADMIN,
     "mlflow.DeleteWorkspace": ADMIN,
@@ -465,13 +465,14 @@ RULES_BY_ENDPOINT: dict[str, tuple[Reader, Rule]] = {
     "serve_gateway_proxy": (Reader(), ADMIN),
     "serve_get_ui_telemetry": (Reader(), READ_ANY),
     "serve_post_ui_telemetry": (Reader(), CREATE),
-    "_graphql": (Reader(), Rule("graphql")),
+    "serve": (Reader(), CREATE),  # the MLflow UI's page: any signed-in user, not a job's token
+    "_graphql": (Reader(graphql=True), Rule("graphql")),
     "_get_server_info": (Reader(), SIGNED_IN),
     "_not_implemented": (Reader(), READ_ANY),
-    # AI gateway discovery: which providers and models exist (no secrets) is harmless.
-    "_list_supported_providers": (Reader(), READ_ANY),
-    "_list_supported_models": (Reader(), READ_ANY),
-    "_get_provider_config": (Reader(), READ_ANY),
+    # AI gateway discovery fetches MLflow's model catalogue from the internet: admins only.
+    "_list_supported_providers": (Reader(), ADMIN),
+    "_list_supported_models": (Reader(), ADMIN),
+    "_get_provider_config": (Reader(), ADMIN),
     "_get_secrets_config": (Reader(), ADMIN),
     # Online scoring runs judges through the gateway on an experiment's traces.
     "_upsert_online_scoring_config": (Reader(body=True), ADMIN),
@@ -534,8 +535,10 @@ HANDLER_READS_PATH_ONLY: dict[str, tuple[str, ...]] = {
 HANDLER_PARSES_AS = {"mlflow.DeleteTracesV3": "mlflow.DeleteTraces"}
 
 
-def _reader_for(request_class: Any) -> Reader:
+def _reader_for(request_class: Any, handler: Any) -> Reader:
     name = request_class.DESCRIPTOR.full_name
+    if getattr(handler, "__name__", "") == "_not_implemented":
+        return Reader()  # MLflow answers 404 without reading anything
     if name in HANDLER_READS_PATH_ONLY:
         return Reader(args=HANDLER_READS_PATH_ONLY[name])
     if name in HANDLER_PARSES_AS:
@@ -565,16 +568,18 @@ def build_routes() -> tuple[dict[tuple[str, str], Route], dict[str, Route]]:
     from mlflow.protos.model_registry_pb2 import ModelRegistryService
     from mlflow.protos.service_pb2 import MlflowService
     from mlflow.protos.webhooks_pb2 import WebhookService
-    from mlflow.server.handlers import get_service_endpoints
+    from mlflow.server.handlers import get_handler, get_service_endpoints
 
     by_rule: dict[tuple[str, str], Route] = {}
     for service in (MlflowService, ModelRegistryService, MlflowArtifactsService, WebhookService):
-        for path, request_class, methods in get_service_endpoints(service, lambda cls: cls):
+        for path, (request_class, handler), methods in get_service_endpoints(
+            service, lambda cls: (cls, get_handler(cls))
+        ):
             name = request_class.DESCRIPTOR.full_name
             rule = RULES_BY_MESSAGE.get(name)
             if rule is not None:
                 for method in methods:
-                    by_rule[(path, method)] = Route(name, _reader_for(request_class), rule)
+                    by_rule[(path, method)] = Route(name, _reader_for(request_class, handler), rule)
     by_endpoint: dict[str, Route] = {}
     message_readers = _message_readers()
     for endpoint, (reader, rule) in RULES_BY_ENDPOINT.items():
