@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import sysconfig
 import time
 from pathlib import Path
@@ -219,13 +220,39 @@ def _lines_until(api: Api, job_id: int, prefix: str, seconds: float = 60) -> str
     raise AssertionError(f"job {job_id} never printed {prefix!r}: {api.lines(job_id)}")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def _as_service_user(root: Path) -> str:
+    """A python that runs the server as an unprivileged user would: uid 1000 in a user namespace.
+
+    The server then has no capability outside it, so it builds sandboxes the way a server run
+    by a service user does (bubblewrap's own user namespace, no uid switch).
+    """
+    wrapper = root / "python-as-service-user"
+    wrapper.write_text(
+        f'#!/bin/sh\nexec unshare --user --map-user=1000 --map-group=1000 -- {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+@pytest.fixture(
+    scope="module",
+    params=["sqlite-root", "sqlite-service-user", "postgresql-root", "postgresql-service-user"],
+)
 def attack(request, tmp_path_factory):
-    """Run the victim's and the hostile job once per database; the hostile job's report."""
+    """Run the victim's and the hostile job once per database and server identity; the report.
+
+    ``root``: the server runs as root (as here and in CI), jobs as TRAINFLOW_JOB_UID.
+    ``service-user``: the server runs without privileges, jobs under its uid in a user namespace.
+    """
     _require_bwrap()
+    database, identity = request.param.split("-", 1)
+    if identity == "root" and os.geteuid() != 0:
+        if IS_CI:
+            pytest.fail("CI runs the server as root, and this test must see it do so")
+        pytest.skip("the root variant needs the tests to run as root")
     root = tmp_path_factory.mktemp(f"sandbox-{request.param}")
     data = root / "data"
-    if request.param == "sqlite":
+    if database == "sqlite":
         database_url = f"sqlite:///{data / 'trainflow.db'}"
         data.mkdir()
         templates: Templates = request.getfixturevalue("templates")
@@ -241,9 +268,12 @@ def attack(request, tmp_path_factory):
         )
         database_url = _with_database(admin_url, name)
         drop = (admin_url, name)
-    server = start_server(
-        data, database_url, TRAINFLOW_ADMIN_PASSWORD=ADMIN[1], TRAINFLOW_JOB_GRACE_SECONDS="2"
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        if identity == "service-user":
+            patch.setattr(sys, "executable", _as_service_user(root))
+        server = start_server(
+            data, database_url, TRAINFLOW_ADMIN_PASSWORD=ADMIN[1], TRAINFLOW_JOB_GRACE_SECONDS="2"
+        )
     try:
         bob = _register(server.url, "bob")
         mallory = _register(server.url, "mallory")
@@ -281,6 +311,7 @@ def attack(request, tmp_path_factory):
             "status": json.loads((data / "jobs" / str(hostile["job"]) / "status.json").read_text()),
             "server_log": server.text,
             "package_files": sorted(p.name for p in TRAINFLOW_PACKAGE.iterdir()),
+            "job_uid": 65534 if identity == "root" else 1000,
         }
         bob.call("POST", f"{TRAIN}/jobs/{victim['job']}/cancel")
         yield outcome
@@ -335,7 +366,7 @@ def test_the_status_records_what_the_sandbox_applied(attack):
     applied = attack["status"]["sandbox"]
     assert applied["no_new_privs"] is True
     assert applied["landlock"]["abi"] >= 1
-    assert applied["uid"] == (65534 if os.geteuid() == 0 else os.getuid())
+    assert applied["uid"] == attack["job_uid"]
 
 
 def test_the_server_says_at_start_up_that_jobs_are_sandboxed(attack):

@@ -191,7 +191,11 @@ def command(
     for source, destination, mode in sorted(mounts, key=lambda m: m[1].count("/")):
         args += ["--ro-bind" if mode == "ro" else "--bind", source, destination]
     landlock_read += [destination for _, destination, mode in mounts if mode == "ro"]
-    landlock_write = [TMP, "/dev"] + [destination for _, destination, mode in mounts if mode == "rw"]
+    landlock_write = ["/dev"] + [destination for _, destination, mode in mounts if mode == "rw"]
+    # Folders above a mount point under /tmp (a data directory there) must stay unwritable: the
+    # job then writes only its own folders, TMPDIR among them, and not the rest of /tmp.
+    if not any(_is_within(destination, TMP) for _, destination, _ in mounts):
+        landlock_write.append(TMP)
     args += ["--chdir", cwd, "--"]
     config = {
         "sandbox": {
@@ -310,6 +314,7 @@ def probe(policy: dict[str, Any]) -> dict[str, Any]:
     landlock = report.get("landlock") or {}
     result.update(
         is_available=True,
+        is_user_namespace=not policy.get("identity"),
         identity={"uid": report.get("uid"), "gid": report.get("gid")},
         landlock=landlock,
         start_ms=round(elapsed * 1000, 1),
@@ -330,7 +335,10 @@ def describe(result: dict[str, Any]) -> str:
         parts.append("no TCP rules (Landlock ABI < 4)")
     if abi and not landlock.get("scoped"):
         parts.append("no signal scoping (Landlock ABI < 6)")
-    parts.append(f"jobs run as uid {identity.get('uid')} gid {identity.get('gid')}")
+    if result.get("is_user_namespace"):
+        parts.append(f"jobs run as the server's uid {identity.get('uid')} in a user namespace")
+    else:
+        parts.append(f"jobs run as uid {identity.get('uid')} gid {identity.get('gid')}")
     return "jobs are sandboxed: " + ", ".join(parts) + f" ({result.get('start_ms')} ms to start one)"
 
 
