@@ -193,8 +193,11 @@ class Settings:
     pip_index_url: str = _setting(
         "TRAINFLOW_PIP_INDEX_URL",
         "",
-        "Package index pip installs a job's requirements.txt from. Empty: pip's default (PyPI). "
-        "Jobs cannot choose another: a job's `env` never reaches pip.",
+        "Package index pip installs a job's requirements.txt from. When this and the next two are "
+        "empty, the server's own pip configuration says where packages come from (its `PIP_*` "
+        "variables and pip.conf files: index, extra indexes, wheel folders, trusted hosts, "
+        "certificate, constraints), read once at start. Jobs cannot choose another: a job's `env` "
+        "never reaches pip, which runs `--isolated`.",
     )
     pip_extra_index_url: str = _setting(
         "TRAINFLOW_PIP_EXTRA_INDEX_URL", "", "Further package indexes for pip, separated by spaces."

@@ -110,7 +110,8 @@ def test_the_setup_step_gets_the_servers_index_on_its_command_line(settings, pro
         pip_trusted_host="mirror.example",
     )
     _, [step] = service.venv_setup(chosen, project / "requirements.txt")
-    assert step[-8:] == [
+    assert step[-9:] == [
+        "--pip",
         "--index-url",
         "https://mirror.example/simple",
         "--extra-index-url",
@@ -157,31 +158,12 @@ def test_pip_runs_isolated_from_environment_variables_and_config_files(tmp_path)
     ]
 
 
-def test_the_venv_step_turns_the_servers_settings_into_pip_options(tmp_path, monkeypatch):
+def test_the_venv_step_hands_the_servers_pip_options_to_pip(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(venv, "ensure", lambda *args: seen.setdefault("args", args) and 0)
-    venv.main(
-        [
-            "venv",
-            "r.txt",
-            "v",
-            "site",
-            "mlflow==1",
-            "--index-url",
-            "I",
-            "--extra-index-url",
-            "E",
-            "--trusted-host",
-            "H",
-        ]
-    )
-    assert seen["args"] == (
-        Path("r.txt"),
-        Path("v"),
-        "site",
-        ["mlflow==1"],
-        ["--index-url", "I", "--extra-index-url", "E", "--trusted-host", "H"],
-    )
+    options = ["--index-url", "I", "--extra-index-url", "E", "--trusted-host", "H"]
+    venv.main(["venv", "r.txt", "v", "site", "mlflow==1", "--pip", *options])
+    assert seen["args"] == (Path("r.txt"), Path("v"), "site", ["mlflow==1"], options)
 
 
 def test_a_built_environment_is_read_only_but_can_still_be_moved_and_removed(tmp_path):
@@ -199,3 +181,38 @@ def test_a_built_environment_is_read_only_but_can_still_be_moved_and_removed(tmp
     os.replace(built, moved)
     venv.remove(moved)
     assert not moved.exists()
+
+
+def test_without_trainflow_settings_the_servers_own_pip_configuration_is_used(tmp_path):
+    site = tmp_path / "pip.conf"
+    site.write_text(
+        "[global]\nextra-index-url = file:///opt/pypi/simple https://extra.example/simple\n"
+        "find-links = /opt/wheels\ncert = /etc/ssl/certs/ca.crt\ntimeout = 60\n"
+        "[install]\nconstraint = /etc/xdg/pip/constraints.txt\n"
+    )
+    environ = {"PIP_INDEX_URL": "https://mirror.example/simple", "PIP_FIND_LINKS": "wheels"}
+    assert service.server_pip_options(environ, [str(site), str(tmp_path / "missing.conf")]) == [
+        "--index-url",
+        "https://mirror.example/simple",
+        "--extra-index-url",
+        "file:///opt/pypi/simple",
+        "--extra-index-url",
+        "https://extra.example/simple",
+        "--find-links",
+        (Path.cwd() / "wheels").as_uri(),
+        "--cert",
+        "/etc/ssl/certs/ca.crt",
+        "--constraint",
+        "file:///etc/xdg/pip/constraints.txt",
+    ]
+
+
+def test_pip_config_file_devnull_turns_the_servers_config_files_off(tmp_path):
+    site = tmp_path / "pip.conf"
+    site.write_text("[global]\nindex-url = https://mirror.example/simple\n")
+    assert service.server_pip_options({"PIP_CONFIG_FILE": os.devnull}, [str(site)]) == []
+
+
+def test_trainflow_pip_settings_replace_the_servers_own_configuration(settings):
+    chosen = settings.replace(pip_index_url="https://mirror.example/simple")
+    assert service.pip_index_args(chosen) == ["--index-url", "https://mirror.example/simple"]

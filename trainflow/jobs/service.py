@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import json
 import logging
@@ -309,11 +310,75 @@ def venv_constraints() -> list[str]:
 
 
 def pip_index_args(settings: Any) -> list[str]:
-    """The server's index settings, as the venv step's options."""
-    args = ["--index-url", settings.pip_index_url] if settings.pip_index_url else []
-    args += [a for url in settings.pip_extra_index_url.split() for a in ("--extra-index-url", url)]
-    args += [a for host in settings.pip_trusted_host.split() for a in ("--trusted-host", host)]
-    return args
+    """The server's pip options for a venv build: what TRAINFLOW_PIP_* say, or else what the
+    server's own pip configuration says of where packages come from."""
+    if settings.pip_index_url or settings.pip_extra_index_url or settings.pip_trusted_host:
+        args = ["--index-url", settings.pip_index_url] if settings.pip_index_url else []
+        args += [a for url in settings.pip_extra_index_url.split() for a in ("--extra-index-url", url)]
+        args += [a for host in settings.pip_trusted_host.split() for a in ("--trusted-host", host)]
+        return args
+    return list(_server_pip_options())
+
+
+_PIP_KEYS = ("index-url", "extra-index-url", "find-links", "trusted-host", "cert", "constraint", "no-index")
+
+
+@functools.cache
+def _server_pip_options() -> tuple[str, ...]:
+    return tuple(server_pip_options(dict(os.environ), _pip_config_files(os.environ)))
+
+
+def _pip_config_files(environ: Any) -> list[str]:
+    """pip's configuration files, lowest precedence first (global, user, PIP_CONFIG_FILE)."""
+    xdg_dirs = environ.get("XDG_CONFIG_DIRS") or "/etc/xdg"
+    files = [os.path.join(d, "pip", "pip.conf") for d in reversed(xdg_dirs.split(":")) if d]
+    files.append("/etc/pip.conf")
+    home = os.path.expanduser("~")
+    xdg_home = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    files += [os.path.join(home, ".pip", "pip.conf"), os.path.join(xdg_home, "pip", "pip.conf")]
+    if environ.get("PIP_CONFIG_FILE"):
+        files.append(environ["PIP_CONFIG_FILE"])
+    return files
+
+
+def server_pip_options(environ: dict[str, str], config_files: list[str]) -> list[str]:
+    """The server's own pip configuration (its pip.conf files, then its PIP_* variables) as
+    command-line options: only where packages come from (index, wheel folders, trusted hosts,
+    certificate, constraints). Local paths become file:// URLs, which the build's sandbox shows."""
+    import configparser
+
+    values: dict[str, str] = {}
+    if environ.get("PIP_CONFIG_FILE") != os.devnull:
+        for path in config_files:
+            parser = configparser.RawConfigParser()
+            with contextlib.suppress(configparser.Error, OSError, UnicodeDecodeError):
+                parser.read(path, encoding="utf-8")
+            for section in ("global", "install"):
+                if parser.has_section(section):
+                    for key, value in parser.items(section):
+                        values[key.replace("_", "-")] = value
+    for key in _PIP_KEYS:
+        env = "PIP_" + key.upper().replace("-", "_")
+        if environ.get(env):
+            values[key] = environ[env]
+    options: list[str] = []
+    for key in _PIP_KEYS:
+        value = values.get(key, "").strip()
+        if not value:
+            continue
+        if key == "no-index":
+            if value.lower() in {"1", "true", "yes", "on"}:
+                options.append("--no-index")
+        elif key in {"index-url", "cert"}:
+            options += [f"--{key}", value]
+        else:
+            for word in value.split():
+                options += [f"--{key}", _as_url(word) if key in {"find-links", "constraint"} else word]
+    return options
+
+
+def _as_url(word: str) -> str:
+    return word if "://" in word else Path(os.path.abspath(os.path.expanduser(word))).as_uri()
 
 
 def reads_local_files(requirements: str) -> bool:
@@ -389,6 +454,7 @@ def venv_setup(settings: Any, requirements: Path) -> tuple[Path, list[list[str]]
         str(venv),
         server_site_packages(),
         *venv_constraints(),
+        "--pip",
         *pip_index_args(settings),
     ]
     return venv, [step]
@@ -593,6 +659,8 @@ def _local_paths(words: list[str], data_dir: Path) -> list[str]:
     paths = set()
     for word in words:
         path = word.removeprefix("file://") if word.startswith(("file:///", "/etc/ssl/")) else None
+        if path and os.path.basename(path.rstrip("/")) == "simple":
+            path = os.path.dirname(path.rstrip("/"))  # a mirror's files lie beside its simple/ index
         if path and os.path.exists(path) and not Path(path).resolve().is_relative_to(data_dir):
             paths.add(os.path.abspath(path))
     return sorted(paths)

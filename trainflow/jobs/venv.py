@@ -21,7 +21,6 @@ keeps it so should a bind ever be missing.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -149,19 +148,19 @@ def server_site_packages() -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainflow.jobs.venv")
-    parser.add_argument("requirements", type=Path)
-    parser.add_argument("venv", type=Path)
-    parser.add_argument("server_site")
-    parser.add_argument("constraints", nargs="*")
-    parser.add_argument("--index-url", help="the server's package index (TRAINFLOW_PIP_INDEX_URL)")
-    parser.add_argument("--extra-index-url", action="append", default=[])
-    parser.add_argument("--trusted-host", action="append", default=[])
-    args = parser.parse_args(argv[1:])
-    options = ["--index-url", args.index_url] if args.index_url else []
-    options += [item for url in args.extra_index_url for item in ("--extra-index-url", url)]
-    options += [item for host in args.trusted_host for item in ("--trusted-host", host)]
-    return ensure(args.requirements, args.venv, args.server_site, args.constraints, options)
+    """``python -m trainflow.jobs.venv REQUIREMENTS VENV SERVER_SITE [CONSTRAINT ...] [--pip OPTION ...]``
+
+    What follows ``--pip`` are the server's own pip options (its index, wheel folders,
+    certificate), handed to pip as they are.
+    """
+    args, pip_options = argv[1:], []
+    if "--pip" in args:
+        at = args.index("--pip")
+        args, pip_options = args[:at], args[at + 1 :]
+    if len(args) < 3:
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    return ensure(Path(args[0]), Path(args[1]), args[2], args[3:], pip_options)
 
 
 if __name__ == "__main__":
