@@ -424,7 +424,9 @@ class Supervisor:
         for built, place in self.spec.get("setup_publish", []):
             # Built as the job's uid: the server's user takes it back, so jobs only read it.
             owner = (os.getuid(), os.getgid()) if identity else (None, None)
-            sandbox.publish(built, place, *owner)
+            if sandbox.publish(built, place, *owner):
+                # The build froze what the folder holds (trainflow.jobs.venv); now the folder too.
+                os.chmod(place, os.stat(place).st_mode & 0o7555)
 
     def _pump(self, log: LogWriter, deadline: float | None) -> None:
         assert self.process is not None and self.process.stdout and self.process.stderr
