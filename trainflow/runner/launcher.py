@@ -12,8 +12,9 @@ from this file's folder.
 - ``"sandbox"``:
 
   - ``"identity"``: ``{"uid", "gid"}`` to switch to (with no supplementary groups), or null to
-    keep the current one. The switch drops every capability bubblewrap left (it keeps only
-    CAP_SETUID and CAP_SETGID, for this);
+    keep the current one. The launcher first empties the capability bounding set, then
+    switches, which drops the capabilities bubblewrap left it for this (CAP_SETUID,
+    CAP_SETGID, CAP_SETPCAP);
   - ``"read"``, ``"write"``: the paths Landlock allows (read and execute; also write);
   - ``"tcp"``: the only TCP ports it may connect to (binding any is denied), or null;
   - ``"report_fd"`` (optional): a file descriptor to write one JSON line to, saying what was
@@ -28,6 +29,7 @@ stderr, which is the job's log: the job never runs with less isolation than aske
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import signal
@@ -35,6 +37,7 @@ import sys
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
+PR_CAPBSET_DROP = 24
 FAILED = 126
 
 
@@ -51,8 +54,17 @@ def set_no_new_privs() -> None:
         raise OSError(errno, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(errno)}")
 
 
+def drop_bounding_set() -> None:
+    """Empty the capability bounding set, so that nothing exec'd later can hold a capability."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in range(64):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
+            raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")  # EINVAL: no such cap
+
+
 def switch_identity(uid: int, gid: int) -> None:
     """Become uid/gid for good: real, effective and saved ids, no supplementary groups."""
+    drop_bounding_set()
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)

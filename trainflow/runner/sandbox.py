@@ -12,9 +12,10 @@ the bubblewrap command line that runs the job:
   cgroup namespaces. The network namespace is the host's: the job reaches the server on
   loopback (Landlock then limits which TCP ports).
 - **identity**: when the server runs as root, bubblewrap (which needs no user namespace then)
-  keeps only CAP_SETUID and CAP_SETGID, and the launcher switches to the policy's unprivileged
-  uid and gid, which drops those too. Otherwise bubblewrap creates a user namespace and drops
-  every capability; the job keeps the server's uid outside it.
+  keeps only CAP_SETUID, CAP_SETGID and CAP_SETPCAP; the launcher empties the bounding set and
+  switches to the policy's unprivileged uid and gid, which drops those too. Otherwise
+  bubblewrap creates a user namespace and drops every capability; the job keeps the server's
+  uid outside it.
 - **the launcher** (:mod:`trainflow.runner.launcher`): ``PR_SET_NO_NEW_PRIVS``, Landlock rules
   for the same paths (defence in depth, should a mount leak), TCP connect to the listed ports
   only, no signals or abstract unix sockets outside the sandbox; then it execs the job.
@@ -168,7 +169,8 @@ def command(
         "trainflow-job",
     ]
     if policy.get("identity"):
-        args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        args += ["--cap-drop", "ALL"]
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
     else:
         args += ["--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
     landlock_read = ["/etc", "/proc", "/sys"]
