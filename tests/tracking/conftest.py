@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import uuid
 from typing import Any
 
 import pytest
@@ -76,7 +77,7 @@ class Mlflow:
         return str(self.ok("POST", f"{API}/logged-models", json=body)["model"]["info"]["model_id"])
 
     def trace(self, experiment_id: str) -> str:
-        trace_id = f"tr-{experiment_id}-{len(experiment_id)}{abs(hash(experiment_id)) % 10**8}"
+        trace_id = f"tr-{uuid.uuid4().hex}"
         body = {
             "trace": {
                 "trace_info": {
