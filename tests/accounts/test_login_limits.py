@@ -276,3 +276,13 @@ def test_any_forwarded_header_is_harmless(make_app, alice, header):
     client = app.test_client()
     response = login(client, "alice", PASSWORD, PROXY, {"X-Forwarded-For": header})
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("username", ["x" * 20_000, "\u00e9" * 300, "a\u0000b"])
+def test_any_basic_username_is_a_json_401(client, username):
+    import base64
+
+    credential = base64.b64encode(f"{username}:{WRONG}".encode()).decode()
+    response = client.get("/api/me", headers={"Authorization": f"Basic {credential}"}, environ_base=STRANGER)
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthenticated"

@@ -160,14 +160,15 @@ class LoginLimiter:
         self._window = window_seconds
         self._burst = float(address_burst)
         self._rate = address_per_minute / 60.0
-        self._pairs: OrderedDict[tuple[str, str], _PairCount] = OrderedDict()
+        self._pairs: OrderedDict[tuple[bytes, str], _PairCount] = OrderedDict()
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()  # [tokens, updated]
-        self._known: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._known: OrderedDict[tuple[bytes, str], float] = OrderedDict()
         self._lock = threading.Lock()
 
     def reserve(self, username: str, address: str) -> LoginAttempt:
         """Take one check for this pair and address, or raise :class:`TooManyRequests`."""
-        key = (username.casefold(), address)
+        # A digest: a Basic header may carry a username of kilobytes, and keys are kept.
+        key = (hashlib.sha256(username.casefold().encode("utf-8", "surrogatepass")).digest(), address)
         now = time.monotonic()
         with self._lock:
             pair = self._pairs.get(key)
@@ -177,7 +178,7 @@ class LoginLimiter:
                     # Checks still running will end within seconds; failures only with the window.
                     is_locked = len(pair.failures) >= self._attempts
                     wait = pair.failures[0] + self._window - now if is_locked else 1.0
-                    raise _too_many(f"Too many failed logins for {username!r}", wait)
+                    raise _too_many("Too many failed logins for this username from your address", wait)
             is_charged = self._known.get(key, 0.0) <= now
             if is_charged:
                 self._take_token(address, now)
@@ -212,7 +213,7 @@ class LoginLimiter:
             raise _too_many("Too many failed logins from your address", wait)
         bucket[0] -= 1
 
-    def _finish(self, key: tuple[str, str], is_charged: bool, outcome: str) -> None:
+    def _finish(self, key: tuple[bytes, str], is_charged: bool, outcome: str) -> None:
         now = time.monotonic()
         with self._lock:
             pair = self._pairs.get(key)
@@ -239,7 +240,7 @@ class LoginAttempt:
     gives the reservation back uncounted.
     """
 
-    def __init__(self, limiter: LoginLimiter, key: tuple[str, str], is_charged: bool) -> None:
+    def __init__(self, limiter: LoginLimiter, key: tuple[bytes, str], is_charged: bool) -> None:
         self._limiter = limiter
         self._key = key
         self._is_charged = is_charged
