@@ -7,12 +7,16 @@ it prints a report of what it reached, and each test asserts one item of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import sysconfig
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -252,22 +256,29 @@ def attack(request, tmp_path_factory):
         pytest.skip("the root variant needs the tests to run as root")
     root = tmp_path_factory.mktemp(f"sandbox-{request.param}")
     data = root / "data"
+    with _database(request, data, database) as database_url:
+        yield from _run_attack(root, data, database_url, identity)
+
+
+@contextlib.contextmanager
+def _database(request, data: Path, database: str) -> Iterator[str]:
+    """A migrated database of its own for a module's server: its URL."""
+    templates: Templates = request.getfixturevalue("templates")
+    data.mkdir(parents=True)
     if database == "sqlite":
-        database_url = f"sqlite:///{data / 'trainflow.db'}"
-        data.mkdir()
-        templates: Templates = request.getfixturevalue("templates")
         _copy_sqlite(templates.sqlite(), data / "trainflow.db")
-        drop = None
-    else:
-        admin_url = request.getfixturevalue("postgres_url")
-        templates = request.getfixturevalue("templates")
-        name = f"tf_sandbox_{os.getpid()}"
+        yield f"sqlite:///{data / 'trainflow.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_url")
+    name = f"tf_sandbox_{uuid.uuid4().hex[:12]}"
+    _admin_execute(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{templates.postgres_template(admin_url)}"')
+    try:
+        yield _with_database(admin_url, name)
+    finally:
         _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        _admin_execute(
-            admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{templates.postgres_template(admin_url)}"'
-        )
-        database_url = _with_database(admin_url, name)
-        drop = (admin_url, name)
+
+
+def _run_attack(root: Path, data: Path, database_url: str, identity: str) -> Iterator[dict]:
     with pytest.MonkeyPatch.context() as patch:
         if identity == "service-user":
             patch.setattr(sys, "executable", _as_service_user(root))
@@ -317,8 +328,6 @@ def attack(request, tmp_path_factory):
         yield outcome
     finally:
         server.stop()
-        if drop is not None:
-            _admin_execute(drop[0], f'DROP DATABASE IF EXISTS "{drop[1]}" WITH (FORCE)')
 
 
 @pytest.mark.parametrize("item", ITEMS)
@@ -371,3 +380,105 @@ def test_the_status_records_what_the_sandbox_applied(attack):
 
 def test_the_server_says_at_start_up_that_jobs_are_sandboxed(attack):
     assert "jobs are sandboxed: bubblewrap" in attack["server_log"]
+
+
+# -- where no sandbox can be built, and the operator's choices ------------------------------------
+
+
+def _modes_server(request, tmp_path_factory, name: str, **env: str) -> Iterator[dict]:
+    root = tmp_path_factory.mktemp(f"{name}-{request.param}")
+    data = root / "data"
+    with _database(request, data, request.param) as database_url:
+        server = start_server(data, database_url, TRAINFLOW_ADMIN_PASSWORD=ADMIN[1], **env)
+        try:
+            alice = _register(server.url, "alice")
+            submitted = alice.call(
+                "POST", f"{TRAIN}/jobs", json={"script_id": alice.upload("import os\nprint(os.getuid())\n")}
+            )
+            admin = Api(server.url, ADMIN)
+            admins = admin.submit("import os\nprint(os.getuid())\n")
+            yield {
+                "log": server.text,
+                "alice": alice,
+                "submitted": submitted,
+                "admins_job": admin.wait(admins["job"], "SUCCEEDED", "FAILED"),
+                "admins_lines": admin.lines(admins["job"]),
+                "status": json.loads((data / "jobs" / str(admins["job"]) / "status.json").read_text()),
+            }
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def without_bubblewrap(request, tmp_path_factory):
+    """TRAINFLOW_JOB_SANDBOX=auto (the default) where bubblewrap is missing."""
+    missing = str(tmp_path_factory.mktemp("nothing") / "bwrap")
+    yield from _modes_server(request, tmp_path_factory, "no-bwrap", TRAINFLOW_BWRAP=missing)
+
+
+def test_without_a_sandbox_the_server_says_so_at_start_up(without_bubblewrap):
+    assert "No job sandbox: bubblewrap" in without_bubblewrap["log"]
+
+
+def test_without_a_sandbox_the_start_up_line_says_only_admins_run_jobs(without_bubblewrap):
+    assert "Jobs run only for admins" in without_bubblewrap["log"]
+
+
+def test_without_a_sandbox_a_users_job_is_refused_with_403(without_bubblewrap):
+    assert without_bubblewrap["submitted"].status_code == 403
+
+
+def test_without_a_sandbox_the_refusal_says_why(without_bubblewrap):
+    error = without_bubblewrap["submitted"].json()["error"]
+    assert error["code"] == "permission_denied"
+    assert "cannot sandbox jobs" in error["message"]
+
+
+def test_without_a_sandbox_the_refused_job_is_not_queued(without_bubblewrap):
+    listed = without_bubblewrap["alice"].call("GET", f"{TRAIN}/jobs").json()
+    assert listed["list"] == []
+
+
+def test_without_a_sandbox_an_admins_job_runs(without_bubblewrap):
+    assert without_bubblewrap["admins_job"]["status"] == "SUCCEEDED"
+
+
+def test_without_a_sandbox_an_admins_job_runs_unsandboxed(without_bubblewrap):
+    assert without_bubblewrap["status"]["sandbox"] is None
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def sandbox_off(request, tmp_path_factory):
+    """TRAINFLOW_JOB_SANDBOX=off: the operator's explicit opt-out."""
+    yield from _modes_server(request, tmp_path_factory, "off", TRAINFLOW_JOB_SANDBOX="off")
+
+
+def test_off_warns_at_start_up(sandbox_off):
+    assert "WARNING" in sandbox_off["log"]
+    assert "Jobs are NOT sandboxed (TRAINFLOW_JOB_SANDBOX=off)" in sandbox_off["log"]
+
+
+def test_off_runs_a_users_job(sandbox_off):
+    assert sandbox_off["submitted"].status_code == 201
+
+
+def test_off_runs_jobs_as_the_servers_user(sandbox_off):
+    assert sandbox_off["admins_lines"] == [str(os.getuid())]
+
+
+def test_required_refuses_to_start_without_a_sandbox(tmp_path):
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFLOW_", "MLFLOW_"))}
+    environ.update(
+        TRAINFLOW_DATA_DIR=str(tmp_path / "data"),
+        TRAINFLOW_JOB_SANDBOX="required",
+        TRAINFLOW_BWRAP=str(tmp_path / "no-bwrap"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "trainflow.cli", "server"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "TRAINFLOW_JOB_SANDBOX=required, but no job sandbox: bubblewrap" in result.stderr

@@ -372,3 +372,32 @@ def test_the_built_environment_is_published_read_only(built_step):
 
 def test_the_built_environment_belongs_to_the_server(built_step):
     assert (built_step["venv"] / "bin" / "python").stat().st_uid == os.getuid()
+
+
+# -- the server's view: modes ---------------------------------------------------------------------
+
+
+def test_an_unknown_mode_is_a_configuration_error(settings):
+    from trainflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="auto, required or off"):
+        service.sandbox_state(settings.replace(job_sandbox="sometimes"))
+
+
+def test_required_passes_where_a_sandbox_can_be_built(bwrap, settings):
+    assert service.sandbox_state(settings.replace(job_sandbox="required"))["is_available"]
+
+
+def test_required_refuses_where_none_can_be_built(settings, tmp_path):
+    from trainflow.errors import ConfigError
+
+    missing = settings.replace(job_sandbox="required", bwrap=str(tmp_path / "no-bwrap"))
+    with pytest.raises(ConfigError, match=r"bubblewrap .* is not installed"):
+        service.sandbox_state(missing)
+
+
+def test_the_uid_of_jobs_is_never_root():
+    from trainflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="TRAINFLOW_JOB_UID"):
+        Settings(job_uid=0)
