@@ -6,6 +6,8 @@ PIP := $(BIN)/python -m pip
 # The browser tests drive Debian's Chromium through playwright-core (Playwright's own browser
 # download is not used).
 CHROMIUM := /usr/bin/chromium
+# Jobs run in a sandbox that Debian's bubblewrap builds (docs/SECURITY.md).
+BWRAP := /usr/bin/bwrap
 
 .PHONY: install install-test install-browser run test lint bench clean
 
@@ -22,9 +24,19 @@ $(VENV)/.installed-test: requirements-test.txt $(VENV)/.installed
 	$(PIP) install -r requirements-test.txt
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(BWRAP)
 
-install-test: $(VENV)/.installed-test
+install-test: $(VENV)/.installed-test $(BWRAP)
+
+## bubblewrap, which builds job sandboxes: installed when root; otherwise a note says what to do.
+$(BWRAP):
+	@if [ "$$(id -u)" != 0 ]; then \
+	echo "NOTE: bubblewrap ($@) is missing, so this server cannot sandbox jobs: only admins can run" \
+	"them until root installs it (apt-get install bubblewrap). See docs/SECURITY.md." >&2; \
+	elif ! command -v apt-get >/dev/null; then \
+	echo "NOTE: install bubblewrap with this system's package manager; see docs/SECURITY.md." >&2; \
+	else set -x; apt-get update && \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bubblewrap; fi
 
 ## Chromium and playwright-core, for the browser tests (tests/e2e/test_events_js.py).
 install-browser: $(CHROMIUM) node_modules/.installed
