@@ -307,3 +307,18 @@ def test_a_cgroup_refuses_forks_past_the_limit_and_kills_whatever_is_left(tmp_pa
         enforced.close()
         bomb.wait(timeout=10)
     assert not enforced.cgroup.pids.exists()
+
+
+def test_a_job_that_cannot_join_its_cgroup_does_not_run(tmp_path):
+    enforced = enforcement.JobLimits(Limits(memory_mb=64), tmp_path, "unused")
+    enforced.cgroup = enforcement.Cgroup(1, tmp_path / "not-a-cgroup", None)
+    result = subprocess.run(
+        [sys.executable, "-c", "print('ran')"],
+        preexec_fn=enforced.preexec,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 126
+    assert result.stdout == ""
+    assert "could not put the job in its cgroup" in result.stderr

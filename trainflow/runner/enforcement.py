@@ -413,9 +413,17 @@ class JobLimits:
         )
 
     def preexec(self) -> None:
-        """In the job's first process, before it execs: join the job's cgroup."""
+        """In the job's first process, before it execs: join the job's cgroup.
+
+        If it cannot, the job must not run unbounded: this process says why on its stderr (the
+        job's log) and exits 126 before the job starts.
+        """
         if self.cgroup is not None:
-            self.cgroup.attach(os.getpid())
+            try:
+                self.cgroup.attach(os.getpid())
+            except OSError as e:
+                os.write(2, f"trainflow: could not put the job in its cgroup: {e}\n".encode())
+                os._exit(126)
 
     def check(self, pid: int | None, now: float | None = None) -> str | None:
         """The limit the job has exceeded, if any; called often, measures at its own pace."""
