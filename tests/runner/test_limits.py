@@ -322,3 +322,37 @@ def test_a_job_that_cannot_join_its_cgroup_does_not_run(tmp_path):
     assert result.returncode == 126
     assert result.stdout == ""
     assert "could not put the job in its cgroup" in result.stderr
+
+
+def test_a_delegated_cgroup_v2_folder_gets_a_cgroup_per_job(tmp_path):
+    # A stand-in for a delegated subtree: the files a kernel shows, as plain files.
+    parent = tmp_path / "trainflow.service"
+    parent.mkdir()
+    (parent / "cgroup.controllers").write_text("cpu io memory pids\n")
+    (parent / "cgroup.subtree_control").write_text("cpu\n")
+    cgroup = enforcement.make_cgroup("job-7", Limits(memory_mb=64, processes=32, cgroup=str(parent)))
+    assert cgroup is not None
+    assert (cgroup.version, cgroup.memory, cgroup.pids) == (2, parent / "job-7", parent / "job-7")
+    assert (parent / "cgroup.subtree_control").read_text() == "+memory +pids"
+    assert (parent / "job-7" / "memory.max").read_text() == str(64 * limits.MB)
+    assert (parent / "job-7" / "memory.swap.max").read_text() == "0"
+    assert (parent / "job-7" / "memory.oom.group").read_text() == "1"
+    assert (parent / "job-7" / "pids.max").read_text() == "32"
+
+
+def test_cgroup_v2_counters_name_the_limit(tmp_path):
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 0\n")
+    (tmp_path / "pids.events").write_text("max 0\n")
+    cgroup = enforcement.Cgroup(2, tmp_path, tmp_path)
+    assert cgroup.oom_kills() == 1
+    assert cgroup.fork_refusals() == 0
+
+
+def test_a_v2_folder_without_the_controllers_is_not_used(tmp_path):
+    (tmp_path / "cgroup.controllers").write_text("cpu io\n")
+    (tmp_path / "cgroup.subtree_control").write_text("")
+    assert enforcement.make_cgroup("job-1", Limits(memory_mb=64, cgroup=str(tmp_path))) is None
+
+
+def test_cgroup_off_means_none(tmp_path):
+    assert enforcement.find_cgroup_parent("off") is None

@@ -15,8 +15,8 @@ After pip has installed the requirements, a ``.pth`` file appends the server's o
 site-packages to the environment's path: whatever the requirements list, ``import mlflow``
 finds the server's MLflow (and a listed ``mlflow`` is held to the server's version by a
 constraints file), so the job's runs always reach the server. Last, every file and folder of
-the environment but its top folder loses its write permission: jobs bind it read-only, and this
-keeps it so should a bind ever be missing.
+the environment loses its write permission (its own folder once the supervisor has moved it
+into the cache): jobs bind it read-only, and this keeps it so should a bind ever be missing.
 """
 
 from __future__ import annotations
