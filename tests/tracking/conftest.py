@@ -64,7 +64,7 @@ class Mlflow:
         return name
 
     def model_version(self, name: str, experiment_id: str, run_id: str) -> str:
-        source = f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts/model"
+        source = f"mlflow-artifacts:/{experiment_id}/{run_id}/artifacts"
         body = self.ok(
             "POST", f"{API}/model-versions/create", json={"name": name, "source": source, "run_id": run_id}
         )

@@ -125,7 +125,7 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
         f"{API}/experiments/set-experiment-tag",
         {"query": {"experiment_id": "{e_b}"}, "json": {"experimentId": "{e_a}", "key": "k", "value": "v"}},
     ),
-    ("experiment", "text/plain", "POST", f"{API}/experiments/delete", _plain('{{"experiment_id": "{e_a}"}}')),
+    ("experiment", "text/plain", "POST", f"{API}/experiments/delete", _plain('{"experiment_id": "{e_a}"}')),
     ("experiment", "camel only", "POST", f"{API}/experiments/delete", {"json": {"experimentId": "{e_a}"}}),
     ("experiment", "query only", "POST", f"{API}/experiments/delete", {"query": {"experiment_id": "{e_a}"}}),
     # -- run -----------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
         f"{API}/runs/log-batch",
         {"query": {"run_id": "{r_b}"}, "json": {"runId": "{r_a}", "tags": [{"key": "k", "value": "bob"}]}},
     ),
-    ("run", "text/plain", "POST", f"{API}/runs/delete", _plain('{{"run_id": "{r_a}"}}')),
+    ("run", "text/plain", "POST", f"{API}/runs/delete", _plain('{"run_id": "{r_a}"}')),
     ("run", "camel only", "POST", f"{API}/runs/delete", {"json": {"runId": "{r_a}"}}),
     (
         "run",
@@ -202,7 +202,7 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
         "text/plain PATCH",
         "PATCH",
         f"{API}/registered-models/update",
-        _plain('{{"name": "{m_a}", "description": "pwned"}}'),
+        _plain('{"name": "{m_a}", "description": "pwned"}'),
     ),
     (
         "registered model",
@@ -224,7 +224,7 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
         "text/plain PATCH",
         "PATCH",
         f"{API}/model-versions/update",
-        _plain('{{"name": "{m_a}", "version": "1", "description": "pwned"}}'),
+        _plain('{"name": "{m_a}", "version": "1", "description": "pwned"}'),
     ),
     (
         "model version",
@@ -245,7 +245,7 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
         "text/plain DELETE",
         "DELETE",
         f"{API}/model-versions/delete",
-        _plain('{{"name": "{m_a}", "version": "1"}}'),
+        _plain('{"name": "{m_a}", "version": "1"}'),
     ),
     (
         "model version",
@@ -281,7 +281,7 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
         "text/plain DELETE",
         "DELETE",
         f"{API}/registered-models/alias",
-        _plain('{{"name": "{m_a}", "alias": "champion"}}'),
+        _plain('{"name": "{m_a}", "alias": "champion"}'),
     ),
     # -- tags ----------------------------------------------------------------------------------
     (
@@ -296,7 +296,7 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
         "text/plain DELETE",
         "DELETE",
         f"{API}/registered-models/delete-tag",
-        _plain('{{"name": "{m_a}", "key": "k"}}'),
+        _plain('{"name": "{m_a}", "key": "k"}'),
     ),
     (
         "tag",
@@ -381,7 +381,7 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
         f"{API3}/traces/{{t_b}}/tags",
         {"json": {"traceId": "{t_a}", "key": "owner", "value": "bob"}},
     ),
-    ("trace", "text/plain DELETE", "DELETE", f"{API3}/traces/{{t_a}}/tags", _plain('{{"key": "owner"}}')),
+    ("trace", "text/plain DELETE", "DELETE", f"{API3}/traces/{{t_a}}/tags", _plain('{"key": "owner"}')),
     (
         "trace",
         "another experiment's trace",
@@ -453,7 +453,9 @@ CASES: list[tuple[str, str, str, str, dict[str, Any]]] = [
 
 def _fill(value: Any, w: World) -> Any:
     if isinstance(value, str):
-        return value.format(**vars(w))
+        for name, key in vars(w).items():
+            value = value.replace("{" + name + "}", key)
+        return value
     if isinstance(value, bytes):
         return value
     if isinstance(value, dict):
