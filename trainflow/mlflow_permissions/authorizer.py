@@ -200,7 +200,9 @@ class MlflowAuthorizer:
             creates_own_model = (
                 route.name == "mlflow.CreateLoggedModel" and parsed.scalar("source_run_id") == own_run
             )
-            return target.action == "read" or creates_own_model
+            # Reading its experiment's own record, not searching its other runs.
+            reads_experiment = target.action == "read" and route.name == "mlflow.GetExperiment"
+            return reads_experiment or creates_own_model
         if target.kind == "logged_model":
             return _logged_model(target.key) == (own_experiment, own_run)
         if target.kind == "artifact_path":
