@@ -93,8 +93,9 @@ def test_a_job_token_writes_its_own_run(as_job, ids):
     as_job.ok("GET", "/api/3.0/mlflow/server-info")
 
 
-def test_a_job_token_logs_a_model_made_from_its_run(as_job, ids):
+def test_a_job_token_logs_a_model_made_from_its_run(as_job, as_alice, ids):
     """mlflow.<flavor>.log_model: a logged model whose source run is the job's, and its files."""
+    other = as_alice.logged_model(ids["e_a"], ids["other_run"])
     body = {"experiment_id": ids["e_a"], "name": "model", "source_run_id": ids["job_run"]}
     model_id = as_job.ok("POST", f"{API}/logged-models", json=body)["model"]["info"]["model_id"]
     as_job.ok("PUT", f"{ARTIFACTS}/{ids['e_a']}/models/{model_id}/artifacts/MLmodel", data=b"m")
@@ -102,6 +103,11 @@ def test_a_job_token_logs_a_model_made_from_its_run(as_job, ids):
     as_job.ok(
         "POST", f"{API}/runs/outputs", json={"run_id": ids["job_run"], "models": [{"model_id": model_id}]}
     )
+    # The client's list_artifacts searches the experiment's logged models: it sees the job's alone.
+    found = as_job.ok("POST", f"{API}/logged-models/search", json={"experiment_ids": [ids["e_a"]]})
+    assert [m["info"]["model_id"] for m in found["models"]] == [model_id]
+    assert as_job.call("GET", f"{API}/logged-models/{other}").status_code == 403
+    assert as_job.call("PATCH", f"{API}/logged-models/{other}", json={"status": "READY"}).status_code == 403
 
 
 # Requests a job's token must not get through, with the status it gets instead.

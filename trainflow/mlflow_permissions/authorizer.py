@@ -24,6 +24,7 @@ from trainflow.mlflow_permissions.parsing import MlflowRequestError, ParsedReque
 from trainflow.mlflow_permissions.rules import Route, Target, build_routes
 
 _SEARCH_KEY = "trainflow_mlflow_search"
+_JOB_SEARCH_KEY = "trainflow_mlflow_job_search"
 
 
 class MlflowAuthorizer:
@@ -200,8 +201,15 @@ class MlflowAuthorizer:
             creates_own_model = (
                 route.name == "mlflow.CreateLoggedModel" and parsed.scalar("source_run_id") == own_run
             )
-            # Reading its experiment's own record, not searching its other runs.
-            reads_experiment = target.action == "read" and route.name == "mlflow.GetExperiment"
+            # Reading its experiment's own record, not searching its other runs. The client's
+            # list_artifacts looks for logged models made by the run: that search is answered
+            # with the job's own models only (see _filter_job_search).
+            reads_experiment = target.action == "read" and route.name in (
+                "mlflow.GetExperiment",
+                "mlflow.SearchLoggedModels",
+            )
+            if route.name == "mlflow.SearchLoggedModels":
+                g.setdefault(_JOB_SEARCH_KEY, True)
             return reads_experiment or creates_own_model
         if target.kind == "logged_model":
             return _logged_model(target.key) == (own_experiment, own_run)
@@ -258,6 +266,9 @@ class MlflowAuthorizer:
         parsed = current()
         if response.status_code != 200 or parsed is None:
             return
+        if g.get(_JOB_SEARCH_KEY):
+            self._filter_job_search(response, principal)
+            return
         search = g.get(_SEARCH_KEY)
         if search is not None:
             self._filter_search(response, principal, search)
@@ -301,6 +312,20 @@ class MlflowAuthorizer:
             for item in body[list_key]
             if isinstance(item, dict)
             and self.may_read(principal, Target(kind, str(item.get(id_key, "")), "read"))
+        ]
+        response.set_data(json.dumps(body))
+
+    def _filter_job_search(self, response: Response, principal: Principal) -> None:
+        """A job's search for logged models answers with those made by its own run, no others."""
+        body = response.get_json(silent=True)
+        if not isinstance(body, dict):
+            response.set_data(json.dumps({}))
+            return
+        body["models"] = [
+            model
+            for model in body.get("models") or []
+            if isinstance(model, dict)
+            and (model.get("info") or {}).get("source_run_id") == principal.run_scope
         ]
         response.set_data(json.dumps(body))
 
