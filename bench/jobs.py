@@ -29,6 +29,12 @@ Sections (``--only startup,throughput,ray`` picks some):
   reads; its first ``log`` event is the first line) at the same time. Ray's jobs time
   ``get_job_logs`` polled every 10 ms and ``tail_job_logs`` at the same time, after one
   warm-up job (which builds the runtime env);
+* sandbox: the cost of a job's sandbox (bubblewrap and the launcher, docs/SECURITY.md). The
+  one-line script is started ``--runs`` times each way, interleaved: as ``python -u job.py``
+  and through the exact sandbox command a supervisor runs (a job's policy: its folders, the
+  read-only runtime, Landlock, the uid switch when root), first line read from a pipe; and as
+  one-line jobs on the sandboxed server and on a second server with
+  ``TRAINFLOW_JOB_SANDBOX=off`` (column ``no sandbox``), submit to first line stored;
 * throughput: ``print(i)`` for ``i`` in ``range(--lines)`` as fast as it can, and a paced
   variant printing ``--rate`` lines/s for ``--seconds`` (batches of 1,000, then a sleep to keep
   the pace). The job's run time, CPU time and time spent printing (not sleeping) are the
@@ -42,7 +48,8 @@ Servers and Ray run in their own sessions and are stopped at the end, on error a
 or SIGTERM (Ray's processes by their session id: its workers make process groups of their
 own; a job still running is cancelled through its supervisor, which outlives the server).
 trainflow's cells are marked PASS/FAIL against the issue's targets: at most 150 ms beyond
-Python's own start, at most 10% slower at 100k lines/s, and every line kept.
+Python's own start, at most 10% slower at 100k lines/s, every line kept, and at most 50 ms
+added by the sandbox.
 
 Run: ``venv/bin/python bench/jobs.py [--runs 20] [--lines 1000000] [--only startup,throughput]``.
 The table is also written as JSON under ``bench/results/``.
@@ -98,6 +105,7 @@ SESSION_STOP_S = 5.0
 PACED_BATCH = 1000
 STARTUP_TARGET_MS = 150.0
 SLOWDOWN_TARGET_PCT = 10.0
+SANDBOX_TARGET_MS = 50.0
 RAY_REFERENCE_MS = {"poll": 1100.0, "follow": 3000.0}  # from the issue; not measured here
 
 FIRST_SCRIPT = 'print("first", flush=True)\n'
@@ -362,14 +370,15 @@ def trainflow_env(tmp: Path, port: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def trainflow_server(bin_dir: Path, tmp: Path) -> Iterator[tuple[Trainflow, float]]:
+def trainflow_server(bin_dir: Path, tmp: Path, **env: str) -> Iterator[tuple[Trainflow, float]]:
     """A started, healthy trainflow server with both scripts uploaded; yields it and its start time."""
     import requests
 
     port = free_ports(1)[0]
     log_path = tmp / "server.log"
     started = time.monotonic()
-    with running([str(bin_dir / "trainflow"), "server"], trainflow_env(tmp, port), tmp, log_path) as proc:
+    environ = {**trainflow_env(tmp, port), **env}
+    with running([str(bin_dir / "trainflow"), "server"], environ, tmp, log_path) as proc:
         ready = wait_healthy(f"http://127.0.0.1:{port}/api/health", proc, log_path, started)
         http = requests.Session()
         http.trust_env = False  # never via a proxy
@@ -612,6 +621,77 @@ def bench_startup(server: Trainflow, direct: Direct, opts: Options) -> dict[str,
     }
 
 
+def sandboxed_first_line_ms(direct: Direct, policy: dict[str, Any]) -> float:
+    """From spawning ``python -u job.py`` in a job's sandbox, as a supervisor does, to its first line."""
+    from trainflow.runner import sandbox
+
+    read_end, write_end = os.pipe()
+    started = time.time()
+    proc = subprocess.Popen(
+        sandbox.command([str(direct.python), "-u", "job.py"], policy, str(direct.cwd), report_fd=write_end),
+        env=direct.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        pass_fds=(write_end,),
+        start_new_session=True,
+        preexec_fn=sandbox.ignore_sigterm,  # as the supervisor starts it
+    )
+    os.close(write_end)
+    applied = sandbox.read_report(read_end)
+    os.close(read_end)
+    assert proc.stdout is not None and proc.stderr is not None
+    line = proc.stdout.readline()
+    seen = time.time()
+    proc.stdout.read()
+    error = proc.stderr.read()
+    proc.wait(timeout=60)
+    if applied is None or line.strip() != b"first":
+        raise RuntimeError(f"the sandboxed job printed {line!r}: {error.decode(errors='replace')[-300:]}")
+    return ms(seen, started)
+
+
+def sandbox_direct(tmp: Path) -> tuple[Direct, dict[str, Any]]:
+    """A job folder laid out as the scheduler lays one out, and that job's sandbox policy."""
+    from trainflow.jobs import service
+    from trainflow.settings import Settings
+
+    settings = Settings(data_dir=tmp / "data")
+    folder = settings.jobs_dir / "1"
+    for name in ("work", "output", "tmp", "home"):
+        (folder / name).mkdir(parents=True)
+    (folder / "work" / "job.py").write_text(FIRST_SCRIPT)
+    policy = service.job_policy(settings, folder, None, None)
+    service.grant_folders(settings, folder)
+    env = {**job_env(Path(sys.executable).parent, folder / "home"), "TMPDIR": str(folder / "tmp")}
+    return Direct(Path(sys.executable), folder / "work", env), policy
+
+
+def bench_sandbox(server: Trainflow, unsandboxed: Trainflow, tmp: Path, opts: Options) -> dict[str, Any]:
+    direct, policy = sandbox_direct(tmp)
+    one_line_job(unsandboxed)  # its first job after the server's start, not counted
+    plain: list[float] = []
+    boxed: list[float] = []
+    stored: dict[str, list[float]] = {"trainflow": [], "no_sandbox": []}
+    for run in range(opts.runs):
+        plain.append(python_first_line_ms(direct))
+        boxed.append(sandboxed_first_line_ms(direct, policy))
+        stored["trainflow"].append(one_line_job(server)["stored"])
+        time.sleep(0.1)
+        stored["no_sandbox"].append(one_line_job(unsandboxed)["stored"])
+        time.sleep(0.1)
+        if run % 5 == 4:
+            progress(
+                f"[sandbox] {run + 1}/{opts.runs}; last: {boxed[-1]:.0f} ms sandboxed, {plain[-1]:.0f} ms not"
+            )
+    return {
+        "python_ms": summary(plain),
+        "sandboxed_python_ms": summary(boxed),
+        "stored_ms": {way: summary(values) for way, values in stored.items()},
+        "raw": {"python_ms": plain, "sandboxed_python_ms": boxed, "stored_ms": stored},
+    }
+
+
 def bench_throughput(server: Trainflow, direct: Direct, opts: Options) -> dict[str, Any]:
     workloads = {
         "flood": (["flood", str(opts.lines)], opts.lines),
@@ -804,6 +884,7 @@ def ray_client_main(address: str, workdir: str, runs: int) -> dict[str, Any]:
 
 COLUMNS = {
     "trainflow": "trainflow",
+    "no_sandbox": "no sandbox",
     "pipe": "python, pipe",
     "null": "python, null",
     "ray": "Ray 2.60",
@@ -906,6 +987,39 @@ def startup_lines(startup: dict[str, Any] | None, ray: dict[str, Any], runs: int
     return lines
 
 
+def sandbox_lines(result: dict[str, Any], runs: int) -> list[Line]:
+    lines = [Line(f"Job start with and without the sandbox, ms ({runs} runs each, interleaved)")]
+    python, boxed, stored = result["python_ms"], result["sandboxed_python_ms"], result["stored_ms"]
+    for q in ("p50", "p90"):
+        lines.append(
+            Line(
+                f"  python -u job.py -> first line (trainflow: in its sandbox), {q}",
+                {"trainflow": num(boxed[q]), "pipe": num(python[q])},
+            )
+        )
+    for q in ("p50", "p90"):
+        added = boxed[q] - python[q]
+        lines.append(
+            Line(
+                f"  added by the sandbox (bubblewrap, launcher), {q}",
+                {"trainflow": num(added) + verdict(added <= SANDBOX_TARGET_MS)},
+                f"<= {SANDBOX_TARGET_MS:.0f} (issue)",
+            )
+        )
+    for q in ("p50", "p90"):
+        cells = {way: num(stored[way][q]) for way in ("trainflow", "no_sandbox")}
+        lines.append(Line(f"  one-line job: submit -> first line stored, {q}", cells))
+    added = stored["trainflow"]["p50"] - stored["no_sandbox"]["p50"]
+    lines.append(
+        Line(
+            "  added by the sandbox on the server, p50",
+            {"trainflow": num(added) + verdict(added <= SANDBOX_TARGET_MS)},
+            f"<= {SANDBOX_TARGET_MS:.0f} (issue)",
+        )
+    )
+    return lines
+
+
 def throughput_lines(throughput: dict[str, Any], opts: Options) -> list[Line]:
     lines: list[Line] = []
     for name, title in (
@@ -997,7 +1111,7 @@ def write_json(results: dict[str, Any], opts: Options, environment: str, table: 
 # Entry points
 # --------------------------------------------------------------------------------------------
 
-SECTIONS = ("startup", "throughput", "ray")
+SECTIONS = ("startup", "sandbox", "throughput", "ray")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -1066,7 +1180,7 @@ def run_benchmark(opts: Options) -> int:
     results: dict[str, Any] = {}
     errors: dict[str, str] = {}
     try:
-        if opts.sections & {"startup", "throughput"}:
+        if opts.sections & {"startup", "throughput", "sandbox"}:
             with tempfile.TemporaryDirectory(prefix="bench-jobs-") as name:
                 tmp = Path(name)
                 (tmp / "direct").mkdir()
@@ -1083,6 +1197,18 @@ def run_benchmark(opts: Options) -> int:
                         results["startup"] = guarded(
                             "startup", errors, lambda: bench_startup(server, direct, opts)
                         )
+                    if "sandbox" in opts.sections:
+                        progress("[sandbox] starting a second server, with TRAINFLOW_JOB_SANDBOX=off ...")
+                        (tmp / "off").mkdir()
+                        with trainflow_server(opts.bin_dir, tmp / "off", TRAINFLOW_JOB_SANDBOX="off") as (
+                            unsandboxed,
+                            _,
+                        ):
+                            results["sandbox"] = guarded(
+                                "sandbox",
+                                errors,
+                                lambda: bench_sandbox(server, unsandboxed, tmp / "sandbox", opts),
+                            )
                     if "throughput" in opts.sections:
                         results["throughput"] = guarded(
                             "throughput", errors, lambda: bench_throughput(server, direct, opts)
@@ -1096,20 +1222,34 @@ def run_benchmark(opts: Options) -> int:
         stop_sessions()
         stop_all()
     columns = [
-        *(["trainflow", "pipe", "null"] if results.get("startup") or results.get("throughput") else []),
+        *(
+            ["trainflow"]
+            if results.get("startup") or results.get("throughput") or results.get("sandbox")
+            else []
+        ),
+        *(["no_sandbox"] if results.get("sandbox") else []),
+        *(
+            ["pipe", "null"]
+            if results.get("startup") or results.get("throughput") or results.get("sandbox")
+            else []
+        ),
         *(["ray"] if results.get("ray") else []),
         *(["ray_ref"] if opts.sections & {"startup", "ray"} else []),
     ]
     lines: list[Line] = []
     if opts.sections & {"startup", "ray"}:
         lines += startup_lines(results.get("startup"), results.get("ray") or {}, opts.runs)
+    if results.get("sandbox"):
+        lines += sandbox_lines(results["sandbox"], opts.runs)
     if results.get("throughput"):
         lines += throughput_lines(results["throughput"], opts)
     table = render_table(lines, columns)
     print(f"\nJobs: start-up and output capture ({environment})\n")
     print(table)
     print(
-        "\nColumns: trainflow jobs; the same script as `python -u`, stdout to a pipe / to /dev/null; "
+        "\nColumns: trainflow jobs (sandboxed); "
+        + ("the same on a server with TRAINFLOW_JOB_SANDBOX=off; " if results.get("sandbox") else "")
+        + "the same script as `python -u`, stdout to a pipe / to /dev/null; "
         + (f"Ray {ray_version} Jobs on a local head, measured; " if results.get("ray") else "")
         + "Ray (issue): the issue's Ray 2.60 figures, reference only, NOT measured in this run."
     )

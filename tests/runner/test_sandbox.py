@@ -21,7 +21,7 @@ from trainflow.jobs import service
 from trainflow.runner import landlock, sandbox
 from trainflow.settings import Settings
 
-LAUNCHER = [sys.executable, "-I", "-S", sandbox.LAUNCHER]
+LAUNCHER = sandbox.launcher_command()
 
 
 @pytest.fixture

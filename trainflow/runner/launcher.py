@@ -1,11 +1,15 @@
 """The first process inside a job's sandbox: it locks itself down, then becomes the job.
 
-Run by bubblewrap as ``python -I -S launcher.py CONFIG_JSON ARGV...`` (isolated, no site
+Run by bubblewrap as ``python -I -S launcher.py CONFIG ARGV...`` (isolated, no site
 packages: it starts in about ten milliseconds and trusts nothing from the job's environment).
 Standard library only, and no import from the ``trainflow`` package: its siblings are loaded
-from this file's folder.
+from this file's folder. Every import counts against the sandbox's start-up budget (50 ms):
+``json`` alone (through ``re``) costs more than the rest, so ``CONFIG`` is a JSON-shaped
+document that :func:`encode` writes with ``marshal`` (built in; the launcher runs on the same
+interpreter as the supervisor), and the report goes back the same way (:func:`decode`). A
+``CONFIG`` that starts with ``{`` is read as JSON, for people.
 
-``CONFIG_JSON`` is one JSON document:
+``CONFIG`` holds:
 
 - ``"limits"`` (optional): handed to ``limits.apply_rlimits`` first, while the process may
   still set any limit;
@@ -17,8 +21,8 @@ from this file's folder.
     CAP_SETGID, CAP_SETPCAP);
   - ``"read"``, ``"write"``: the paths Landlock allows (read and execute; also write);
   - ``"tcp"``: the only TCP ports it may connect to (binding any is denied), or null;
-  - ``"report_fd"`` (optional): a file descriptor to write one JSON line to, saying what was
-    applied, before the job starts; ``"require_landlock"``: fail rather than run without it.
+  - ``"report_fd"`` (optional): a file descriptor to write one line to (:func:`encode`d),
+    saying what was applied, before the job starts; ``"require_landlock"``: fail rather than run without it.
 
 Then ``PR_SET_NO_NEW_PRIVS`` (no setuid binary or file capability can raise privileges again),
 Landlock, the default dispositions of the signals the supervisor ignored, and ``execvp(ARGV)``.
@@ -28,17 +32,32 @@ stderr, which is the job's log: the job never runs with less isolation than aske
 
 from __future__ import annotations
 
+import _signal  # not ``signal``: it imports ``enum``, which takes milliseconds
 import ctypes
 import errno
-import json
+import marshal
 import os
-import signal
 import sys
+
+TYPE_CHECKING = False  # not from typing: importing it costs more than the rest of the launcher
+if TYPE_CHECKING:
+    from typing import Any
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 PR_CAPBSET_DROP = 24
 FAILED = 126
+
+
+def encode(document: Any) -> str:
+    """A JSON-shaped document (dicts, lists, str, int, float, bool, None) as one line of text."""
+    return marshal.dumps(document).hex()
+
+
+def decode(text: str | bytes) -> Any:
+    """The document :func:`encode` wrote (only ever read from the supervisor or this launcher)."""
+    data = bytes.fromhex(text.decode() if isinstance(text, bytes) else text)
+    return marshal.loads(data)  # noqa: S302 - written by trusted code: this launcher, before the job runs
 
 
 def _siblings() -> None:
@@ -107,14 +126,19 @@ def apply(config: dict[str, object]) -> dict[str, object]:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2:
-        print("usage: python -I -S launcher.py CONFIG_JSON [ARGV...]", file=sys.stderr)
+        print("usage: python -I -S launcher.py CONFIG [ARGV...]", file=sys.stderr)
         return 2
     try:
-        config = json.loads(argv[1])
+        if argv[1].startswith("{"):
+            import json
+
+            config = json.loads(argv[1])
+        else:
+            config = decode(argv[1])
         applied = apply(config)
         report_fd = (config.get("sandbox") or {}).get("report_fd")
         if report_fd is not None:
-            os.write(int(report_fd), json.dumps(applied).encode() + b"\n")
+            os.write(int(report_fd), encode(applied).encode() + b"\n")
             os.close(int(report_fd))
     except Exception as e:  # noqa: BLE001 - the one boundary: say why and refuse to run the job
         print(f"trainflow: could not build the job's sandbox: {e}", file=sys.stderr, flush=True)
@@ -123,8 +147,8 @@ def main(argv: list[str]) -> int:
         return 0
     # The supervisor started the sandbox with SIGTERM ignored (so only the job gets it), and
     # Python ignores SIGPIPE and SIGXFSZ: an ignored signal would stay ignored in the job.
-    for signum in (signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-        signal.signal(signum, signal.SIG_DFL)
+    for signum in (_signal.SIGTERM, _signal.SIGPIPE, _signal.SIGXFSZ, _signal.SIGINT):
+        _signal.signal(signum, _signal.SIG_DFL)
     try:
         os.execvp(argv[2], argv[2:])  # noqa: S606 - the job's own argv, as the supervisor gave it
     except OSError as e:

@@ -41,7 +41,7 @@ cleanly. Bubblewrap exits with the job's exit code, or 128 + the signal that kil
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import shutil
 import signal
@@ -53,7 +53,14 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "launcher.py")
+from trainflow.runner import launcher
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAUNCHER = os.path.join(HERE, "launcher.py")
+# The launcher runs as an imported module, so that Python reads its compiled form instead of
+# compiling it on every start (milliseconds that count); -I leaves this folder off sys.path.
+BOOTSTRAP = f"import sys; sys.path.insert(0, {HERE!r}); import launcher; sys.exit(launcher.main(sys.argv))"
+LAUNCHER_MODULES = ("launcher", "landlock", "limits")
 PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the trainflow package
 # The sandbox's own private folders (tmpfs), not temporary files of this process.
 TMP, SHM = "/tmp", "/dev/shm"  # noqa: S108
@@ -211,7 +218,26 @@ def command(
     }
     if limits:
         config["limits"] = limits
-    return [*args, sys.executable, "-I", "-S", LAUNCHER, json.dumps(config), *argv]
+    return [*args, *launcher_command(), launcher.encode(config), *argv]
+
+
+def launcher_command() -> list[str]:
+    """How to start the launcher: this Python, isolated and without site packages."""
+    return [sys.executable, "-I", "-S", "-c", BOOTSTRAP]
+
+
+def compile_launcher() -> None:
+    """Write the compiled form of the launcher's modules, which a sandbox cannot write itself.
+
+    Best effort: a package installed read-only (by pip, as root) has them already.
+    """
+    import py_compile
+
+    for name in LAUNCHER_MODULES:
+        path = os.path.join(HERE, f"{name}.py")
+        if os.path.exists(path):
+            with contextlib.suppress(OSError, py_compile.PyCompileError):
+                py_compile.compile(path, doraise=True)
 
 
 def _parents(destinations: Iterable[str]) -> list[str]:
@@ -261,8 +287,8 @@ def read_report(fd: int, timeout_s: float = REPORT_TIMEOUT_S) -> dict[str, Any] 
                 return None
             data += chunk
     try:
-        report = json.loads(data.split(b"\n", 1)[0])
-    except ValueError:
+        report = launcher.decode(data.split(b"\n", 1)[0])
+    except (ValueError, EOFError, TypeError):
         return None
     return report if isinstance(report, dict) else None
 
@@ -289,6 +315,7 @@ def probe(policy: dict[str, Any]) -> dict[str, Any]:
     if version is None:
         result["reason"] = f"bubblewrap ({bwrap}) is not installed; see docs/SECURITY.md"
         return result
+    compile_launcher()
     read_end, write_end = os.pipe()
     try:
         started = time.monotonic()
