@@ -286,3 +286,48 @@ def test_any_basic_username_is_a_json_401(client, username):
     response = client.get("/api/me", headers={"Authorization": f"Basic {credential}"}, environ_base=STRANGER)
     assert response.status_code == 401
     assert response.json["error"]["code"] == "unauthenticated"
+
+
+def _login_all_at_once(app, monkeypatch, count, password):  # type: ignore[no-untyped-def]
+    """``count`` identical logins; the first one's check waits until the others queue behind it."""
+    from trainflow.accounts import auth, service
+
+    state = app.extensions["trainflow.auth"]
+    authenticate = service.authenticate
+
+    def gated(*args):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 30
+        while state.flights.waiting < count - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return authenticate(*args)
+
+    monkeypatch.setattr(auth.service, "authenticate", gated)
+    statuses = []
+
+    def one() -> None:
+        response = login(app.test_client(), "alice", password)
+        statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return statuses
+
+
+def test_a_clients_parallel_calls_with_one_credential_share_one_check(app, alice, monkeypatch):
+    """A client's parallel first calls must not lock it out (they would take 20 reservations)."""
+    before = passwords.POOL.verifications
+    statuses = _login_all_at_once(app, monkeypatch, 20, PASSWORD)
+    assert statuses == [200] * 20
+    assert passwords.POOL.verifications - before == 1
+
+
+def test_the_same_wrong_password_sent_in_parallel_counts_once(app, client, alice, monkeypatch):
+    statuses = _login_all_at_once(app, monkeypatch, 20, WRONG)
+    assert statuses == [401] * 20
+    monkeypatch.undo()
+    for i in range(app.config["TRAINFLOW"].login_attempts - 1):
+        assert login(client, "alice", f"{WRONG}-{i}").status_code == 401
+    assert login(client, "alice", PASSWORD).status_code == 429

@@ -17,7 +17,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException
 from sqlalchemy import select
 
 from trainflow.accounts import addresses, passwords, service
-from trainflow.accounts.credentials import AuthEpoch, CredentialCache, LoginLimiter, Principal
+from trainflow.accounts.credentials import AuthEpoch, CredentialCache, LoginLimiter, Principal, SingleFlight
 from trainflow.accounts.models import RevokedToken, User
 from trainflow.db import db
 from trainflow.errors import Unauthenticated
@@ -51,6 +51,8 @@ class AuthState:
         self.trusted_proxies = addresses.parse_networks(settings.trusted_proxies)
         passwords.POOL.configure(settings.password_hash_workers, settings.password_hash_queue)
         self.hash_pool = passwords.POOL
+        self.flights = SingleFlight()
+        passwords.prepare()
 
 
 def init_app(app: Flask, settings: Settings) -> AuthState:
@@ -92,15 +94,27 @@ def check_password_login(username: str, password: str) -> User:
     """Verify a username and password, within the limits per (username, client) and per client.
 
     The check is reserved before the hash runs, so concurrent guesses cannot overtake the count.
+    Concurrent checks of the very same credential from one client (a client's parallel calls
+    on a cold cache) share one verification and its outcome, and count once.
     """
     state = auth_state()
-    with state.limiter.reserve(username, addresses.limit_key(client_address())) as attempt:
+    address = addresses.limit_key(client_address())
+    flight = CredentialCache.key(f"{address}\0{username.casefold()}\0{password}")
+    user_id = state.flights.run(flight, lambda: _verify_password_login(state, username, password, address))
+    user = db.session.get(User, user_id)
+    if user is None:  # deleted while the check ran
+        raise Unauthenticated("Wrong username or password.")
+    return user
+
+
+def _verify_password_login(state: AuthState, username: str, password: str, address: str) -> int:
+    with state.limiter.reserve(username, address) as attempt:
         user = service.authenticate(db.session, username, password)
         if user is None:
             attempt.failed()
             raise Unauthenticated("Wrong username or password.")
         attempt.succeeded()
-    return user
+    return user.id
 
 
 def charge_anonymous_hash() -> str:

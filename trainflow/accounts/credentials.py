@@ -21,10 +21,14 @@ import struct
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from trainflow.errors import TooManyRequests
+
+T = TypeVar("T")
 
 try:
     import fcntl
@@ -132,6 +136,56 @@ class CredentialCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class SingleFlight:
+    """Concurrent calls with one key share the first caller's run: its result or its error."""
+
+    WAIT_SECONDS = 120.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: dict[bytes, _Flight] = {}
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting on another's run."""
+        with self._lock:
+            return sum(flight.waiters for flight in self._flights.values())
+
+    def run(self, key: bytes, fn: Callable[[], T]) -> T:
+        with self._lock:
+            flight = self._flights.get(key)
+            is_first = flight is None
+            if flight is None:
+                # Made here, at request time: under gevent, after threading was patched.
+                flight = self._flights[key] = _Flight(threading.Event())
+            else:
+                flight.waiters += 1
+        if not is_first:
+            if not flight.done.wait(self.WAIT_SECONDS):
+                raise TooManyRequests("The server is busy checking passwords; try again in 1 s.", 1)
+            if flight.error is not None:
+                raise flight.error
+            return flight.value  # type: ignore[no-any-return]
+        try:
+            flight.value = fn()
+            return flight.value  # type: ignore[no-any-return]
+        except BaseException as e:
+            flight.error = e
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+
+@dataclass
+class _Flight:
+    done: threading.Event
+    value: object = None
+    error: BaseException | None = None
+    waiters: int = 0
 
 
 class LoginLimiter:
