@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from tests.e2e.test_jobs import ADMIN, PASSWORD, Api
+from tests.e2e.test_jobs import ADMIN, PASSWORD, TRAIN, Api
 from trainflow.runner import enforcement
 
 pytestmark = pytest.mark.e2e
@@ -153,3 +153,32 @@ def test_a_job_within_its_limits_succeeds(api):
     )
     done = api.wait(job["job"], "SUCCEEDED", "FAILED")
     assert done["status"] == "SUCCEEDED", api.lines(job["job"])
+
+
+@pytest.fixture
+def capped(server_factory, tmp_path, database_url):
+    server = server_factory(
+        tmp_path / "data",
+        database_url,
+        TRAINFLOW_ADMIN_PASSWORD=ADMIN[1],
+        TRAINFLOW_JOB_GRACE_SECONDS="1",
+        TRAINFLOW_JOB_MAX_SECONDS="2",
+    )
+    requests.post(f"{server.url}/api/register", json={"username": "alice", "password": PASSWORD}, timeout=10)
+    return Api(server.url, ("alice", PASSWORD))
+
+
+def test_the_servers_maximum_is_the_timeout_of_a_job_that_sets_none(capped):
+    job = capped.submit("import time\ntime.sleep(60)\n")
+    done = capped.wait(job["job"], "TIMED_OUT", "SUCCEEDED", "FAILED", seconds=30)
+    assert done["status"] == "TIMED_OUT"
+    assert done["reason"] == "Ran past its timeout of 2 s."
+
+
+def test_a_timeout_past_the_servers_maximum_is_refused(capped):
+    script = capped.upload("print('hi')\n")
+    response = capped.call("POST", f"{TRAIN}/jobs", json={"script_id": script, "timeout_s": 10})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "timeout_s: at most 2 s on this server (TRAINFLOW_JOB_MAX_SECONDS)."
+    )
