@@ -625,21 +625,16 @@ def sandboxed_first_line_ms(direct: Direct, policy: dict[str, Any]) -> float:
     """From spawning ``python -u job.py`` in a job's sandbox, as a supervisor does, to its first line."""
     from trainflow.runner import sandbox
 
-    read_end, write_end = os.pipe()
     started = time.time()
-    proc = subprocess.Popen(
-        sandbox.command([str(direct.python), "-u", "job.py"], policy, str(direct.cwd), report_fd=write_end),
+    proc, applied = sandbox.spawn(
+        [str(direct.python), "-u", "job.py"],
+        policy,
+        str(direct.cwd),
         env=direct.env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        pass_fds=(write_end,),
-        start_new_session=True,
-        preexec_fn=sandbox.ignore_sigterm,  # as the supervisor starts it
     )
-    os.close(write_end)
-    applied = sandbox.read_report(read_end)
-    os.close(read_end)
     assert proc.stdout is not None and proc.stderr is not None
     line = proc.stdout.readline()
     seen = time.time()

@@ -144,6 +144,20 @@ attempt("write_site_packages", lambda: write(T["site_packages"] + "/planted.pth"
 attempt("connect_postgresql", lambda: connect(5432))
 attempt("connect_redis", lambda: connect(6379))
 attempt("read_etc_shadow", lambda: read("/etc/shadow"))
+attempt("new_user_namespace", lambda: gain_root(["unshare", "--user", "--map-root-user", "id"], "uid=0"))
+
+
+def keyring():
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    serial = libc.syscall(250 if os.uname().machine == "x86_64" else 219, 0, -4, 0)  # the user keyring
+    if serial < 0:
+        raise PermissionError(os.strerror(ctypes.get_errno()))
+    return serial
+
+
+attempt("kernel_keyring", keyring)
 attempt("setuid_0", setuid_root)
 # Programs that are setuid root, and what they print or do when they ran as root.
 PROGRAMS = {
@@ -196,6 +210,8 @@ ITEMS = [
     "connect_postgresql",
     "connect_redis",
     "read_etc_shadow",
+    "new_user_namespace",
+    "kernel_keyring",
     "setuid_0",
     "setuid_binary_su",
     "setuid_binary_passwd",
@@ -375,6 +391,7 @@ def test_the_status_records_what_the_sandbox_applied(attack):
     applied = attack["status"]["sandbox"]
     assert applied["no_new_privs"] is True
     assert applied["landlock"]["abi"] >= 1
+    assert applied["seccomp"] is True
     assert applied["uid"] == attack["job_uid"]
 
 

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import IS_CI
 from tests.processes import wait_for
 from trainflow.jobs import service
-from trainflow.runner import landlock, sandbox
+from trainflow.runner import landlock, sandbox, seccomp
 from trainflow.settings import Settings
 
 LAUNCHER = sandbox.launcher_command()
@@ -401,3 +401,36 @@ def test_the_uid_of_jobs_is_never_root():
 
     with pytest.raises(ConfigError, match="TRAINFLOW_JOB_UID"):
         Settings(job_uid=0)
+
+
+# -- the seccomp filter ---------------------------------------------------------------------------
+
+
+def test_no_filter_is_made_for_an_unknown_architecture():
+    assert seccomp.program("riscv64") is None
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+def test_the_filter_is_whole_instructions(machine):
+    assert len(seccomp.program(machine)) % 8 == 0
+
+
+def test_a_sandboxed_job_cannot_make_a_user_namespace(bwrap, settings):
+    folder = run_job(
+        settings, "import subprocess\nprint(subprocess.run(['unshare', '--user', 'true']).returncode)\n"
+    )
+    assert lines(folder)[-1] == "1"
+
+
+def test_a_sandboxed_job_still_runs_threads_and_processes(bwrap, settings):
+    folder = run_job(
+        settings,
+        """
+        import concurrent.futures, multiprocessing
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            print(sum(pool.map(abs, range(-10, 0))))
+        with multiprocessing.Pool(2) as pool:
+            print(sum(pool.map(abs, range(-10, 0))))
+    """,
+    )
+    assert lines(folder) == ["55", "55"]

@@ -355,11 +355,6 @@ class Supervisor:
         self.limits.preexec()
         apply_rlimits(self.limits.rlimits())
 
-    def _preexec_sandboxed(self) -> None:
-        """In the sandbox's first process: its cgroup (the launcher applies the rlimits)."""
-        sandbox.ignore_sigterm()
-        self.limits.preexec()
-
     def _start(
         self, argv: list[str], env: dict[str, str], policy: dict[str, Any] | None
     ) -> tuple[subprocess.Popen[bytes], dict[str, Any] | None]:
@@ -381,29 +376,18 @@ class Supervisor:
                 preexec_fn=self._preexec,  # safe: the supervisor starts no threads
             )
             return process, None
-        read_end, write_end = os.pipe()
-        try:
-            process = subprocess.Popen(
-                sandbox.command(
-                    argv, policy, self.spec["cwd"], report_fd=write_end, limits=self.limits.rlimits()
-                ),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                bufsize=0,
-                pass_fds=(write_end,),
-                preexec_fn=self._preexec_sandboxed,  # safe: the supervisor starts no threads
-            )
-            os.close(write_end)
-            write_end = -1
-            applied = sandbox.read_report(read_end)
-        finally:
-            os.close(read_end)
-            if write_end >= 0:
-                os.close(write_end)
-        return process, applied
+        return sandbox.spawn(
+            argv,
+            policy,
+            self.spec["cwd"],
+            limits=self.limits.rlimits(),
+            preexec_fn=self.limits.preexec,  # its cgroup; the launcher applies the rlimits
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )
 
     def _run_step(self, argv: list[str], log: LogWriter) -> int:
         """A setup step (such as building the job's environment), captured like the job itself."""

@@ -81,6 +81,15 @@ def drop_bounding_set() -> None:
             raise OSError(ctypes.get_errno(), f"prctl(PR_CAPBSET_DROP, {cap})")  # EINVAL: no such cap
 
 
+def has_seccomp_filter() -> bool:
+    """Whether a seccomp filter holds this process (bubblewrap's ``--seccomp``)."""
+    with open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Seccomp:"):
+                return line.split()[1] == b"2"
+    return False
+
+
 def switch_identity(uid: int, gid: int) -> None:
     """Become uid/gid for good: real, effective and saved ids, no supplementary groups."""
     drop_bounding_set()
@@ -109,6 +118,7 @@ def apply(config: dict[str, object]) -> dict[str, object]:
     applied["uid"], applied["gid"] = os.getuid(), os.getgid()
     set_no_new_privs()
     applied["no_new_privs"] = True
+    applied["seccomp"] = has_seccomp_filter()
     import landlock  # type: ignore[import-not-found]
 
     try:

@@ -50,10 +50,10 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from trainflow.runner import launcher
+from trainflow.runner import launcher, seccomp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAUNCHER = os.path.join(HERE, "launcher.py")
@@ -153,11 +153,14 @@ def command(
     cwd: str,
     report_fd: int | None = None,
     limits: dict[str, Any] | None = None,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The command line that runs ``argv`` in ``cwd`` inside the policy's sandbox.
 
-    ``report_fd``: an inherited descriptor the launcher writes what it applied to (one JSON
-    line). ``limits``: the launcher's ``"limits"`` document (rlimits), applied before the rest.
+    ``report_fd``: an inherited descriptor the launcher writes what it applied to (one line,
+    :func:`read_report`). ``limits``: the launcher's ``"limits"`` document (rlimits), applied
+    before the rest. ``seccomp_fd``: an inherited descriptor holding the seccomp filter
+    (:mod:`trainflow.runner.seccomp`). :func:`spawn` does all this.
     """
     read = [*runtime_paths(), *policy.get("read", [])]
     write = list(policy.get("write", []))
@@ -205,6 +208,8 @@ def command(
     # job then writes only its own folders, TMPDIR among them, and not the rest of /tmp.
     if not any(_is_within(destination, TMP) for _, destination, _ in mounts):
         landlock_write.append(TMP)
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     args += ["--chdir", cwd, "--"]
     config = {
         "sandbox": {
@@ -254,6 +259,50 @@ def _parents(destinations: Iterable[str]) -> list[str]:
             continue
         args += ["--dir", parent]
     return args
+
+
+def spawn(
+    argv: Sequence[str],
+    policy: dict[str, Any],
+    cwd: str,
+    *,
+    limits: dict[str, Any] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    **popen: Any,
+) -> tuple[subprocess.Popen[bytes], dict[str, Any] | None]:
+    """Start ``argv`` in the policy's sandbox, in a session of its own; wait for the launcher.
+
+    Returns the process and what the sandbox applied, or None if it did not come up (the
+    process then exits 126, having said why on its stderr). ``preexec_fn`` runs in the first
+    process, unsandboxed (a cgroup to join); ``popen``: the rest of ``subprocess.Popen``'s
+    arguments (``env``, ``stdout``, ...).
+    """
+    read_end, write_end = os.pipe()
+    filter_fd = seccomp.filter_fd()
+    inherited = (write_end,) if filter_fd is None else (write_end, filter_fd)
+
+    def before_exec() -> None:
+        ignore_sigterm()
+        if preexec_fn is not None:
+            preexec_fn()
+
+    try:
+        process = subprocess.Popen(
+            command(argv, policy, cwd, report_fd=write_end, limits=limits, seccomp_fd=filter_fd),
+            start_new_session=True,
+            pass_fds=inherited,
+            preexec_fn=before_exec,  # the supervisor that calls this starts no threads
+            **popen,
+        )
+        for fd in inherited:
+            os.close(fd)
+        inherited = ()
+        applied = read_report(read_end)
+    finally:
+        os.close(read_end)
+        for fd in inherited:
+            os.close(fd)
+    return process, applied
 
 
 def ignore_sigterm() -> None:
@@ -316,26 +365,18 @@ def probe(policy: dict[str, Any]) -> dict[str, Any]:
         result["reason"] = f"bubblewrap ({bwrap}) is not installed; see docs/SECURITY.md"
         return result
     compile_launcher()
-    read_end, write_end = os.pipe()
     try:
         started = time.monotonic()
-        argv = command([], policy, "/", report_fd=write_end)
-        process = subprocess.run(
-            argv, pass_fds=(write_end,), capture_output=True, text=True, timeout=30, check=False
+        process, report = spawn(
+            [], policy, "/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         elapsed = time.monotonic() - started
-        os.close(write_end)
-        write_end = -1
-        report = read_report(read_end, timeout_s=1.0)
+        out, err = process.communicate(timeout=30)
     except (OSError, SandboxError, subprocess.TimeoutExpired) as e:
         result["reason"] = f"bubblewrap could not start: {e}"
         return result
-    finally:
-        os.close(read_end)
-        if write_end >= 0:
-            os.close(write_end)
     if process.returncode != 0 or report is None:
-        detail = (process.stderr or process.stdout).strip().splitlines()
+        detail = (err or out).decode(errors="replace").strip().splitlines()
         result["reason"] = "bubblewrap could not build a sandbox: " + (
             detail[-1] if detail else f"exit code {process.returncode}"
         )
@@ -346,6 +387,7 @@ def probe(policy: dict[str, Any]) -> dict[str, Any]:
         is_user_namespace=not policy.get("identity"),
         identity={"uid": report.get("uid"), "gid": report.get("gid")},
         landlock=landlock,
+        seccomp=bool(report.get("seccomp")),
         start_ms=round(elapsed * 1000, 1),
     )
     return result
@@ -364,6 +406,7 @@ def describe(result: dict[str, Any]) -> str:
         parts.append("no TCP rules (Landlock ABI < 4)")
     if abi and not landlock.get("scoped"):
         parts.append("no signal scoping (Landlock ABI < 6)")
+    parts.append("a seccomp filter" if result.get("seccomp") else "no seccomp filter")
     if result.get("is_user_namespace"):
         parts.append(f"jobs run as the server's uid {identity.get('uid')} in a user namespace")
     else:
