@@ -98,11 +98,15 @@ class MlflowAuthorizer:
             return
         if access == "graphql":
             return  # checked field by field as the query runs (see graphql.py)
-        for target in targets:
+        # A route that names no object here (a search over no experiment) reads at most what
+        # the default permission allows.
+        for target in targets or [Target("any", "", "read")]:
             self._check(principal, target)
 
     def _check(self, principal: Principal, target: Target) -> None:
         for kind, key in self.owners(target):
+            if kind == "admin":
+                raise PermissionDenied(f"Only an admin may use {key!r} here.")
             permission = self.default if kind == "any" else self.permission(principal.user_id, kind, key)
             if not permission.allows(target.action):
                 what = "MLflow objects here" if kind == "any" else f"{kind.replace('_', ' ')} {key!r}"
