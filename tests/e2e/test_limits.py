@@ -182,3 +182,18 @@ def test_a_timeout_past_the_servers_maximum_is_refused(capped):
     assert response.json()["error"]["message"] == (
         "timeout_s: at most 2 s on this server (TRAINFLOW_JOB_MAX_SECONDS)."
     )
+
+
+SHM_FILLER = """
+    import os, time
+    for i in range(200):  # the sandbox's /dev/shm is in memory: 5 MB files, 1 GB in all
+        with open(f"/dev/shm/part-{i}", "wb") as f:
+            f.write(os.urandom(5 << 20))
+        time.sleep(0.02)
+    print("never reached")
+"""
+
+
+def test_filling_the_sandboxs_shared_memory_counts_as_memory(api):
+    done = ends_failed(api, SHM_FILLER)
+    assert done["reason"] == "memory limit of 200 MB exceeded"

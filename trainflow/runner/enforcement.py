@@ -347,6 +347,33 @@ def proportional_memory(pid: int) -> int:
     return 0
 
 
+def private_tmpfs_bytes(processes: list[ProcessInfo]) -> int:
+    """What the job's own ``/tmp`` and ``/dev/shm`` hold, where its sandbox gave it private ones.
+
+    They live in memory, and no process's PSS shows them: read through ``/proc/<pid>/root``
+    (the job's view of the file system), each file system once, never this process's own.
+    """
+    own = set()
+    for path in ("/tmp", "/dev/shm"):  # noqa: S108 - this process's own, to leave them out
+        with contextlib.suppress(OSError):
+            own.add(os.stat(path).st_dev)
+    seen: set[int] = set()
+    total = 0
+    for info in processes:  # all in one sandbox see the same two: stop once both are found
+        if len(seen) == 2:
+            break
+        for path in ("tmp", "dev/shm"):
+            folder = f"/proc/{info.pid}/root/{path}"
+            with contextlib.suppress(OSError):
+                device = os.stat(folder).st_dev
+                if device in own or device in seen:
+                    continue
+                seen.add(device)
+                usage = os.statvfs(folder)
+                total += (usage.f_blocks - usage.f_bfree) * usage.f_frsize
+    return total
+
+
 # -- the supervisor's side ------------------------------------------------------------------------
 
 
@@ -460,8 +487,11 @@ class JobLimits:
     def _check_processes(self, pid: int, now: float) -> str | None:
         wants_count = self.limits.processes and not self.has_pids_cgroup
         wants_memory = self.limits.memory_mb and not self.has_memory_cgroup
+        if not wants_count:
+            self._next_processes = float("inf")
+        if not wants_memory:
+            self._next_memory = float("inf")
         if not (wants_count or wants_memory):
-            self._next_processes = self._next_memory = float("inf")
             return None
         mine = job_processes(pid, read_processes())
         if wants_count and now >= self._next_processes:
@@ -472,7 +502,8 @@ class JobLimits:
                 return PROCESS_LIMIT
         if wants_memory and now >= self._next_memory:
             self._next_memory = now + MEMORY_EVERY_S
-            if sum(proportional_memory(info.pid) for info in mine) > self.limits.memory_mb * MB:
+            used = sum(proportional_memory(info.pid) for info in mine) + private_tmpfs_bytes(mine)
+            if used > self.limits.memory_mb * MB:
                 return MEMORY_LIMIT
         return None
 
