@@ -102,7 +102,7 @@ class Settings:
         "TRAINFLOW_PASSWORD_HASH_WORKERS",
         0,
         "Password hashes computed at once per server process (64 MiB each). "
-        "0: one fewer than the CPUs, at least 1 and at most 4.",
+        "0: the CPUs less one, divided among the server processes, at least 1 and at most 4.",
     )
     password_hash_queue: int = _setting(
         "TRAINFLOW_PASSWORD_HASH_QUEUE",

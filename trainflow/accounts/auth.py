@@ -49,7 +49,10 @@ class AuthState:
             settings.login_address_per_minute,
         )
         self.trusted_proxies = addresses.parse_networks(settings.trusted_proxies)
-        passwords.POOL.configure(settings.password_hash_workers, settings.password_hash_queue)
+        passwords.POOL.configure(
+            settings.password_hash_workers or passwords.default_workers(settings.workers),
+            settings.password_hash_queue,
+        )
         self.hash_pool = passwords.POOL
         self.flights = SingleFlight()
         passwords.prepare()

@@ -40,9 +40,12 @@ def prepare() -> None:
     _dummy_hash()
 
 
-def default_workers() -> int:
-    """One core fewer than the machine has (the event loop keeps one), at least 1, at most 4."""
-    return max(1, min(4, (os.cpu_count() or 2) - 1))
+def default_workers(processes: int = 1) -> int:
+    """The machine's cores less one (an event loop keeps one), shared by the server's processes.
+
+    At least 1 and at most 4 per process.
+    """
+    return max(1, min(4, ((os.cpu_count() or 2) - 1) // max(1, processes)))
 
 
 def _is_gevent_serving() -> bool:
@@ -53,15 +56,22 @@ def _is_gevent_serving() -> bool:
     return bool(monkey.is_module_patched("socket"))
 
 
-def run_blocking(fn: Callable[..., T], *args: object) -> T:
-    """Run CPU-heavy C code in gevent's thread pool when gevent serves, so streams keep flowing.
+_thread_state = threading.local()
 
-    argon2 releases the GIL, so a hash in a worker thread does not stall other requests.
+
+def _at_low_priority(fn: Callable[..., T], args: tuple[object, ...]) -> T:
+    """Run ``fn`` in a hashing thread, which yields the CPU to the event loop when both want it.
+
+    Linux keeps a nice value per thread: a hash waits a little longer on a busy machine, and
+    health checks, streams and MLflow calls do not wait behind it.
     """
-    if _is_gevent_serving():
-        import gevent
-
-        return gevent.get_hub().threadpool.apply(fn, args)  # type: ignore[no-any-return]
+    if not getattr(_thread_state, "is_niced", False):
+        _thread_state.is_niced = True
+        if hasattr(os, "setpriority") and sys.platform.startswith("linux"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            except OSError:
+                pass
     return fn(*args)
 
 
@@ -79,13 +89,15 @@ class HashPool:
     def configure(self, workers: int, max_waiting: int) -> None:
         self.workers = workers or default_workers()
         self.max_waiting = max_waiting
-        # Made on first use, so that under gevent it is gevent's (the server patches first).
+        # Made on first use, so that under gevent they are gevent's (the server patches first).
         self._slots: Any = None
+        self._threads: Any = None
 
     def run(self, fn: Callable[..., T], *args: object) -> T:
         with self._lock:
             if self._slots is None:
                 self._slots = _semaphore(self.workers)
+                self._threads = _thread_pool(self.workers)
             if self._busy >= self.workers and self._waiting >= self.max_waiting:
                 queued = self._waiting + self._busy
                 retry_after = max(1, math.ceil(queued / self.workers * self._seconds))
@@ -94,7 +106,7 @@ class HashPool:
                     retry_after=retry_after,
                 )
             self._waiting += 1
-            slots = self._slots
+            slots, threads = self._slots, self._threads
         try:
             slots.acquire()
         finally:
@@ -104,7 +116,10 @@ class HashPool:
         with self._lock:
             self._busy += 1
         try:
-            return run_blocking(fn, *args)
+            if threads is None:  # no event loop to keep free: run here
+                return fn(*args)
+            # argon2 releases the GIL: the hash runs beside the event loop, not in it.
+            return threads.apply(_at_low_priority, (fn, args))  # type: ignore[no-any-return]
         finally:
             with self._lock:
                 self._busy -= 1
@@ -114,6 +129,15 @@ class HashPool:
     @property
     def in_use(self) -> int:
         return self._busy
+
+
+def _thread_pool(size: int) -> Any:
+    """Threads of our own under gevent (not the hub's, whose threads do other work too)."""
+    if _is_gevent_serving():
+        from gevent.threadpool import ThreadPool
+
+        return ThreadPool(size)
+    return None
 
 
 def _semaphore(size: int) -> Any:
