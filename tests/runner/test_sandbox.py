@@ -434,3 +434,17 @@ def test_a_sandboxed_job_still_runs_threads_and_processes(bwrap, settings):
     """,
     )
     assert lines(folder) == ["55", "55"]
+
+
+def test_the_supervisor_and_the_sandbox_need_only_the_standard_library():
+    root = str(Path(sandbox.PACKAGE).parent)
+    modules = "trainflow.jobs.supervisor, trainflow.runner.sandbox, trainflow.runner.launcher"
+    code = f"import sys; sys.path.insert(0, {root!r}); import {modules}"
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_read_path_holding_the_data_directory_means_no_sandbox(bwrap, settings):
+    state = service.sandbox_state(settings.replace(job_read_paths=str(settings.data_dir.parent)))
+    assert not state["is_available"]
+    assert "contains the data directory" in state["reason"]

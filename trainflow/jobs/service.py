@@ -524,7 +524,8 @@ def purge_owner(session: Session, settings: Any, executor: Any, user_id: int) ->
 # -- the job sandbox's policy (trainflow.runner.sandbox builds it; docs/SECURITY.md) -------------
 
 SANDBOX_MODES = ("auto", "required", "off")
-_probes: dict[tuple[Any, ...], dict[str, Any]] = {}
+_probes: dict[tuple[Any, ...], dict[str, Any]] = {}  # bubblewrap tried, per process
+_states: dict[tuple[Any, ...], dict[str, Any]] = {}  # and what that means for each data directory
 
 
 def sandbox_identity(settings: Any) -> dict[str, int] | None:
@@ -537,8 +538,10 @@ def sandbox_identity(settings: Any) -> dict[str, int] | None:
 def sandbox_state(settings: Any) -> dict[str, Any]:
     """Whether jobs can be sandboxed here, found once per process and logged in one line.
 
-    Raises ConfigError for an unknown mode, and in mode ``required`` when no sandbox can be
-    built (the server then refuses to start).
+    Bubblewrap is tried once per process (its answer is the same for every data directory);
+    what a job would see is checked against these settings' data directory. Raises ConfigError
+    for an unknown mode, and in mode ``required`` when no sandbox can be built (the server
+    then refuses to start).
     """
     from trainflow.errors import ConfigError
     from trainflow.runner import sandbox
@@ -549,32 +552,53 @@ def sandbox_state(settings: Any) -> dict[str, Any]:
             f"TRAINFLOW_JOB_SANDBOX must be auto, required or off, not {settings.job_sandbox!r}."
         )
     identity = sandbox_identity(settings)
-    key = (mode, settings.bwrap, json.dumps(identity))
-    state = _probes.get(key)
+    key = (
+        mode,
+        settings.bwrap,
+        json.dumps(identity),
+        str(settings.resolved_data_dir),
+        settings.job_read_paths,
+    )
+    state = _states.get(key)
     if state is None:
+        state = {**_sandbox_state(settings, mode, identity), "mode": mode}
         if mode == "off":
-            state = {"is_available": False, "reason": "TRAINFLOW_JOB_SANDBOX=off"}
             log.warning(
                 "Jobs are NOT sandboxed (TRAINFLOW_JOB_SANDBOX=off): every user's jobs run as the "
                 "server's user and can read its data directory, database and key."
             )
-        else:
-            state = sandbox.probe({"bwrap": settings.bwrap, "identity": identity, "tcp": []})
-            if state["is_available"]:
-                log.info("%s", sandbox.describe(state))
-            elif mode == "auto":
-                log.warning(
-                    "%s. Jobs run only for admins, unsandboxed; set TRAINFLOW_JOB_SANDBOX=off to "
-                    "run them for everyone anyway (see docs/SECURITY.md).",
-                    sandbox.describe(state).capitalize(),
-                )
-        state = {**state, "mode": mode}
-        _probes[key] = state
+        elif state["is_available"]:
+            log.info("%s", sandbox.describe(state))
+        elif mode == "auto":
+            log.warning(
+                "%s. Jobs run only for admins, unsandboxed; set TRAINFLOW_JOB_SANDBOX=off to "
+                "run them for everyone anyway (see docs/SECURITY.md).",
+                sandbox.describe(state).capitalize(),
+            )
+        _states[key] = state
     if mode == "required" and not state["is_available"]:
         raise ConfigError(
             f"TRAINFLOW_JOB_SANDBOX=required, but {sandbox.describe(state)}. Install bubblewrap "
             "(`make install` as root) or see docs/SECURITY.md."
         )
+    return state
+
+
+def _sandbox_state(settings: Any, mode: str, identity: dict[str, int] | None) -> dict[str, Any]:
+    from trainflow.runner import sandbox
+
+    if mode == "off":
+        return {"is_available": False, "reason": "TRAINFLOW_JOB_SANDBOX=off"}
+    probe_key = (settings.bwrap, json.dumps(identity))
+    if probe_key not in _probes:
+        _probes[probe_key] = sandbox.probe({"bwrap": settings.bwrap, "identity": identity, "tcp": []})
+    state = _probes[probe_key]
+    if state["is_available"]:
+        try:
+            _base_policy(settings, None)
+            sandbox.check_hidden(sandbox.runtime_paths(), [str(settings.resolved_data_dir)])
+        except sandbox.SandboxError as e:
+            return {**state, "is_available": False, "reason": str(e)}
     return state
 
 
