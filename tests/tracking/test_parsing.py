@@ -27,11 +27,17 @@ def test_the_handler_gets_the_message_the_check_decided_on(app):
 def test_mlflows_validation_still_runs_on_the_shared_message(app):
     from mlflow.exceptions import MlflowException
 
+    with app.test_request_context("/api/2.0/mlflow/runs/create", method="POST", json={"experiment_id": "5"}):
+        parse_request(Reader(message=CreateRun))
+        with pytest.raises(MlflowException, match="run_name"):
+            handlers._get_request_message(CreateRun(), schema={"run_name": [handlers._assert_required]})
+
+
+def test_a_body_protobuf_cannot_hold_is_a_400(app):
     body = {"experiment_id": "5", "start_time": "not a number"}
     with app.test_request_context("/api/2.0/mlflow/runs/create", method="POST", json=body):
-        parse_request(Reader(message=CreateRun))
-        with pytest.raises(MlflowException):
-            handlers._get_request_message(CreateRun(), schema={"start_time": [handlers._assert_intlike]})
+        with pytest.raises(MlflowRequestError, match="start_time"):
+            parse_request(Reader(message=CreateRun))
 
 
 def test_a_handler_reading_another_message_is_refused(app):

@@ -145,6 +145,8 @@ def parse_request(reader: Reader) -> ParsedRequest:
 def _parse_message(message_class: type) -> Message:
     from mlflow.exceptions import MlflowException
 
+    if not _reads_query():
+        _refuse_body_protobuf_cannot_hold(message_class)
     try:
         return _original_get_request_message()(message_class(), flask_request=request)  # type: ignore[no-any-return]
     except MlflowException as e:
@@ -152,6 +154,32 @@ def _parse_message(message_class: type) -> Message:
     except (ValueError, TypeError, json.JSONDecodeError) as e:
         # A double-encoded body that is not JSON inside, or a value protobuf cannot hold.
         raise MlflowRequestError(f"The request body is not a valid {message_class.__name__}: {e}") from None
+
+
+def _refuse_body_protobuf_cannot_hold(message_class: type) -> None:
+    """A body that is no JSON object, or has a value of the wrong type, is a 400 here.
+
+    MLflow parses such a body into a half-filled message and lets its handler go on; some
+    handlers then fail with a 500. Refusing it keeps bad input a 4xx and the message whole.
+    """
+    from google.protobuf.json_format import ParseDict, ParseError
+    from mlflow.exceptions import MlflowException
+    from mlflow.server import handlers
+
+    try:
+        body = handlers._get_normalized_request_json(request)
+    except MlflowException as e:
+        raise MlflowRequestError(e.message, e.get_http_status_code(), str(e.error_code)) from None
+    except ValueError as e:
+        raise MlflowRequestError(f"The request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise MlflowRequestError("The request body must be a JSON object.")
+    try:
+        ParseDict(body, message_class(), ignore_unknown_fields=True)
+    except ParseError as e:
+        raise MlflowRequestError(f"The request body does not fit {message_class.__name__}: {e}") from None
+    except (TypeError, ValueError, AttributeError) as e:
+        raise MlflowRequestError(f"The request body does not fit {message_class.__name__}: {e}") from None
 
 
 def _parse_body() -> dict[str, Any]:

@@ -478,9 +478,9 @@ RULES_BY_ENDPOINT: dict[str, tuple[Reader, Rule]] = {
     "_upsert_online_scoring_config": (Reader(body=True), ADMIN),
     "_get_online_scoring_configs": (Reader(body=True), READ_ANY),
     # Jobs that call LLMs or write demo data: admins only.
-    "_invoke_genai_evaluate_handler": (Reader(), ADMIN),
-    "_invoke_scorer_handler": (Reader(), ADMIN),
-    "_invoke_issue_detection_handler": (Reader(), ADMIN),
+    "_invoke_genai_evaluate_handler": (Reader(body=True), ADMIN),
+    "_invoke_scorer_handler": (Reader(body=True), ADMIN),
+    "_invoke_issue_detection_handler": (Reader(body=True), ADMIN),
     "_generate_demo": (Reader(), ADMIN),
     "_delete_demo": (Reader(), ADMIN),
     "_get_job": (Reader(), ADMIN),
