@@ -54,6 +54,10 @@ def ends_failed(api: Api, source: str, seconds: float = 90) -> dict:
     job = api.submit(source)
     done = api.wait(job["job"], "SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "LOST", seconds=seconds)
     assert done["status"] == "FAILED", (done, api.lines(job["job"])[-20:])
+    # The run ends just after the job: once the job's output is logged as its artifacts.
+    deadline = time.monotonic() + 60
+    while api.run(job["run_id"])["info"]["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert api.run(job["run_id"])["info"]["status"] == "FAILED"
     return done
 
