@@ -16,6 +16,8 @@ the bubblewrap command line that runs the job:
   switches to the policy's unprivileged uid and gid, which drops those too. Otherwise
   bubblewrap creates a user namespace and drops every capability; the job keeps the server's
   uid outside it.
+- **a seccomp filter** (:mod:`trainflow.runner.seccomp`, loaded by bubblewrap): no new user
+  namespace, kernel keyring, bpf, userfaultfd, perf events or mounting.
 - **the launcher** (:mod:`trainflow.runner.launcher`): ``PR_SET_NO_NEW_PRIVS``, Landlock rules
   for the same paths (defence in depth, should a mount leak), TCP connect to the listed ports
   only, no signals or abstract unix sockets outside the sandbox; then it execs the job.
@@ -70,7 +72,8 @@ ETC_FILES = (
     "ld.so.cache",
     "ld.so.conf",
     "ld.so.conf.d",
-    "ssl",
+    "ssl/certs",  # not ssl/private
+    "ssl/openssl.cnf",
     "ca-certificates",
     "ca-certificates.conf",
     "pki",
@@ -192,6 +195,8 @@ def command(
             landlock_read.append(path)
     args += ["--dir", "/etc"]  # 0755: bubblewrap would make it 0700, out of the job's reach
     for name in ETC_FILES:
+        if "/" in name and os.path.exists(f"/etc/{name}"):
+            args += ["--dir", f"/etc/{os.path.dirname(name)}"]
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     args += ["--ro-bind-try", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev"]
     args += ["--perms", "1777", "--tmpfs", TMP, "--perms", "1777", "--tmpfs", SHM]
