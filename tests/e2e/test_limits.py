@@ -159,6 +159,11 @@ def test_a_job_within_its_limits_succeeds(api):
     assert done["status"] == "SUCCEEDED", api.lines(job["job"])
 
 
+def test_the_server_says_at_start_what_holds_each_limit(api, mechanism):
+    held = "cgroup v" if mechanism == "cgroup" else "rlimit (per process) + supervisor"
+    assert f"Each job's limits: 200 MB of memory ({held}" in api.server.text
+
+
 @pytest.fixture
 def capped(server_factory, tmp_path, database_url):
     server = server_factory(

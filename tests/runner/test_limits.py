@@ -259,7 +259,7 @@ def test_describe_names_each_limit_and_its_mechanism(tmp_path):
     enforced = enforcement.JobLimits(Limits(64, 32, 100, 5, cgroup="off"), tmp_path, "unused")
     enforced.start()
     assert enforced.describe() == (
-        "trainflow: limits: 64 MB (rlimit (per process) + supervisor), 32 processes and threads "
+        "trainflow: limits: 64 MB of memory (rlimit (per process) + supervisor), 32 processes and threads "
         "(rlimit (in the job's user namespace) + supervisor), 100 open files (rlimit), "
         "5 MB of disk (supervisor + rlimit (file size))"
     )

@@ -71,6 +71,7 @@ class JobScheduler:
     def start(self) -> None:
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         service.sandbox_state(self.settings)  # says once, at start-up, whether jobs are sandboxed
+        log.info("%s", service.describe_limits(self.settings))
         if self.notify_path is not None:
             self._socket = _bind(self.notify_path)
             self._threads.append(threading.Thread(target=self._listen, name="job-notify", daemon=True))

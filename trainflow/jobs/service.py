@@ -293,6 +293,14 @@ def job_limits(settings: Any) -> dict[str, Any]:
     ).to_json()
 
 
+def describe_limits(settings: Any) -> str:
+    """Each job's limits and the mechanism that holds each here, for the start-up log."""
+    from trainflow.runner.enforcement import describe_enforcement
+    from trainflow.runner.limits import Limits
+
+    return describe_enforcement(Limits.from_json(job_limits(settings)))
+
+
 def job_timeout(job: Job, settings: Any) -> int | None:
     """The job's timeout: its own, never past TRAINFLOW_JOB_MAX_SECONDS, which is also the default."""
     most = settings.job_max_seconds or None

@@ -374,6 +374,22 @@ def private_tmpfs_bytes(processes: list[ProcessInfo]) -> int:
     return total
 
 
+def describe_enforcement(limits: Limits) -> str:
+    """One line for the server's start: each job's limits and what will hold each on this machine."""
+    probe = JobLimits(limits, Path("."), "")
+    found = find_cgroup_parent(limits.cgroup) if (limits.memory_mb or limits.processes) else None
+    if found is not None:
+        version, memory, pids = found
+        probe.cgroup = Cgroup(
+            version, memory if limits.memory_mb else None, pids if limits.processes else None
+        )
+    return (
+        probe.describe()
+        .replace("trainflow: limits: ", "Each job's limits: ", 1)
+        .replace("; cgroup", "; its cgroup goes under cgroup", 1)
+    )
+
+
 # -- the supervisor's side ------------------------------------------------------------------------
 
 
@@ -424,7 +440,7 @@ class JobLimits:
         """One line for the job's log, naming the limits and what enforces each."""
         limits = self.limits
         shown = {
-            "memory": f"{limits.memory_mb} MB",
+            "memory": f"{limits.memory_mb} MB of memory",
             "processes": f"{limits.processes} processes and threads",
             "open_files": f"{limits.open_files} open files",
             "disk": f"{limits.disk_mb} MB of disk",
