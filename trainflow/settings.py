@@ -230,6 +230,14 @@ class Settings:
         "Further paths sandboxed jobs may read (datasets, a CUDA toolkit), separated by `:`. None may "
         "contain the data directory.",
     )
+    job_network: str = _setting(
+        "TRAINFLOW_JOB_NETWORK",
+        "server",
+        "TCP a sandboxed job may use. `server`: connect to the server's port only (any address), "
+        "never listen, so services trusting loopback (PostgreSQL, Redis) stay out of reach. `open`: "
+        "any port, listening included (multi-process training with torch.distributed or NCCL), "
+        "only where no local service trusts loopback.",
+    )
     bwrap: str = _setting(
         "TRAINFLOW_BWRAP",
         "bwrap",

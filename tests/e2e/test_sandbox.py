@@ -143,6 +143,16 @@ attempt("create_in_trainflow_package", lambda: write(T["package"] + "/planted.py
 attempt("write_site_packages", lambda: write(T["site_packages"] + "/planted.pth"))
 attempt("connect_postgresql", lambda: connect(5432))
 attempt("connect_redis", lambda: connect(6379))
+
+
+def listen():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        return s.getsockname()
+
+
+attempt("listen_on_a_tcp_port", listen)
 attempt("read_etc_shadow", lambda: read("/etc/shadow"))
 attempt("new_user_namespace", lambda: gain_root(["unshare", "--user", "--map-root-user", "id"], "uid=0"))
 
@@ -172,6 +182,9 @@ for program, (args, needs) in PROGRAMS.items():
         attempt("setuid_binary_" + program, lambda args=args, needs=needs: gain_root(args, needs))
 
 # What a job must still be able to do.
+child = subprocess.Popen(["sleep", "60"])
+os.kill(child.pid, signal.SIGTERM)
+report["signalled_own_child"] = "yes" if child.wait(timeout=10) == -signal.SIGTERM else "no"
 with open(os.path.join(os.environ["TRAINFLOW_OUTPUT_DIR"], "proof.txt"), "w") as f:
     f.write("written")
 report["wrote_output"] = "yes"
@@ -209,6 +222,7 @@ ITEMS = [
     "write_site_packages",
     "connect_postgresql",
     "connect_redis",
+    "listen_on_a_tcp_port",
     "read_etc_shadow",
     "new_user_namespace",
     "kernel_keyring",
@@ -353,6 +367,10 @@ def test_a_hostile_job_reaches_nothing(attack, item):
 
 def test_every_attempt_is_in_the_report(attack):
     assert set(ITEMS) <= set(attack["report"])
+
+
+def test_the_hostile_job_still_signals_its_own_child(attack):
+    assert attack["report"]["signalled_own_child"] == "yes"
 
 
 def test_the_hostile_job_still_writes_its_output(attack):

@@ -145,6 +145,18 @@ def test_the_job_may_connect_only_to_the_servers_port(settings):
     assert policy["tcp"] == [settings.port]
 
 
+def test_an_open_network_leaves_tcp_to_the_job(settings):
+    policy = service.job_policy(settings.replace(job_network="open"), job_folder(settings), None, None)
+    assert policy["tcp"] is None
+
+
+def test_an_unknown_network_setting_is_a_configuration_error(settings):
+    from trainflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="server or open"):
+        service.sandbox_state(settings.replace(job_network="some"))
+
+
 # -- output the server copies ---------------------------------------------------------------------
 
 

@@ -554,6 +554,8 @@ def sandbox_state(settings: Any) -> dict[str, Any]:
     from trainflow.errors import ConfigError
     from trainflow.runner import sandbox
 
+    if settings.job_network.strip().lower() not in ("server", "open"):
+        raise ConfigError(f"TRAINFLOW_JOB_NETWORK must be server or open, not {settings.job_network!r}.")
     mode = settings.job_sandbox.strip().lower()
     if mode not in SANDBOX_MODES:
         raise ConfigError(
@@ -655,7 +657,8 @@ def job_policy(settings: Any, folder: Path, venv: Path | None, gpu_ids: str | No
     policy["write"] = _job_folders(folder)
     if venv is not None:
         policy["read"].append(str(venv))
-    policy["tcp"] = [settings.port]
+    # None: Landlock leaves TCP alone (TRAINFLOW_JOB_NETWORK=open).
+    policy["tcp"] = None if settings.job_network.strip().lower() == "open" else [settings.port]
     return policy
 
 
