@@ -460,3 +460,14 @@ def test_a_read_path_holding_the_data_directory_means_no_sandbox(bwrap, settings
     state = service.sandbox_state(settings.replace(job_read_paths=str(settings.data_dir.parent)))
     assert not state["is_available"]
     assert "contains the data directory" in state["reason"]
+
+
+def test_a_read_path_reached_through_a_link_is_readable(bwrap, settings, tmp_path):
+    (tmp_path / "disk" / "datasets").mkdir(parents=True)
+    (tmp_path / "disk" / "datasets" / "rows.csv").write_text("a,b\n")
+    (tmp_path / "shared").symlink_to(tmp_path / "disk")
+    datasets = tmp_path / "shared" / "datasets"
+    folder = run_job(
+        settings.replace(job_read_paths=str(datasets)), f"print(open({str(datasets / 'rows.csv')!r}).read())"
+    )
+    assert lines(folder) == ["a,b", ""]

@@ -260,7 +260,11 @@ def _parents(destinations: Iterable[str]) -> list[str]:
             parent = os.path.dirname(parent)
     args: list[str] = []
     for parent in sorted(parents, key=lambda p: p.count("/")):
-        if parent in (TMP, "/dev", "/proc", "/sys", "/etc") or os.path.islink(parent):
+        # Not the sandbox's own folders, nor /lib and the like (links to /usr/lib, already made);
+        # a link elsewhere on the host is a plain folder in the sandbox.
+        if parent in (TMP, "/dev", "/proc", "/sys", "/etc") or any(
+            _is_within(parent, d) for d in SYSTEM_DIRS
+        ):
             continue
         args += ["--dir", parent]
     return args
