@@ -293,6 +293,15 @@ def job_limits(settings: Any) -> dict[str, Any]:
     ).to_json()
 
 
+def remove_leftover_cgroups(settings: Any, job_id: int) -> None:
+    """Kill whatever is left of a job whose supervisor vanished, by its cgroup, and remove it."""
+    from trainflow.runner.enforcement import remove_leftover_cgroups
+    from trainflow.runner.limits import Limits
+
+    with contextlib.suppress(OSError):
+        remove_leftover_cgroups(Limits.from_json(job_limits(settings)), settings.jobs_dir, job_id)
+
+
 def describe_limits(settings: Any) -> str:
     """Each job's limits and the mechanism that holds each here, for the start-up log."""
     from trainflow.runner.enforcement import describe_enforcement
@@ -673,9 +682,11 @@ def setup_policy(
     read the local indexes (``file://``) and certificates it is given, and connect to ports
     80 and 443 and those of the index and proxy URLs it is given.
     """
+    from trainflow.runner.sandbox import remove_tree
+
     policy = _base_policy(settings, None)
     staging = folder / "venv-build"
-    shutil.rmtree(staging, ignore_errors=True)
+    remove_tree(str(staging))  # what a build froze is read-only
     staging.mkdir()
     venv.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     policy["write"] = _job_folders(folder)
