@@ -356,3 +356,35 @@ def test_a_v2_folder_without_the_controllers_is_not_used(tmp_path):
 
 def test_cgroup_off_means_none(tmp_path):
     assert enforcement.find_cgroup_parent("off") is None
+
+
+@pytest.mark.skipif(not HAS_CGROUP, reason="no writable cgroup here (root with cgroup v1, or a delegated v2)")
+def test_a_lost_jobs_cgroup_is_emptied_and_removed_and_no_other_one(tmp_path):
+    chosen = Limits(memory_mb=64, processes=16)
+    lost = enforcement.JobLimits(chosen, tmp_path, enforcement.cgroup_name(tmp_path, 5, 999_001))
+    other = enforcement.JobLimits(chosen, tmp_path, enforcement.cgroup_name(tmp_path, 50, 999_002))
+    lost.start()
+    other.start()
+    try:
+        # A process that left the job's process group and session: only its cgroup still holds it.
+        escaped = subprocess.Popen(["sleep", "60"], preexec_fn=lost.preexec, start_new_session=True)
+        assert enforcement.remove_leftover_cgroups(chosen, tmp_path, 5) == len(lost.cgroup.folders)
+        assert escaped.wait(timeout=10) == -9
+        assert not any(folder.exists() for folder in lost.cgroup.folders)
+        assert all(folder.exists() for folder in other.cgroup.folders)
+    finally:
+        lost.close()
+        other.close()
+
+
+def test_cgroup_names_differ_per_server_job_and_supervisor(tmp_path):
+    names = {
+        enforcement.cgroup_name(tmp_path / "a", 1, 10),
+        enforcement.cgroup_name(tmp_path / "b", 1, 10),
+        enforcement.cgroup_name(tmp_path / "a", 2, 10),
+        enforcement.cgroup_name(tmp_path / "a", 1, 11),
+    }
+    assert len(names) == 4
+    prefix = enforcement.cgroup_name(tmp_path, 1, None)
+    assert enforcement.cgroup_name(tmp_path, 1, 10).startswith(prefix)
+    assert not enforcement.cgroup_name(tmp_path, 10, 10).startswith(prefix)

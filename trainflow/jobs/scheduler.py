@@ -130,6 +130,7 @@ class JobScheduler:
                     self._record_exit(job, status)
                     continue
                 self.executor.kill_orphan((status or {}).get("pid"))
+                service.remove_leftover_cgroups(self.settings, job.id)  # what left its group too
                 service.finish(
                     db.session,
                     job,

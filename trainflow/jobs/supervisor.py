@@ -56,7 +56,7 @@ from trainflow.events.notice import publisher_for
 from trainflow.events.progress import parse_bar, parse_marker
 from trainflow.events.store import EventWriter, fragment
 from trainflow.runner import sandbox
-from trainflow.runner.enforcement import JobLimits
+from trainflow.runner.enforcement import JobLimits, cgroup_name
 from trainflow.runner.limits import REASONS, Limits, apply_rlimits, message
 
 MAX_LINE = 64 * 1024
@@ -260,7 +260,7 @@ class Supervisor:
         self.process: subprocess.Popen[bytes] | None = None
         # The job's limits (trainflow.runner.enforcement): its cgroup is named after the job and
         # this supervisor, so jobs of other servers on the machine never share one.
-        name = f"trainflow-job-{self.spec.get('job')}-{os.getpid()}"
+        name = cgroup_name(job_dir.parent, self.spec.get("job"), os.getpid())
         self.limits = JobLimits(Limits.from_json(self.spec.get("limits")), job_dir, name)
 
     def run(self) -> int:

@@ -47,7 +47,7 @@ from trainflow.runner.limits import (
 DISK_EVERY_S = 2.0  # how often the job's folders are measured (more rarely when a walk is slow)
 PROCESSES_EVERY_S = 0.5
 MEMORY_EVERY_S = 1.0
-JOB_FOLDERS = ("work", "output", "tmp", "home")
+JOB_FOLDERS = ("work", "output", "tmp", "home", "venv-build")  # the last: a venv being built
 
 # What a process prints when an allocation or an open() fails at its rlimit (read from the end of
 # the job's log when no cgroup counted the event).
@@ -372,6 +372,36 @@ def private_tmpfs_bytes(processes: list[ProcessInfo]) -> int:
                 usage = os.statvfs(folder)
                 total += (usage.f_blocks - usage.f_bfree) * usage.f_frsize
     return total
+
+
+def cgroup_name(jobs_dir: Path, job_id: object, supervisor_pid: int | None) -> str:
+    """A job's cgroup: named after its server (by the jobs folder), the job and its supervisor,
+    so no two servers on a machine (nor two runs of one job) share one. Without a pid: the
+    prefix of every cgroup of that job."""
+    import hashlib
+
+    server = hashlib.sha256(str(jobs_dir.resolve()).encode()).hexdigest()[:8]
+    return f"trainflow-{server}-job{job_id}-" + (str(supervisor_pid) if supervisor_pid else "")
+
+
+def remove_leftover_cgroups(limits: Limits, jobs_dir: Path, job_id: object) -> int:
+    """Kill what is left in the cgroups of a job whose supervisor vanished, and remove them."""
+    found = find_cgroup_parent(limits.cgroup) if (limits.memory_mb or limits.processes) else None
+    if found is None:
+        return 0
+    version, memory_parent, pids_parent = found
+    prefix = cgroup_name(jobs_dir, job_id, None)
+    removed = 0
+    for parent, is_memory in ((memory_parent, True), (pids_parent, False)):
+        if parent is None or (version == 2 and not is_memory):
+            continue  # v2: one folder holds both
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(parent):
+                if entry.is_dir(follow_symlinks=False) and entry.name.startswith(prefix):
+                    folder = Path(entry.path)
+                    Cgroup(version, folder, folder if version == 2 else None).remove()
+                    removed += 1
+    return removed
 
 
 def describe_enforcement(limits: Limits) -> str:
