@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import lzma
 import os
 import secrets
 import shutil
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -24,7 +26,12 @@ from typing import IO
 from trainflow.errors import BadRequest, PayloadTooLarge
 
 MAX_MEMBERS = 10_000
-MAX_FILENAME = 255
+MAX_FILENAME = 255  # bytes, of a file name and of each component of a member's path
+MAX_MEMBER_PATH = 1024  # bytes, of a member's whole path (the folders above it add more)
+ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+# What the archive libraries raise on damaged data (truncated, corrupt, lying about sizes).
+# OSErrors without an errno (gzip.BadGzipFile) are damage too; with one, the disk failed.
+DAMAGED = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, NotImplementedError)
 ARCHIVE_SUFFIXES = {".zip": "zip", ".tar.gz": "tar.gz", ".tgz": "tar.gz"}
 DEFAULT_ENTRYPOINT = "train.py"
 
@@ -95,10 +102,18 @@ def store(
         shutil.copyfile(target / "original", files / filename)
         return CheckedUpload(filename, kind, filename, has_requirements=False)
     members = _zip_members(original) if kind == "zip" else _tar_members(original)
+    _check_layout(members)
     root = _common_root(members, entrypoint or DEFAULT_ENTRYPOINT)
     entry = _entrypoint(members, root, entrypoint or DEFAULT_ENTRYPOINT, filename)
     _check_total(members, max_unpacked)
-    _extract(_zip_entries(original) if kind == "zip" else _tar_entries(original), files, root)
+    try:
+        _extract(_zip_entries(original) if kind == "zip" else _tar_entries(original), files, root)
+    except DAMAGED as e:
+        raise BadRequest(f"{filename} is damaged and cannot be unpacked ({_describe(e)}).") from None
+    except OSError as e:
+        if e.errno is not None:
+            raise  # the disk failed (full, read-only): the server's problem, not the upload's
+        raise BadRequest(f"{filename} is damaged and cannot be unpacked ({_describe(e)}).") from None
     os.replace(original, target / "original")
     source = (files / entry).read_bytes()
     check_python_source(source, entry)
@@ -113,12 +128,26 @@ class _Member:
 
 
 def _safe_name(raw: str, archive: str) -> str:
+    """The member's normalised path; '' for the archive's own top folder ('.', './')."""
     if "\x00" in raw or "\\" in raw:
-        raise BadRequest(f"The archive member {raw!r} has an invalid name.")
+        raise BadRequest(f"The archive member {raw!r} has an invalid name (NUL or backslash).")
     path = PurePosixPath(raw)
     if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
         raise BadRequest(f"The archive member {raw!r} points outside its folder; {archive} is refused.")
-    return str(path).strip("/")
+    name = str(path).strip("/")
+    if name == ".":
+        return ""
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) > MAX_MEMBER_PATH or any(len(part) > MAX_FILENAME for part in encoded.split(b"/")):
+        raise BadRequest(
+            f"The archive member {raw[:80]!r}... has a name longer than {MAX_FILENAME} bytes "
+            f"(or a path over {MAX_MEMBER_PATH}); shorten it."
+        )
+    return name
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) or type(error).__name__
 
 
 def _zip_members(path: Path) -> list[_Member]:
@@ -133,34 +162,75 @@ def _zip_members(path: Path) -> list[_Member]:
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             raise BadRequest(f"The archive member {info.filename!r} is a link; links are refused.")
-        name = _safe_name(info.filename, "the .zip")
-        if name:
-            members.append(_Member(name, info.file_size, info.is_dir()))
+        if info.flag_bits & 0x1:
+            raise BadRequest(
+                f"The archive member {info.filename!r} is encrypted; pack it without a password."
+            )
+        if info.compress_type not in ZIP_METHODS:
+            raise BadRequest(
+                f"The archive member {info.filename!r} uses an unsupported compression method "
+                f"({info.compress_type}); use deflate."
+            )
+        # ZipInfo.is_dir() fails on an empty name (IndexError); a folder's name ends with /.
+        is_dir = info.filename.endswith("/")
+        members += _member(_safe_name(info.filename, "the .zip"), info.filename, info.file_size, is_dir)
     return members
+
+
+def _member(name: str, raw: str, size: int, is_dir: bool) -> list[_Member]:
+    if name:
+        return [_Member(name, size, is_dir)]
+    if not is_dir:
+        raise BadRequest(f"The archive has a file with an empty name ({raw!r}).")
+    return []  # the archive's own top folder
 
 
 def _tar_members(path: Path) -> list[_Member]:
     try:
         with tarfile.open(path, "r:gz") as archive:
             infos = archive.getmembers()
-    except (tarfile.TarError, OSError, EOFError):
-        raise BadRequest("The file is not a valid .tar.gz archive.") from None
+    except (tarfile.TarError, OSError, EOFError, zlib.error):
+        raise BadRequest("The file is not a valid .tar.gz archive (or it is truncated).") from None
     _check_count(infos)
     members = []
     for info in infos:
         if info.issym() or info.islnk():
             raise BadRequest(f"The archive member {info.name!r} is a link; links are refused.")
+        if info.issparse():
+            raise BadRequest(f"The archive member {info.name!r} is a sparse file; pack it without --sparse.")
         if not (info.isfile() or info.isdir()):
             raise BadRequest(f"The archive member {info.name!r} is not a regular file or folder.")
-        name = _safe_name(info.name, "the .tar.gz")
-        if name:
-            members.append(_Member(name, info.size, info.isdir()))
+        members += _member(_safe_name(info.name, "the .tar.gz"), info.name, info.size, info.isdir())
     return members
 
 
 def _check_count(infos: list[object]) -> None:
     if len(infos) > MAX_MEMBERS:
         raise BadRequest(f"The archive has more than {MAX_MEMBERS} members.")
+
+
+def _check_layout(members: list[_Member]) -> None:
+    """Each path is one file or one folder, once: what a folder on disk can hold.
+
+    Refused, rather than resolved by order: a name that is a file twice, a file and a folder
+    (``x`` and ``x/``), or a file with members under it (``x`` and ``x/y``).
+    """
+    files: set[str] = set()
+    folders: set[str] = set()
+    for member in members:
+        parts = member.name.split("/")
+        parents = {"/".join(parts[:i]) for i in range(1, len(parts))}
+        if member.is_dir:
+            parents.add(member.name)
+        elif member.name in files:
+            raise BadRequest(f"The archive has {member.name!r} twice; keep one.")
+        else:
+            files.add(member.name)
+        folders |= parents
+    clash = files & folders
+    if clash:
+        name = min(clash)
+        raise BadRequest(f"The archive has {name!r} both as a file and as a folder; keep one.")
 
 
 def _check_total(members: list[_Member], max_unpacked: int) -> None:
@@ -206,7 +276,7 @@ def _relative(name: str, root: str) -> str | None:
 def _zip_entries(path: Path) -> Iterator[tuple[str, bool, Callable[[], IO[bytes] | None]]]:
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
-            yield info.filename, info.is_dir(), functools.partial(archive.open, info)
+            yield info.filename, info.filename.endswith("/"), functools.partial(archive.open, info)
 
 
 def _tar_entries(path: Path) -> Iterator[tuple[str, bool, Callable[[], IO[bytes] | None]]]:
@@ -231,5 +301,5 @@ def _extract(
         source = open_member()
         if source is None:
             continue
-        with source, open(destination, "wb") as sink:
+        with source, open(destination, "xb") as sink:
             shutil.copyfileobj(source, sink)
