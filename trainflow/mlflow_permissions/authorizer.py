@@ -139,7 +139,7 @@ class MlflowAuthorizer:
             return [("experiment", _experiment_of_trace(key))]
         if kind == "dataset":
             return [("experiment", e) for e in _experiments_of_dataset(key)] or [("experiment", "")]
-        if kind in ("issue", "label_schema"):
+        if kind in ("issue", "label_schema", "review_queue"):
             return [("experiment", _experiment_of_store_object(kind, key))]
         if kind == "artifact_path":
             return self.owners(self.artifact_owner(key, target.action))
@@ -393,7 +393,12 @@ def _experiment_of_store_object(kind: str, key: str) -> str:
 
     store = _get_tracking_store()
     try:
-        found = store.get_issue(key) if kind == "issue" else store.get_label_schema(key)
+        getter = {
+            "issue": store.get_issue,
+            "label_schema": store.get_label_schema,
+            "review_queue": store.get_review_queue,
+        }[kind]
+        found = getter(key)
     except (MlflowException, NotImplementedError):
         return ""
     return str(getattr(found, "experiment_id", "") or "")
