@@ -6,7 +6,11 @@ or the kernel's pids cgroup), so a broken limit fails the test instead of the ma
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -28,14 +32,32 @@ PIDS_CGROUP = (enforcement.find_cgroup_parent() or (0, None, None))[2] is not No
 
 @pytest.fixture(params=["cgroup", "rlimits"])
 def mechanism(request) -> str:
-    """cgroups where the machine has them; rlimits and the supervisor's own counting otherwise."""
+    """cgroups where the machine has them; rlimits and the supervisor's own counting otherwise.
+
+    ``service-user``: rlimits, with the server run as an unprivileged user would run it (uid
+    1000 in a user namespace), so each job's sandbox is a user namespace of its own, where
+    RLIMIT_NPROC counts that job's processes alone.
+    """
     if request.param == "cgroup" and enforcement.find_cgroup_parent() is None:
         pytest.skip("no writable cgroup here (root with cgroup v1, or a delegated v2 subtree)")
+    if request.param == "service-user" and (os.geteuid() != 0 or not shutil.which("unshare")):
+        pytest.skip("the service-user variant runs the server in a user namespace made as root")
     return request.param
 
 
+def _as_service_user(folder: Path) -> str:
+    wrapper = folder / "python-as-service-user"
+    wrapper.write_text(
+        f'#!/bin/sh\nexec unshare --user --map-user=1000 --map-group=1000 -- {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 @pytest.fixture
-def api(server_factory, tmp_path, database_url, mechanism):
+def api(server_factory, tmp_path, database_url, mechanism, monkeypatch):
+    if mechanism == "service-user":
+        monkeypatch.setattr(sys, "executable", _as_service_user(tmp_path))
     server = server_factory(
         tmp_path / "data",
         database_url,
@@ -70,6 +92,10 @@ MEMORY_HOG = """
 """
 
 
+ALL_MECHANISMS = pytest.mark.parametrize("mechanism", ["cgroup", "rlimits", "service-user"], indirect=True)
+
+
+@ALL_MECHANISMS
 def test_a_memory_hog_ends_failed_naming_the_memory_limit(api):
     done = ends_failed(api, MEMORY_HOG)
     assert done["reason"] == "memory limit of 200 MB exceeded"
@@ -92,6 +118,7 @@ FORK_BOMB = """
 """
 
 
+@ALL_MECHANISMS
 def test_a_fork_bomb_ends_failed_naming_the_process_limit(api):
     started = time.monotonic()
     done = ends_failed(api, FORK_BOMB)
