@@ -29,18 +29,16 @@ def complete_lines(path: Path, offset: int = 0) -> Iterator[bytes]:
 
 def _nearest_indexed(path: Path, offset: int) -> tuple[int, int]:
     """(record number, byte offset) of the last indexed record at or before ``offset``."""
-    slot = offset // INDEX_EVERY
     try:
         with open(path.with_suffix(".idx"), "rb") as f:
+            entries = f.seek(0, 2) // 8
+            if entries == 0:
+                return 0, 0
+            # Not indexed that far (yet): the last entry there is. Never seek past the file:
+            # a far offset would ask the file system for a position it refuses (EINVAL).
+            slot = min(offset // INDEX_EVERY, entries - 1)
             f.seek(slot * 8)
             entry = f.read(8)
-            if len(entry) < 8:  # not indexed that far (yet): use the last entry there is
-                size = f.seek(0, 2) // 8
-                if size == 0:
-                    return 0, 0
-                slot = size - 1
-                f.seek(slot * 8)
-                entry = f.read(8)
     except FileNotFoundError:
         return 0, 0
     return slot * INDEX_EVERY, int.from_bytes(entry, "little")

@@ -106,7 +106,7 @@ class JobListQuery(BaseModel):
 class LogQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    offset: int = Field(default=0, ge=0, description="Skip this many lines.")
+    offset: int = Field(default=0, ge=0, le=2**63 - 1, description="Skip this many lines.")
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 
