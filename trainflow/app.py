@@ -6,7 +6,7 @@ from flask import Flask, Response, g, request
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 
-from trainflow import errors, mlflow_permissions
+from trainflow import errors, experiment_names, mlflow_permissions, web_security
 from trainflow.accounts import auth
 from trainflow.accounts import views as accounts_views
 from trainflow.api import operation_of
@@ -37,6 +37,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["SQLALCHEMY_DATABASE_URI"] = settings.resolved_database_url
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     app.config.update(auth.jwt_config(settings, load_secret_key(settings)))
+    # Host and origin checks run before authentication: a CORS preflight has no credentials.
+    web_security.init_app(app, settings)
 
     db.init_app(app)
     JWTManager(app)
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(web_views.bp)
     # Run before MLflow's own hooks would touch a store, after its host-header check.
     app.before_request(authenticate_and_authorize)
+    app.before_request(experiment_names.check_request)
     app.after_request(record_mlflow_creator)
     app.after_request(push_job_metrics)
     return app

@@ -49,7 +49,6 @@ def configure_stores(settings: Settings) -> None:
 def mlflow_flask_app(import_name: str) -> Flask:
     """A new Flask app with every route and request hook of MLflow's own app."""
     from mlflow.server import app as mlflow_app
-    from mlflow.server import security
 
     # trainflow replaces MLflow's basic-auth app. Some MLflow handlers (search_runs, graphql)
     # import that app when they can and ask its own, unconfigured user store who may read
@@ -70,13 +69,15 @@ def mlflow_flask_app(import_name: str) -> Flask:
         )
     for hooks_name in ("before_request_funcs", "after_request_funcs", "teardown_request_funcs"):
         for scope, funcs in getattr(mlflow_app, hooks_name).items():
-            getattr(app, hooks_name).setdefault(scope, []).extend(funcs)
-    # Host-header and cross-origin checks, as `mlflow server` installs them (MLflow's module
-    # app already has them when it was imported inside a server process).
-    installed = {f.__name__ for funcs in app.after_request_funcs.values() for f in funcs}
-    if "add_security_headers" not in installed:
-        security.init_security_middleware(app)
+            kept = [f for f in funcs if f.__module__ not in MLFLOW_SECURITY_MODULES]
+            getattr(app, hooks_name).setdefault(scope, []).extend(kept)
+    # MLflow's host-header, CORS and header hooks (installed on its module app when it was
+    # imported inside a server process) are left out: trainflow.web_security replaces them.
     return app
+
+
+# MLflow's security middleware and the flask-cors hook it installs.
+MLFLOW_SECURITY_MODULES = frozenset({"mlflow.server.security", "flask_cors.extension"})
 
 
 def dispose_stores(database_url: str) -> None:

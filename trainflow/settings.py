@@ -274,6 +274,13 @@ class Settings:
         "Recent events each server process keeps in memory per followed job. A follower that falls "
         "further behind gets a `resync` event and resumes from the log with `after`.",
     )
+    cors_origins: str = _setting(
+        "TRAINFLOW_CORS_ORIGINS",
+        "",
+        "Comma-separated origins (`https://app.example.com`) whose pages may call the API with "
+        "credentials (CORS). Empty: none; requests that change something from any other origin, "
+        "localhost included, are refused.",
+    )
     log_level: str = _setting("TRAINFLOW_LOG_LEVEL", "INFO", "Level of the server's log.")
 
     def __post_init__(self) -> None:
@@ -441,7 +448,8 @@ def settings_markdown() -> str:
         "",
         "MLflow's own server variables also apply where trainflow does not set them, for example",
         "`MLFLOW_SERVER_ALLOWED_HOSTS` (the Host headers accepted; by default localhost and private",
-        "addresses, as with `mlflow server`) and `MLFLOW_SERVER_CORS_ALLOWED_ORIGINS`.",
+        "addresses, as with `mlflow server`). `MLFLOW_SERVER_CORS_ALLOWED_ORIGINS` does not: trainflow",
+        "replaces MLflow's cross-origin rules with `TRAINFLOW_CORS_ORIGINS`.",
         "",
         "The command line (`trainflow login`, `submit`, ...) reads `TRAINFLOW_URL` for `--server`.",
         "",

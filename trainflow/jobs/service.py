@@ -92,10 +92,12 @@ def submit(session: Session, principal: Principal, request: SubmitJobRequest, au
 def _experiment_for(store: Any, principal: Principal, name: str, authorizer: Any) -> str:
     from mlflow.exceptions import MlflowException
 
+    from trainflow.experiment_names import check_experiment_name, may_use_name
     from trainflow.mlflow_permissions import Permission
 
     experiment = store.get_experiment_by_name(name)
     if experiment is None:
+        check_experiment_name(principal, name)  # no one creates a name in another user's namespace
         try:
             experiment_id = str(store.create_experiment(name))
         except MlflowException as e:
@@ -109,7 +111,12 @@ def _experiment_for(store: Any, principal: Principal, name: str, authorizer: Any
         principal.user_id, "experiment", experiment_id
     ).allows("update"):
         raise PermissionDenied(
-            f"You may not add runs to experiment {name!r}; choose another experiment_name."
+            f"You may not add runs to experiment {name!r}; choose another experiment_name"
+            + (
+                " (someone else created it before names were reserved per user; an admin can rename it)."
+                if may_use_name(principal.username, False, name)
+                else "."
+            )
         )
     return experiment_id
 
