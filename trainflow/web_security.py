@@ -68,14 +68,14 @@ INERT_TYPES = frozenset(
 INERT_PREFIXES = ("audio/", "video/")
 USER_BYTES_POLICY = "sandbox; default-src 'none'"
 
-# The MLflow UI's bundle: scripts and web workers from this origin only; emotion and antd insert
-# <style> elements at run time, so inline styles are allowed (no inline script is); images as
-# data: and blob: URLs (plots are shown from fetched blobs); no plugins, no framing by others.
+# The MLflow UI's bundle, under the strictest policy it runs under (found in Chromium): scripts and
+# workers from this origin only; emotion inserts <style> elements at run time, so inline styles are
+# allowed (no inline script is); images and fonts also as data: URLs, images as blob: URLs (an
+# artifact image is shown from its fetched bytes); no plugins, no framing by other origins.
 MLFLOW_UI_POLICY = (
-    "default-src 'none'; script-src 'self'; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
+    "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; manifest-src 'self'; "
-    "frame-src 'self' blob:; object-src 'none'; base-uri 'self'; form-action 'self'; "
-    "frame-ancestors 'self'"
+    "frame-src blob:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
 )
 MLFLOW_UI_ENDPOINTS = frozenset({"serve", "serve_static_file"})
 # MLflow serves this renderer to Jupyter notebooks, which frame it from their own origin.
