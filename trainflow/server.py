@@ -7,6 +7,7 @@ it each keep-alive response waits ~40 ms on Nagle's algorithm against the client
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -21,6 +22,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trainflow.server")
 HANDLER_KEY = "trainflow.handler"  # the WSGI environ entry holding pywsgi's connection handler
+
+
+def _early_error(status: str, code: str, message: str) -> bytes:
+    from trainflow.errors import error_body
+
+    body = json.dumps(error_body(int(status.split()[0]), code, message)).encode()
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+# Answers pywsgi writes before the app sees the request (the whole response, headers included).
+EARLY_ERRORS = {
+    "414": _early_error(
+        "414 URI Too Long",
+        "uri_too_long",
+        "The request line is longer than 8 KB; send long values in a POST body.",
+    ),
+    "400": _early_error("400 Bad Request", "bad_request", "The request line is not valid HTTP."),
+}
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -43,6 +66,14 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
             environ = super().get_environ()
             environ[HANDLER_KEY] = self
             return environ
+
+        def handle_one_request(self):  # type: ignore[no-untyped-def]
+            # pywsgi answers a request line over 8 KB (414) or one it cannot parse (400) itself,
+            # before the app, with an empty untyped body: give those the API's JSON error shape.
+            result = super().handle_one_request()
+            if isinstance(result, tuple) and result[0] in EARLY_ERRORS:
+                return result[0], EARLY_ERRORS[result[0]]
+            return result
 
         def log_request(self) -> None:
             # pywsgi's access log prints the full request line; trainflow logs its own lines
