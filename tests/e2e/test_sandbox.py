@@ -517,3 +517,26 @@ def test_required_refuses_to_start_without_a_sandbox(tmp_path):
     )
     assert result.returncode == 1
     assert "TRAINFLOW_JOB_SANDBOX=required, but no job sandbox: bubblewrap" in result.stderr
+
+
+def test_a_users_job_queued_while_sandboxed_does_not_run_unsandboxed_later(
+    server_factory, tmp_path, database_url
+):
+    """Queued on a server that could sandbox it, started by one that cannot: it fails instead."""
+    _require_bwrap()
+    queuing = server_factory(
+        tmp_path / "data", database_url, TRAINFLOW_ADMIN_PASSWORD=ADMIN[1], TRAINFLOW_RUN_JOBS="false"
+    )
+    alice = _register(queuing.url, "alice")
+    job = alice.submit("print('ran')\n")
+    queuing.stop()
+    running = server_factory(
+        tmp_path / "data",
+        database_url,
+        TRAINFLOW_ADMIN_PASSWORD=ADMIN[1],
+        TRAINFLOW_BWRAP=str(tmp_path / "no-bwrap"),
+    )
+    alice = Api(running.url, ("alice", PASSWORD))
+    done = alice.wait(job["job"], "SUCCEEDED", "FAILED")
+    assert done["status"] == "FAILED"
+    assert "cannot sandbox" in done["reason"]
