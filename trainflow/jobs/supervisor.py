@@ -29,6 +29,9 @@ With ``spec["sandbox"]`` (a policy, see :mod:`trainflow.runner.sandbox`) the job
 sandbox, and with ``spec["setup_sandbox"]`` so do the setup steps; ``status.json`` then holds
 what the sandbox applied (``"sandbox"``). After the setup steps succeed, each
 ``spec["setup_publish"]`` pair ``[built, place]`` moves a folder they built into place.
+A sandboxed job has a PID namespace of its own: when its first process exits, whatever it
+left running is killed at once, and an exit code above 128 from bubblewrap is recorded as the
+signal that killed the job.
 
 SIGTERM to the supervisor cancels the job. The job runs in its own process group; ending it
 sends SIGTERM to the whole group and SIGKILL after the grace period, children included.
