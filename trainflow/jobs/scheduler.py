@@ -178,9 +178,6 @@ class JobScheduler:
             output_dir=self.executor.output_dir(job.id),
         ):
             log.info("Job %d: %s (%s)", job.id, outcome.value, text or "exit code 0")
-            from trainflow.accounts.auth import forget_job_tokens
-
-            forget_job_tokens(self.app)  # its token stops working at once
 
     # -- starting -----------------------------------------------------------------------------
 

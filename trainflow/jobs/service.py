@@ -204,6 +204,11 @@ def finish(
     session.commit()
     if not updated:
         return False
+    from trainflow.accounts.auth import forget_job_tokens
+
+    # Before the artifacts are copied (which can take seconds): a cached token of the job must
+    # not keep writing to its run once the job has ended.
+    forget_job_tokens(current_app)
     session.refresh(job)
     _end_run(job, status, output_dir)
     record_status(current_app, job)  # after the run's end: a follower that sees `end` finds it ended
