@@ -210,6 +210,14 @@ def test_the_dashboard_keeps_its_own_policy(client):
     response.close()
 
 
+def test_an_unknown_host_header_is_refused(client, alice):
+    """DNS rebinding: a page on evil.example.com that resolves to this server is not answered."""
+    response = client.get(f"{API}/experiments/search", headers={**alice.basic, "Host": "evil.example.com"})
+    assert response.status_code == 403
+    assert response.json["error"]["code"] == "invalid_host"
+    assert client.get("/api/health", headers={"Host": "evil.example.com"}).status_code == 200
+
+
 # --- CORS ---------------------------------------------------------------------------------------
 
 

@@ -122,6 +122,9 @@ def init_app(app: Flask, settings: Settings) -> None:
             methods=CORS_METHODS,
             vary_header=True,
         )
+    from mlflow.server.security import get_allowed_hosts
+
+    app.extensions["trainflow.allowed_hosts"] = tuple(get_allowed_hosts())  # read once, at start
     app.before_request(check_host)
     app.before_request(check_origin)
     app.after_request(add_headers)
@@ -129,10 +132,9 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def check_host() -> Response | None:
     """Refuse a Host header the operator did not allow (DNS rebinding), as MLflow does."""
-    from mlflow.server.security import get_allowed_hosts
     from mlflow.server.security_utils import is_allowed_host_header
 
-    allowed = get_allowed_hosts()
+    allowed = list(current_app.extensions["trainflow.allowed_hosts"])
     if "*" in allowed or request.path in HEALTH_PATHS:
         return None
     if is_allowed_host_header(allowed, request.headers.get("Host", "")):
