@@ -355,3 +355,12 @@ def test_a_job_cannot_create_an_experiment_in_another_users_namespace(client, al
         ).status_code
         == 404
     )
+
+
+def test_a_default_experiment_someone_else_made_earlier_says_what_to_do(client, admin, alice):
+    """Made before names were reserved (or by an admin): the owner is told, not given a bare 403."""
+    made = client.post(f"{API}/experiments/create", json={"name": "alice/train"}, headers=admin.basic)
+    assert made.status_code == 200
+    job = submit_job(client, alice)
+    assert job.status_code == 403
+    assert "an admin can rename it" in job.json["error"]["message"]
