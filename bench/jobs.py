@@ -648,7 +648,7 @@ def sandboxed_first_line_ms(direct: Direct, policy: dict[str, Any]) -> float:
 
 def sandbox_direct(tmp: Path) -> tuple[Direct, dict[str, Any]]:
     """A job folder laid out as the scheduler lays one out, and that job's sandbox policy."""
-    from trainflow.jobs import service
+    from trainflow.jobs import sandboxing
     from trainflow.settings import Settings
 
     settings = Settings(data_dir=tmp / "data")
@@ -656,8 +656,8 @@ def sandbox_direct(tmp: Path) -> tuple[Direct, dict[str, Any]]:
     for name in ("work", "output", "tmp", "home"):
         (folder / name).mkdir(parents=True)
     (folder / "work" / "job.py").write_text(FIRST_SCRIPT)
-    policy = service.job_policy(settings, folder, None, None)
-    service.grant_folders(settings, folder)
+    policy = sandboxing.job_policy(settings, folder, None, None)
+    sandboxing.grant_folders(settings, folder)
     env = {**job_env(Path(sys.executable).parent, folder / "home"), "TMPDIR": str(folder / "tmp")}
     return Direct(Path(sys.executable), folder / "work", env), policy
 

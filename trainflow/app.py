@@ -15,7 +15,7 @@ from trainflow.db import db
 from trainflow.errors import PermissionDenied
 from trainflow.events import views as events_views
 from trainflow.events.record import record_metrics
-from trainflow.jobs import service as jobs_service
+from trainflow.jobs import sandboxing
 from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
 from trainflow.meta import bp as meta_bp
@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     settings.resolved_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     # Says once per process whether jobs are sandboxed; refuses to start if one is required.
-    jobs_service.sandbox_state(settings)
+    sandboxing.sandbox_state(settings)
     configure_stores(settings)
 
     app = mlflow_flask_app(__name__)

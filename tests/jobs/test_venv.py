@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trainflow.jobs import service, venv
+from trainflow.jobs import environments, venv
 from trainflow.settings import Settings
 
 
@@ -28,7 +28,7 @@ def project(tmp_path) -> Path:
 
 
 def key(settings: Settings, project: Path) -> str:
-    return service.venv_key(settings, project / "requirements.txt")
+    return environments.venv_key(settings, project / "requirements.txt")
 
 
 def test_the_same_requirements_share_an_environment(settings, project, tmp_path):
@@ -36,7 +36,7 @@ def test_the_same_requirements_share_an_environment(settings, project, tmp_path)
     other.mkdir()
     (other / "requirements.txt").write_text("sixx==1.0\n")
     (other / "train.py").write_text("print('a different script')\n")
-    assert key(settings, project) == service.venv_key(settings, other / "requirements.txt")
+    assert key(settings, project) == environments.venv_key(settings, other / "requirements.txt")
 
 
 def test_other_requirements_are_another_environment(settings, project):
@@ -100,7 +100,7 @@ def test_requirements_that_read_the_jobs_files_key_on_those_files(settings, proj
     ],
 )
 def test_plain_requirements_read_nothing_local(text):
-    assert not service.reads_local_files(text)
+    assert not environments.reads_local_files(text)
 
 
 def test_the_setup_step_gets_the_servers_index_on_its_command_line(settings, project):
@@ -109,7 +109,7 @@ def test_the_setup_step_gets_the_servers_index_on_its_command_line(settings, pro
         pip_extra_index_url="https://a.example/simple https://b.example/simple",
         pip_trusted_host="mirror.example",
     )
-    _, [step] = service.venv_setup(chosen, project / "requirements.txt")
+    _, [step] = environments.venv_setup(chosen, project / "requirements.txt")
     assert step[-9:] == [
         "--pip",
         "--index-url",
@@ -136,7 +136,7 @@ def test_the_setup_env_is_an_allow_list_without_the_jobs_env():
         "MY_SETTING": "42",
     }
     server_env = {"LANG": "C.UTF-8", "HTTPS_PROXY": "http://proxy:3128", "PIP_INDEX_URL": "x", "SECRET": "s"}
-    assert service.setup_env(job_env, server_env) == {
+    assert environments.setup_env(job_env, server_env) == {
         "PATH": "/srv/python/bin:/usr/bin:/bin",
         "HOME": "/data/jobs/1/home",
         "TMPDIR": "/data/jobs/1/tmp",
@@ -191,7 +191,7 @@ def test_without_trainflow_settings_the_servers_own_pip_configuration_is_used(tm
         "[install]\nconstraint = /etc/xdg/pip/constraints.txt\n"
     )
     environ = {"PIP_INDEX_URL": "https://mirror.example/simple", "PIP_FIND_LINKS": "wheels"}
-    assert service.server_pip_options(environ, [str(site), str(tmp_path / "missing.conf")]) == [
+    assert environments.server_pip_options(environ, [str(site), str(tmp_path / "missing.conf")]) == [
         "--index-url",
         "https://mirror.example/simple",
         "--extra-index-url",
@@ -210,9 +210,9 @@ def test_without_trainflow_settings_the_servers_own_pip_configuration_is_used(tm
 def test_pip_config_file_devnull_turns_the_servers_config_files_off(tmp_path):
     site = tmp_path / "pip.conf"
     site.write_text("[global]\nindex-url = https://mirror.example/simple\n")
-    assert service.server_pip_options({"PIP_CONFIG_FILE": os.devnull}, [str(site)]) == []
+    assert environments.server_pip_options({"PIP_CONFIG_FILE": os.devnull}, [str(site)]) == []
 
 
 def test_trainflow_pip_settings_replace_the_servers_own_configuration(settings):
     chosen = settings.replace(pip_index_url="https://mirror.example/simple")
-    assert service.pip_index_args(chosen) == ["--index-url", "https://mirror.example/simple"]
+    assert environments.pip_index_args(chosen) == ["--index-url", "https://mirror.example/simple"]

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import IS_CI
 from tests.processes import wait_for
-from trainflow.jobs import service
+from trainflow.jobs import sandboxing
 from trainflow.runner import landlock, sandbox, seccomp
 from trainflow.settings import Settings
 
@@ -68,14 +68,15 @@ def status(folder: Path) -> dict:
 def run_job(settings: Settings, script: str, **spec) -> Path:
     folder = job_folder(settings)
     (folder / "work" / "train.py").write_text(textwrap.dedent(script))
-    policy = service.job_policy(settings, folder, None, None)
-    service.grant_folders(settings, folder)
+    policy = sandboxing.job_policy(settings, folder, None, None)
+    sandboxing.grant_folders(settings, folder)
     supervisor = supervise(folder, {"argv": [sys.executable, "-u", "train.py"], "sandbox": policy, **spec})
     assert supervisor.wait(timeout=60) == 0
     return folder
 
 
 # -- the command line -----------------------------------------------------------------------------
+
 
 
 def test_exit_codes_of_bubblewrap_become_signals():
@@ -92,7 +93,7 @@ def test_a_bound_path_holding_the_data_directory_is_refused(tmp_path):
 
 def test_an_extra_read_path_holding_the_data_directory_is_refused(settings):
     with pytest.raises(sandbox.SandboxError, match="contains the data directory"):
-        service.job_policy(
+        sandboxing.job_policy(
             settings.replace(job_read_paths=str(settings.data_dir.parent)), Path("/x"), None, None
         )
 
@@ -107,7 +108,7 @@ def test_the_trainflow_package_is_bound_not_its_parent():
 
 
 def test_the_command_binds_no_secret_of_etc(settings):
-    argv = sandbox.command(["true"], service.job_policy(settings, job_folder(settings), None, None), "/")
+    argv = sandbox.command(["true"], sandboxing.job_policy(settings, job_folder(settings), None, None), "/")
     bound = {argv[i + 1] for i, arg in enumerate(argv) if arg in ("--ro-bind", "--ro-bind-try", "--bind")}
     assert "/etc" not in bound
     assert "/etc/shadow" not in bound
@@ -116,7 +117,7 @@ def test_the_command_binds_no_secret_of_etc(settings):
 
 def test_the_command_shows_only_the_jobs_own_folders_of_the_data_directory(settings):
     folder = job_folder(settings)
-    argv = sandbox.command(["true"], service.job_policy(settings, folder, None, None), "/")
+    argv = sandbox.command(["true"], sandboxing.job_policy(settings, folder, None, None), "/")
     data = str(settings.resolved_data_dir)
     bound = [argv[i + 1] for i, arg in enumerate(argv) if arg in ("--ro-bind", "--bind")]
     assert sorted(path for path in bound if path.startswith(data)) == sorted(
@@ -132,7 +133,7 @@ def test_a_job_folder_reached_through_a_link_is_not_bound(tmp_path):
 
 
 def test_as_root_jobs_switch_uid_and_otherwise_get_a_user_namespace(settings):
-    policy = service.job_policy(settings, job_folder(settings), None, None)
+    policy = sandboxing.job_policy(settings, job_folder(settings), None, None)
     argv = sandbox.command(["true"], {**policy, "identity": None}, "/")
     assert "--unshare-user" in argv
     argv = sandbox.command(["true"], {**policy, "identity": {"uid": 65534, "gid": 65534}}, "/")
@@ -141,12 +142,12 @@ def test_as_root_jobs_switch_uid_and_otherwise_get_a_user_namespace(settings):
 
 
 def test_the_job_may_connect_only_to_the_servers_port(settings):
-    policy = service.job_policy(settings, job_folder(settings), None, None)
+    policy = sandboxing.job_policy(settings, job_folder(settings), None, None)
     assert policy["tcp"] == [settings.port]
 
 
 def test_an_open_network_leaves_tcp_to_the_job(settings):
-    policy = service.job_policy(settings.replace(job_network="open"), job_folder(settings), None, None)
+    policy = sandboxing.job_policy(settings.replace(job_network="open"), job_folder(settings), None, None)
     assert policy["tcp"] is None
 
 
@@ -154,7 +155,7 @@ def test_an_unknown_network_setting_is_a_configuration_error(settings):
     from trainflow.errors import ConfigError
 
     with pytest.raises(ConfigError, match="server or open"):
-        service.sandbox_state(settings.replace(job_network="some"))
+        sandboxing.sandbox_state(settings.replace(job_network="some"))
 
 
 # -- output the server copies ---------------------------------------------------------------------
@@ -287,8 +288,8 @@ def test_a_cancelled_sandboxed_job_gets_sigterm_and_can_end_cleanly(bwrap, setti
         time.sleep(60)
     """)
     )
-    policy = service.job_policy(settings, folder, None, None)
-    service.grant_folders(settings, folder)
+    policy = sandboxing.job_policy(settings, folder, None, None)
+    sandboxing.grant_folders(settings, folder)
     supervisor = supervise(
         folder, {"argv": [sys.executable, "-u", "train.py"], "sandbox": policy, "grace_s": 20}
     )
@@ -303,7 +304,7 @@ def test_a_cancelled_sandboxed_job_gets_sigterm_and_can_end_cleanly(bwrap, setti
 
 def test_a_sandboxed_job_that_cannot_start_fails(bwrap, settings):
     folder = job_folder(settings)
-    policy = service.job_policy(settings, folder, None, None)
+    policy = sandboxing.job_policy(settings, folder, None, None)
     supervise(folder, {"argv": ["/nonexistent/python"], "sandbox": policy}).wait(timeout=60)
     assert status(folder)["exit_code"] == 127
     assert any("could not start the job" in line for line in lines(folder))
@@ -353,8 +354,8 @@ def built_step(bwrap, settings, tmp_path):
     folder = job_folder(settings)
     venv = venvs / "this-jobs-key"
     step = [sys.executable, "-c", HOSTILE_SETUP, str(settings.resolved_data_dir), str(venv), str(other)]
-    policy, publish = service.setup_policy(settings, folder, venv, [step], {})
-    service.grant_folders(settings, folder)
+    policy, publish = sandboxing.setup_policy(settings, folder, venv, [step], {})
+    sandboxing.grant_folders(settings, folder)
     spec = {"argv": ["true"], "setup": [step], "setup_sandbox": policy, "setup_publish": publish}
     assert supervise(folder, spec).wait(timeout=60) == 0
     report_line = next(line for line in lines(folder) if line.startswith("REPORT "))
@@ -393,11 +394,11 @@ def test_an_unknown_mode_is_a_configuration_error(settings):
     from trainflow.errors import ConfigError
 
     with pytest.raises(ConfigError, match="auto, required or off"):
-        service.sandbox_state(settings.replace(job_sandbox="sometimes"))
+        sandboxing.sandbox_state(settings.replace(job_sandbox="sometimes"))
 
 
 def test_required_passes_where_a_sandbox_can_be_built(bwrap, settings):
-    assert service.sandbox_state(settings.replace(job_sandbox="required"))["is_available"]
+    assert sandboxing.sandbox_state(settings.replace(job_sandbox="required"))["is_available"]
 
 
 def test_required_refuses_where_none_can_be_built(settings, tmp_path):
@@ -405,7 +406,7 @@ def test_required_refuses_where_none_can_be_built(settings, tmp_path):
 
     missing = settings.replace(job_sandbox="required", bwrap=str(tmp_path / "no-bwrap"))
     with pytest.raises(ConfigError, match=r"bubblewrap .* is not installed"):
-        service.sandbox_state(missing)
+        sandboxing.sandbox_state(missing)
 
 
 def test_the_uid_of_jobs_is_never_root():
@@ -457,7 +458,7 @@ def test_the_supervisor_and_the_sandbox_need_only_the_standard_library():
 
 
 def test_a_read_path_holding_the_data_directory_means_no_sandbox(bwrap, settings):
-    state = service.sandbox_state(settings.replace(job_read_paths=str(settings.data_dir.parent)))
+    state = sandboxing.sandbox_state(settings.replace(job_read_paths=str(settings.data_dir.parent)))
     assert not state["is_available"]
     assert "contains the data directory" in state["reason"]
 

@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from trainflow.db import db, utcnow
 from trainflow.events.bus import describe as describe_bus
 from trainflow.events.record import record_status
-from trainflow.jobs import service
+from trainflow.jobs import environments, sandboxing, service
 from trainflow.jobs.local import LaunchSpec, LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
 from trainflow.jobs.venv import python_of
@@ -70,8 +70,8 @@ class JobScheduler:
 
     def start(self) -> None:
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        service.sandbox_state(self.settings)  # says once, at start-up, whether jobs are sandboxed
-        log.info("%s", service.describe_limits(self.settings))
+        sandboxing.sandbox_state(self.settings)  # says once, at start-up, whether jobs are sandboxed
+        log.info("%s", sandboxing.describe_limits(self.settings))
         if self.notify_path is not None:
             self._socket = _bind(self.notify_path)
             self._threads.append(threading.Thread(target=self._listen, name="job-notify", daemon=True))
@@ -130,7 +130,7 @@ class JobScheduler:
                     self._record_exit(job, status)
                     continue
                 self.executor.kill_orphan((status or {}).get("pid"))
-                service.remove_leftover_cgroups(self.settings, job.id)  # what left its group too
+                sandboxing.remove_leftover_cgroups(self.settings, job.id)  # what left its group too
                 service.finish(
                     db.session,
                     job,
@@ -150,7 +150,7 @@ class JobScheduler:
         if reason == "cancelled":
             outcome, text = JobStatus.CANCELLED, "Cancelled."
         elif reason == "timed_out":
-            timeout = service.job_timeout(job, self.settings)
+            timeout = sandboxing.job_timeout(job, self.settings)
             outcome, text = JobStatus.TIMED_OUT, f"Ran past its timeout of {timeout} s."
         elif reason in LIMIT_REASONS:
             # status.json names the limit: "memory limit of 4096 MB exceeded".
@@ -232,7 +232,7 @@ class JobScheduler:
             script = db.session.get(Script, job.script_id)
             assert script is not None
             folder = self.executor.prepare(job.id, scripts.files_dir(self.settings, script))
-            env = service.job_env(
+            env = environments.job_env(
                 job,
                 base_env=dict(os.environ),
                 tracking_uri=self.settings.local_url,
@@ -244,20 +244,20 @@ class JobScheduler:
             setup: list[list[str]] = []
             venv = None
             if script.has_requirements:
-                venv, setup = service.venv_setup(self.settings, folder / "work" / "requirements.txt")
+                venv, setup = environments.venv_setup(self.settings, folder / "work" / "requirements.txt")
                 argv[0] = str(python_of(venv))
-            setup_env = service.setup_env(env, dict(os.environ))
+            setup_env = environments.setup_env(env, dict(os.environ))
             policy = setup_policy = None
             publish: list[list[str]] = []
-            if service.is_sandboxed(self.settings):
+            if sandboxing.is_sandboxed(self.settings):
                 gpus = env.get("CUDA_VISIBLE_DEVICES")
-                policy = service.job_policy(self.settings, folder, venv, gpus)
+                policy = sandboxing.job_policy(self.settings, folder, venv, gpus)
                 if setup and venv is not None:
-                    setup_policy, publish = service.setup_policy(
+                    setup_policy, publish = sandboxing.setup_policy(
                         self.settings, folder, venv, setup, setup_env
                     )
-                service.grant_folders(self.settings, folder)
-            elif service.sandbox_state(self.settings)["mode"] != "off" and not _is_admin(job.owner_id):
+                sandboxing.grant_folders(self.settings, folder)
+            elif sandboxing.sandbox_state(self.settings)["mode"] != "off" and not _is_admin(job.owner_id):
                 # Queued while a sandbox could be built, or by a user since made admin no longer.
                 raise RuntimeError(
                     "this server cannot sandbox jobs now, and only admins' jobs run unsandboxed"
@@ -266,14 +266,14 @@ class JobScheduler:
                 job.id,
                 argv,
                 env,
-                service.job_timeout(job, self.settings),
+                sandboxing.job_timeout(job, self.settings),
                 float(self.settings.job_grace_seconds),
                 setup,
                 setup_env,
                 sandbox=policy,
                 setup_sandbox=setup_policy,
                 setup_publish=publish,
-                limits=service.job_limits(self.settings),
+                limits=sandboxing.job_limits(self.settings),
             )
             job.supervisor_pid = self.executor.start(spec)
             db.session.commit()

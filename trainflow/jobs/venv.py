@@ -7,7 +7,7 @@ never used; where the server sandboxes jobs, the step runs in the job's sandbox 
 a folder of the job's own, which the supervisor moves into the cache afterwards.
 
 Nothing the job's user controls steers pip beyond the requirements file itself, and that is
-part of the cache key (see :func:`trainflow.jobs.service.venv_key`): pip runs ``--isolated``
+part of the cache key (see :func:`trainflow.jobs.environments.venv_key`): pip runs ``--isolated``
 (no environment variables, no configuration files) with the server's index settings given on
 its command line, and the step's environment is a fixed allow-list.
 
