@@ -346,6 +346,8 @@ def test_jobs_are_private_validated_and_deletable_when_finished(api, start):
         ({"script_id": "1"}, "script_id"),
         ({"script_id": 1, "env": {"MLFLOW_TRACKING_URI": "x"}}, "env"),
         ({"script_id": 1, "env": {"PATH": "/tmp"}}, "env"),
+        ({"script_id": 1, "env": {"LD_PRELOAD": "/tmp/x.so"}}, "loader"),
+        ({"script_id": 1, "env": {"GLIBC_TUNABLES": "glibc.malloc.check=3"}}, "loader"),
         ({"script_id": 1, "params": {"bad key!": 1}}, "params"),
         ({"script_id": 1, "args": "--x"}, "args"),
     ]:

@@ -78,6 +78,18 @@ def run_job(settings: Settings, script: str, **spec) -> Path:
 # -- the command line -----------------------------------------------------------------------------
 
 
+def test_bubblewrap_never_gets_what_steers_its_loader(settings, bwrap):
+    """Where the server is root, bubblewrap runs with root's privileges before the sandbox exists."""
+    folder = run_job(
+        settings,
+        "import os\nfor name in sorted(os.environ): print(name)\n",
+        env={"PATH": os.environ["PATH"], "LD_PRELOAD": "/nonexistent.so", "GCONV_PATH": "/x", "KEPT": "1"},
+    )
+    printed = lines(folder)
+    assert "KEPT" in printed
+    assert "LD_PRELOAD" not in printed
+    assert "GCONV_PATH" not in printed
+
 
 def test_exit_codes_of_bubblewrap_become_signals():
     assert sandbox.exit_status(0) == (0, None)

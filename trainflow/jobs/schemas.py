@@ -8,10 +8,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from trainflow.runner.sandbox import LOADER_PREFIXES, LOADER_VARIABLES
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,249}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Set by the server for every job; a user's env may not replace them.
-RESERVED_ENV_PREFIXES = ("MLFLOW_", "TRAINFLOW_", "PYTHON", "LD_", "DYLD_")
+RESERVED_ENV_PREFIXES = ("MLFLOW_", "TRAINFLOW_", "PYTHON")
 RESERVED_ENV = {"PATH", "HOME", "TMPDIR", "CUDA_VISIBLE_DEVICES"}
 
 
@@ -30,6 +32,8 @@ def _check_env(env: dict[str, str]) -> dict[str, str]:
             raise ValueError(f"{name!r} is not a valid environment variable name")
         if name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
             raise ValueError(f"{name} is set by the server and cannot be overridden")
+        if name in LOADER_VARIABLES or name.startswith(LOADER_PREFIXES):
+            raise ValueError(f"{name} steers the C library's loader, which a job may not set")
     return env
 
 

@@ -99,6 +99,14 @@ ETC_FILES = (
     "fonts",
 )
 REPORT_TIMEOUT_S = 30.0
+# What steers the C library's loader before a program runs: glibc ignores these in a setuid
+# program, but bubblewrap (where the server is root) is an ordinary program with root's
+# privileges until the sandbox exists, so it never gets them.
+LOADER_PREFIXES = ("LD_", "DYLD_")
+LOADER_VARIABLES = frozenset(
+    "GCONV_PATH GETCONF_DIR GLIBC_TUNABLES HOSTALIASES LOCALDOMAIN LOCPATH MALLOC_TRACE NIS_PATH "
+    "NLSPATH RESOLV_HOST_CONF RES_OPTIONS TZDIR".split()
+)
 
 
 class SandboxError(Exception):
@@ -286,6 +294,8 @@ def spawn(
     process, unsandboxed (a cgroup to join); ``popen``: the rest of ``subprocess.Popen``'s
     arguments (``env``, ``stdout``, ...).
     """
+    if popen.get("env") is not None:
+        popen["env"] = without_loader_variables(popen["env"])
     read_end, write_end = os.pipe()
     filter_fd = seccomp.filter_fd()
     inherited = (write_end,) if filter_fd is None else (write_end, filter_fd)
@@ -312,6 +322,11 @@ def spawn(
         for fd in inherited:
             os.close(fd)
     return process, applied
+
+
+def without_loader_variables(env: dict[str, str]) -> dict[str, str]:
+    """``env`` less what would steer the loader of bubblewrap itself (see LOADER_VARIABLES)."""
+    return {k: v for k, v in env.items() if k not in LOADER_VARIABLES and not k.startswith(LOADER_PREFIXES)}
 
 
 def ignore_sigterm() -> None:
