@@ -6,12 +6,12 @@ import pytest
 from flask_jwt_extended import create_access_token
 
 from tests.conftest import PASSWORD
+from tests.records import running_job
 from trainflow.accounts import auth, service
 from trainflow.accounts.models import User
 from trainflow.db import db
 from trainflow.errors import Unauthenticated
-from trainflow.jobs.models import Job, JobStatus
-from trainflow.scripts.models import Script
+from trainflow.jobs.models import Job
 
 RUN_ID = "a" * 32
 
@@ -31,35 +31,7 @@ def _user_with_id(app, user_id: int, username: str) -> None:
 
 
 def _running_job(app, owner_id: int, job_id: int = 1) -> Job:
-    with app.app_context():
-        script = Script(
-            owner_id=owner_id,
-            filename="train.py",
-            kind="py",
-            entrypoint="train.py",
-            has_requirements=False,
-            size=1,
-            sha256="0" * 64,
-            storage_key=f"key-{owner_id}",
-        )
-        db.session.add(script)
-        db.session.flush()
-        job = Job(
-            id=job_id,
-            owner_id=owner_id,
-            script_id=script.id,
-            experiment_id="0",
-            run_id=RUN_ID,
-            status=JobStatus.RUNNING.value,
-            params={},
-            args=[],
-            env={},
-        )
-        db.session.add(job)
-        db.session.commit()
-        db.session.refresh(job)
-        db.session.expunge(job)
-        return job
+    return running_job(app, owner_id, run_id=RUN_ID, job_id=job_id)
 
 
 def _delete(app, user_id: int) -> None:

@@ -11,42 +11,11 @@ from typing import Any
 
 import pytest
 
+from tests.records import running_job
 from tests.tracking.conftest import AJAX, API, ARTIFACTS, Mlflow
 from trainflow.accounts import auth
 from trainflow.db import db
 from trainflow.jobs.models import Job, JobStatus
-from trainflow.scripts.models import Script
-
-
-def _running_job(app: Any, owner_id: int, experiment_id: str, run_id: str) -> Job:
-    with app.app_context():
-        script = Script(
-            owner_id=owner_id,
-            filename="train.py",
-            kind="py",
-            entrypoint="train.py",
-            has_requirements=False,
-            size=1,
-            sha256="0" * 64,
-            storage_key=f"key-{run_id}",
-        )
-        db.session.add(script)
-        db.session.flush()
-        job = Job(
-            owner_id=owner_id,
-            script_id=script.id,
-            experiment_id=experiment_id,
-            run_id=run_id,
-            status=JobStatus.RUNNING.value,
-            params={},
-            args=[],
-            env={},
-        )
-        db.session.add(job)
-        db.session.commit()
-        db.session.refresh(job)
-        db.session.expunge(job)
-        return job
 
 
 @pytest.fixture
@@ -64,7 +33,7 @@ def ids(as_alice: Mlflow, as_bob: Mlflow) -> dict[str, str]:
 
 @pytest.fixture
 def job(app, alice, ids) -> Job:  # type: ignore[no-untyped-def]
-    return _running_job(app, alice.id, ids["e_a"], ids["job_run"])
+    return running_job(app, alice.id, experiment_id=ids["e_a"], run_id=ids["job_run"])
 
 
 @pytest.fixture
