@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.tracking.test_job_token import _running_job
+from tests.records import running_job
 from trainflow.accounts import auth
 
 
@@ -108,7 +108,7 @@ def test_an_unmodified_script_logs_with_its_job_token(app, live_url, alice, clie
     as_alice = Mlflow(client, alice.basic)
     experiment_id = as_alice.experiment("job-exp")
     run_id = as_alice.run(experiment_id)
-    job = _running_job(app, alice.id, experiment_id, run_id)
+    job = running_job(app, alice.id, experiment_id=experiment_id, run_id=run_id)
     token = auth.issue_job_token(app, job)
     result = run_client(live_url, JOB, MLFLOW_RUN_ID=run_id, MLFLOW_TRACKING_TOKEN=token)
     assert result == {"run_id": run_id, "listed": ["out/result.txt"]}
