@@ -10,7 +10,12 @@
     ├── Conflict                        409 conflict
     ├── PayloadTooLarge                 413 payload_too_large
     ├── UnsupportedMediaType            415 unsupported_media_type
-    └── TooManyRequests                 429 too_many_requests
+    ├── TooManyRequests                 429 too_many_requests
+    └── InsufficientStorage             507 insufficient_storage
+
+A write that fails for lack of space (SQLite's "database or disk is full", PostgreSQL's
+``disk_full``, ``ENOSPC``/``EDQUOT`` from any file) is a 507 ``insufficient_storage`` wherever
+it is raised (:func:`is_disk_full`), MLflow's routes included, never a 500 with SQL in it.
 
 Every response under ``/api`` and ``/ajax-api`` that is an error carries
 ``{"error": {"code": ..., "message": ...}}``. MLflow's own routes keep MLflow's
@@ -19,6 +24,7 @@ Every response under ``/api`` and ``/ajax-api`` that is an error carries
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -94,6 +100,44 @@ class TooManyRequests(TrainflowError):
         self.retry_after = retry_after
 
 
+class InsufficientStorage(TrainflowError):
+    status = 507
+    code = "insufficient_storage"
+
+
+DISK_FULL_MESSAGE = (
+    "The disk holding the server's data is full, so nothing new can be stored; what was stored "
+    "before is kept. Try again once an administrator has freed space."
+)
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+_PG_DISK_FULL = "53100"  # SQLSTATE disk_full (psycopg2.errors.DiskFull)
+# How these errors read once MLflow has turned them into text (its handlers answer for themselves).
+_DISK_FULL_TEXTS = ("database or disk is full", "No space left on device", "Disk quota exceeded", "DiskFull")
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it was raised from, is a write that failed for lack of space."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, InsufficientStorage):
+            return True
+        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+            return True
+        if getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return True
+        if getattr(error, "pgcode", None) == _PG_DISK_FULL:
+            return True
+        if type(error).__module__ == "sqlite3" and "database or disk is full" in str(error):
+            return True  # a Python built without sqlite_errorcode
+        orig = getattr(error, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's error
+        if isinstance(orig, BaseException) and is_disk_full(orig):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 # MLflow's error codes for the statuses trainflow's auth layer answers on MLflow routes.
 _MLFLOW_CODES = {
     401: "UNAUTHENTICATED",
@@ -101,6 +145,7 @@ _MLFLOW_CODES = {
     404: "RESOURCE_DOES_NOT_EXIST",
     429: "REQUEST_LIMIT_EXCEEDED",
     503: "TEMPORARILY_UNAVAILABLE",
+    507: "RESOURCE_EXHAUSTED",
 }
 
 
@@ -136,6 +181,10 @@ def _challenge() -> str:
 
 
 def handle_trainflow_error(e: TrainflowError) -> Response:
+    if not isinstance(e, InsufficientStorage) and is_disk_full(e.__cause__ or e.__context__):
+        # Raised while handling a failed write ("cannot create the experiment: ..."): the full
+        # disk is the news, not the operation that ran into it.
+        return disk_full_response()
     response = error_response(e.status, e.code, str(e), **e.details)
     if isinstance(e, TooManyRequests):
         response.headers["Retry-After"] = str(e.retry_after)
@@ -168,6 +217,8 @@ def handle_unexpected(e: Exception) -> Response:
 
     if isinstance(e, HTTPException):
         return handle_http_exception(e)  # type: ignore[return-value]
+    if is_disk_full(e):
+        return disk_full_response()
     if _is_pool_timeout(e):
         # Every database connection stayed busy for the pool's timeout: a load spike (thousands
         # of streams opening at once), not a fault. Say so, and when to try again.
@@ -177,6 +228,13 @@ def handle_unexpected(e: Exception) -> Response:
         return response
     log.exception("Unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal_error", "The server failed; the error is in its log.")
+
+
+def disk_full_response() -> Response:
+    from flask import request
+
+    log.error("Out of space: %s %s could not store what it was sent", request.method, request.path)
+    return error_response(507, InsufficientStorage.code, DISK_FULL_MESSAGE)
 
 
 def _is_pool_timeout(e: Exception) -> bool:
@@ -194,10 +252,18 @@ def add_error_envelope(response: Response) -> Response:
     if response.mimetype != "application/json" or response.is_streamed:
         return response
     body = response.get_json(silent=True)
+    if response.status_code >= 500 and isinstance(body, dict) and _reads_as_disk_full(body.get("message")):
+        # MLflow's handlers answer a failed write themselves (503 from its stores, other than
+        # the tracking store) with the database's error text: say what happened instead, as 507.
+        return disk_full_response()
     if isinstance(body, dict) and "error" not in body and "error_code" in body:
         body["error"] = {"code": str(body["error_code"]).lower(), "message": body.get("message", "")}
         response.set_data(json.dumps(body))
     return response
+
+
+def _reads_as_disk_full(message: object) -> bool:
+    return isinstance(message, str) and any(text in message for text in _DISK_FULL_TEXTS)
 
 
 def register(app: Flask) -> None:

@@ -184,6 +184,33 @@ class Settings:
         "Disk one user's stored scripts may take, in MB, counting each upload and what it unpacks "
         "to; an upload past it gets 413. 0: no quota.",
     )
+    min_free_mb: int = _setting(
+        "TRAINFLOW_MIN_FREE_MB",
+        100,
+        "Free space, in MB, the disk holding the data directory keeps for what is already running: "
+        "below it, new uploads and job submissions get 507 `insufficient_storage` before anything is "
+        "written (running jobs, their logs and metrics go on until the disk is full). 0: no watermark.",
+    )
+    job_disk_full_seconds: int = _setting(
+        "TRAINFLOW_JOB_DISK_FULL_SECONDS",
+        120,
+        "How long a running job waits for room when the disk holding the data directory is full: its "
+        "supervisor holds the job's output in memory meanwhile (8 MB at most, then the job waits on "
+        "its prints). Past it the job ends FAILED: `The disk holding the data directory is full`.",
+    )
+    sweep_seconds: int = _setting(
+        "TRAINFLOW_SWEEP_SECONDS",
+        600,
+        "How often the server that runs jobs removes debris a crash left in the data directory "
+        "(partial uploads, script and job folders without a database row). 0: only at start-up.",
+    )
+    debris_grace_seconds: int = _setting(
+        "TRAINFLOW_DEBRIS_GRACE_SECONDS",
+        3600,
+        "How long a partial upload, or a script or job folder without a database row, must have gone "
+        "unwritten before the periodic sweep removes it (longer than any upload may stall). At "
+        "start-up the server that runs jobs removes them whatever their age.",
+    )
     user_jobs_mb: int = _setting(
         "TRAINFLOW_USER_JOBS_MB",
         20480,
@@ -384,6 +411,10 @@ _RANGES = [
     ("job_max_seconds", 0, 100 * 365 * 86_400),
     ("user_uploads_mb", 0, 1 << 40),
     ("user_jobs_mb", 0, 1 << 40),
+    ("min_free_mb", 0, 1 << 30),
+    ("job_disk_full_seconds", 1, 86_400),
+    ("sweep_seconds", 0, 86_400),
+    ("debris_grace_seconds", 0, 30 * 86_400),
     ("job_uid", 1, 4_294_967_294),
     ("job_gid", 1, 4_294_967_294),
     ("stream_heartbeat_seconds", 0.05, 3600),

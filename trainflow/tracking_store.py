@@ -11,22 +11,28 @@ is MLflow's own rule for "more recent". The result in the database is the same a
 concurrent writers correct without reading rows first.
 
 Dialects without an insert-ignore here fall back to MLflow's implementation.
+
+A write that fails for lack of space raises :class:`DiskFull`, which MLflow's handlers answer
+as 507 with a plain message (MLflow's own store would answer 503 with the SQL statement).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from mlflow.entities import LifecycleStage, Metric
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, RESOURCE_EXHAUSTED
 from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.validation import _validate_metric
 from sqlalchemy import Table, and_, bindparam, select, tuple_, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
+
+from trainflow.errors import DISK_FULL_MESSAGE, is_disk_full
 
 _METRICS: Table = SqlMetric.__table__  # type: ignore[assignment]
 _LATEST: Table = SqlLatestMetric.__table__  # type: ignore[assignment]
@@ -58,10 +64,45 @@ _ADVANCE_LATEST = (
 )
 
 
+class DiskFull(MlflowException):  # type: ignore[misc]
+    """A write failed for lack of space: 507 from MLflow's handlers, without the SQL text."""
+
+    def __init__(self) -> None:
+        super().__init__(DISK_FULL_MESSAGE, RESOURCE_EXHAUSTED)
+
+    def get_http_status_code(self) -> int:
+        return 507
+
+
+@contextmanager
+def _disk_full_as_507() -> Iterator[None]:
+    try:
+        yield
+    except Exception as e:
+        if is_disk_full(e):
+            raise DiskFull() from e
+        raise
+
+
 class TrainflowTrackingStore(SqlAlchemyStore):  # type: ignore[misc]
-    """MLflow's ``SqlAlchemyStore`` with a faster ``_log_metrics_once``."""
+    """MLflow's ``SqlAlchemyStore`` with a faster ``_log_metrics_once``, and disk-full as 507."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        managed = self.ManagedSessionMaker
+
+        @contextmanager
+        def managed_session(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            with _disk_full_as_507(), managed(*args, **kwargs) as session:
+                yield session
+
+        self.ManagedSessionMaker = managed_session
 
     def _log_metrics_once(self, run_id: str, metrics: Sequence[Metric]) -> None:
+        with _disk_full_as_507():
+            self._write_metrics(run_id, metrics)
+
+    def _write_metrics(self, run_id: str, metrics: Sequence[Metric]) -> None:
         insert_ignoring = _INSERT_IGNORING_DUPLICATES.get(self.engine.dialect.name)
         if insert_ignoring is None:
             super()._log_metrics_once(run_id, metrics)

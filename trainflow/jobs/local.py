@@ -30,6 +30,7 @@ class LaunchSpec:
     setup_sandbox: dict[str, Any] | None = None
     setup_publish: list[list[str]] = field(default_factory=list)  # [built, place] after setup
     limits: dict[str, Any] | None = None  # trainflow.runner.limits.Limits, as JSON
+    disk_full_s: float = 120.0  # how long the job may wait for room on a full disk before it ends
 
 
 class LocalExecutor:
@@ -80,6 +81,7 @@ class LocalExecutor:
             "setup_sandbox": spec.setup_sandbox,
             "setup_publish": spec.setup_publish,
             "limits": spec.limits,
+            "disk_full_s": spec.disk_full_s,
             "notify": str(self.notify_path) if self.notify_path else None,
             "bus": self.bus,
         }

@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from trainflow.db import db, utcnow
+from trainflow.errors import is_disk_full
 from trainflow.events.bus import describe as describe_bus
 from trainflow.events.record import record_status
 from trainflow.jobs import environments, sandboxing, service
 from trainflow.jobs.local import LaunchSpec, LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
+from trainflow.jobs.supervisor import STORAGE_REASONS
 from trainflow.jobs.venv import python_of
 from trainflow.runner.limits import REASONS as LIMIT_REASONS
 from trainflow.scripts import service as scripts
@@ -152,6 +154,9 @@ class JobScheduler:
         elif reason == "timed_out":
             timeout = sandboxing.job_timeout(job, self.settings)
             outcome, text = JobStatus.TIMED_OUT, f"Ran past its timeout of {timeout} s."
+        elif reason in STORAGE_REASONS:
+            # The disk holding the data directory stayed full (its supervisor says so).
+            outcome, text = JobStatus.FAILED, status.get("message") or "The disk holding the data is full."
         elif reason in LIMIT_REASONS:
             # status.json names the limit: "memory limit of 4096 MB exceeded".
             outcome, text = JobStatus.FAILED, status.get("message") or f"Exceeded a limit ({reason})."
@@ -274,6 +279,7 @@ class JobScheduler:
                 setup_sandbox=setup_policy,
                 setup_publish=publish,
                 limits=sandboxing.job_limits(self.settings),
+                disk_full_s=float(self.settings.job_disk_full_seconds),
             )
             job.supervisor_pid = self.executor.start(spec)
             db.session.commit()
@@ -281,7 +287,9 @@ class JobScheduler:
             log.info("Job %d: started (supervisor %d)", job.id, job.supervisor_pid)
         except Exception as e:
             log.exception("Job %d: could not start", job.id)
-            service.finish(db.session, job, JobStatus.FAILED, exit_code=None, reason=f"Could not start: {e}")
+            why = "the disk holding the data directory is full" if is_disk_full(e) else e
+            reason = f"Could not start: {why}"
+            service.finish(db.session, job, JobStatus.FAILED, exit_code=None, reason=reason)
 
 
 def _is_admin(user_id: int) -> bool:

@@ -33,6 +33,14 @@ A sandboxed job has a PID namespace of its own: when its first process exits, wh
 left running is killed at once, and an exit code above 128 from bubblewrap is recorded as the
 signal that killed the job.
 
+A full disk never ends the supervisor: what it could not write (log records, events, its status)
+stays in memory, up to ``MAX_BACKLOG`` bytes (past that it stops reading the job's output, so
+the job waits on its own prints), and is written once there is room again. If the disk stays
+full for ``spec["disk_full_s"]`` seconds, the job is ended with reason ``disk_full`` (or
+``storage_failed`` for another write error) and a message naming the disk. At start the
+supervisor sets ``RESERVE_BYTES`` aside in ``JOB_DIR/.reserve`` and deletes it when the job
+ends, so that its final status (and the server's record of the end) has room on a full disk.
+
 SIGTERM to the supervisor cancels the job. The job runs in its own process group; ending it
 sends SIGTERM to the whole group and SIGKILL after the grace period, children included.
 A datagram to ``spec["notify"]`` (if that socket exists) tells the web process a state changed.
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import json
 import os
 import re
@@ -53,11 +62,11 @@ import sys
 import time
 from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from trainflow.events.notice import publisher_for
 from trainflow.events.progress import parse_bar, parse_marker
-from trainflow.events.store import EventWriter, fragment
+from trainflow.events.store import EVENTS, PREFIX, EventWriter, fragment, last_seq
 from trainflow.runner import sandbox
 from trainflow.runner.enforcement import JobLimits, cgroup_name
 from trainflow.runner.limits import REASONS, Limits, apply_rlimits, message
@@ -67,15 +76,85 @@ IDLE_FLUSH_S = 1.0
 LOG_TYPE = b'"type":"log",'  # a log event is this, then the same fields as the log record
 PROGRESS_EVERY_S = 0.1  # a bar redrawn faster than this still makes ten events a second at most
 DRAIN_S = 2.0  # how long a job's leftover children may keep its pipes open after it exits
+MAX_BACKLOG = 8 * 1024 * 1024  # bytes of records and events held in memory while the disk is full
+RETRY_S = 0.5  # how often writes are tried again while the disk is full
+RESERVE = ".reserve"
+RESERVE_BYTES = 1024 * 1024  # room for the final status, and for the server to record the end
+DISK_FULL = "disk_full"
+STORAGE_FAILED = "storage_failed"
+STORAGE_REASONS = (DISK_FULL, STORAGE_FAILED)
+DISK_FULL_S = 120.0  # how long a job waits for room when the spec does not say
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)  # half written on a full disk: the old status stands
+        raise
+
+
+def say(text: str) -> None:
+    """A line in supervisor.log; lost, not raised, when the disk holding it is full."""
+    with contextlib.suppress(OSError, ValueError):
+        print(text, flush=True)
+
+
+class StorageTrouble:
+    """Whether the job's folder is refusing writes, since when, and why."""
+
+    def __init__(self, job: Any) -> None:
+        self.job = job
+        self.since: float | None = None  # monotonic time of the first failure of this spell
+        self.error: OSError | None = None
+        self.retry_at = 0.0
+
+    def failed(self, error: OSError) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            say(f"job {self.job}: cannot write to the data directory ({error.strerror}); holding output")
+        self.error = error
+        self.retry_at = now + RETRY_S
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            say(f"job {self.job}: writing again after {time.monotonic() - self.since:.1f} s")
+        self.since = None
+        self.error = None
+
+    @property
+    def is_waiting(self) -> bool:
+        """Whether the last write failed and it is too soon to try again."""
+        return self.since is not None and time.monotonic() < self.retry_at
+
+    @property
+    def reason(self) -> str:
+        return DISK_FULL if self.is_disk_full else STORAGE_FAILED
+
+    @property
+    def is_disk_full(self) -> bool:
+        return self.error is not None and self.error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+    def message(self, waited: float | None, exit_code: int | None, lost: int) -> str:
+        if self.is_disk_full:
+            text = "The disk holding the data directory is full"
+        else:
+            strerror = self.error.strerror if self.error is not None else "an error"
+            text = f"The data directory could not be written ({strerror})"
+        if waited is not None:
+            text += f"; the job was ended after {waited:.0f} s without room for its output"
+        elif exit_code:
+            text += f"; the job exited with code {exit_code}"
+        if lost:
+            text += f"; the last {lost} bytes of its output could not be stored"
+        return text + "."
 
 
 INDEX_EVERY = 1000  # logs.idx holds the byte offset of every 1000th record
@@ -84,26 +163,74 @@ INDEX_EVERY = 1000  # logs.idx holds the byte offset of every 1000th record
 class EventSink:
     """Collects the events of one pass of the read loop, then appends and announces them."""
 
-    def __init__(self, job_dir: Path, job_id: Any, bus: dict[str, Any] | None) -> None:
-        self.writer = EventWriter(job_dir)
+    def __init__(
+        self, job_dir: Path, job_id: Any, bus: dict[str, Any] | None, trouble: StorageTrouble | None = None
+    ) -> None:
+        self.job_dir = job_dir
+        self.writer: EventWriter | None = None  # opened on the first write (it creates files)
         self.job_id = job_id
         self.publisher = publisher_for(bus or {})
+        self.trouble = trouble or StorageTrouble(job_id)
         self.pending: list[bytes] = []
+        self.pending_bytes = 0
 
     def add(self, data: bytes) -> None:
         self.pending.append(data)
+        self.pending_bytes += len(data) + 16
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Append what is pending; False if some of it is still waiting for room."""
         if not self.pending:
-            return
-        seq = self.writer.append(self.pending)
+            return True
+        start = 0
+        try:
+            if self.writer is None:
+                self.writer = EventWriter(self.job_dir)
+            start = last_seq(self.job_dir)[1]
+            seq = self.writer.append(self.pending)
+        except OSError as e:
+            self.trouble.failed(e)
+            self._forget_stored(start)
+            return False
         self.pending = []
+        self.pending_bytes = 0
         if self.publisher is not None:
             self.publisher.publish({"kind": "events", "job": self.job_id, "seq": seq})
+        return True
+
+    def _forget_stored(self, start: int) -> None:
+        """After a failed append, drop from ``pending`` the events that were stored all the same.
+
+        A write cut short by a full disk can leave whole events in the file before the torn one.
+        The next writer keeps those (it cuts only the torn tail), so sending them again would
+        repeat them. They are the first of ``pending``, in a row, after byte ``start``.
+        """
+        if self.writer is None:
+            return
+        try:
+            self.writer.append([])  # cuts the torn tail, the writers' usual repair
+            with open(self.job_dir / EVENTS, "rb") as f:
+                f.seek(start)
+                written = f.read()
+        except OSError:
+            return  # cannot tell: write them again later (a repeat rather than a loss)
+        kept = 0
+        for record in written.split(b"\n"):
+            if kept == len(self.pending):
+                break
+            body = record[record.find(b",", len(PREFIX)) + 1 :] if record.startswith(PREFIX) else b""
+            if body == self.pending[kept]:
+                kept += 1
+            elif kept:
+                break  # one batch is written in one piece: they follow each other
+        if kept:
+            self.pending_bytes -= sum(len(data) + 16 for data in self.pending[:kept])
+            del self.pending[:kept]
 
     def close(self) -> None:
         self.flush()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
         if self.publisher is not None:
             self.publisher.close()
 
@@ -116,17 +243,24 @@ class LogWriter:
     line also goes to the job's event log through ``events``.
     """
 
-    def __init__(self, path: Path, events: EventSink | None = None) -> None:
+    def __init__(
+        self, path: Path, events: EventSink | None = None, trouble: StorageTrouble | None = None
+    ) -> None:
+        self.path = path
         self.events = events
+        self.trouble = trouble or (events.trouble if events is not None else StorageTrouble(None))
         self.count = _count_lines(path)
-        self._file: BinaryIO = open(path, "ab", buffering=1 << 16)
-        self._position = self._file.tell()
-        self._index: BinaryIO = open(path.with_suffix(".idx"), "ab", buffering=1 << 12)
+        self._position = path.stat().st_size if path.exists() else 0
+        # Written with os.write from buffers of our own: what a full disk refused stays here,
+        # in order, and goes out on the next try (a buffered file would lose track of it).
+        self._data = bytearray()
+        self._index_data = bytearray()
+        self._fds: dict[str, int] = {}
         self.now = time.time()  # one timestamp per chunk read, set by the reader
 
     def write(self, stream: str, line: str, is_partial: bool = False) -> None:
         if self.count % INDEX_EVERY == 0:
-            self._index.write(self._position.to_bytes(8, "little"))
+            self._index_data += self._position.to_bytes(8, "little")
         self.count += 1
         # The log record and the log event share everything after their first field: escape
         # and encode the line once for both.
@@ -135,24 +269,54 @@ class LogWriter:
             f'"ts":{self.now:.6f},"stream":"{stream}","n":{self.count},"line":{encode_basestring(line)}{flag}}}'
         ).encode("utf-8", "surrogatepass")
         data = b"{" + body + b"\n"
-        self._file.write(data)
+        self._data += data
         self._position += len(data)
         if self.events is not None:
             self.events.add(LOG_TYPE + body)
+        if len(self._data) >= 1 << 16 and not self.trouble.is_waiting:
+            self._write_out()
 
     def progress(self, fields: dict[str, Any]) -> None:
         if self.events is not None:
             self.events.add(fragment("progress", self.now, **fields))
 
-    def flush(self) -> None:
-        self._file.flush()
-        self._index.flush()
+    @property
+    def backlog(self) -> int:
+        """Bytes waiting to be written (all of them only while the disk refuses them)."""
+        return len(self._data) + len(self._index_data) + (self.events.pending_bytes if self.events else 0)
+
+    def flush(self, force: bool = False) -> bool:
+        """Write out what is waiting; False if the disk refused some of it (it is kept)."""
+        if self.trouble.is_waiting and not force:
+            return False
+        is_done = self._write_out()
         if self.events is not None:
-            self.events.flush()
+            is_done = self.events.flush() and is_done
+        if is_done:
+            self.trouble.recovered()
+        return is_done
+
+    def _write_out(self) -> bool:
+        # The log first: an index entry never points past what the log holds.
+        for name, buffer in (("log", self._data), ("index", self._index_data)):
+            try:
+                fd = self._fds.get(name)
+                if fd is None:
+                    path = self.path if name == "log" else self.path.with_suffix(".idx")
+                    fd = self._fds[name] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+                while buffer:
+                    del buffer[: os.write(fd, buffer)]
+            except OSError as e:
+                self.trouble.failed(e)
+                return False
+        return True
 
     def close(self) -> None:
-        self._file.close()
-        self._index.close()
+        self.flush(force=True)
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds = {}
         if self.events is not None:
             self.events.close()
 
@@ -265,19 +429,24 @@ class Supervisor:
         # this supervisor, so jobs of other servers on the machine never share one.
         name = cgroup_name(job_dir.parent, self.spec.get("job"), os.getpid())
         self.limits = JobLimits(Limits.from_json(self.spec.get("limits")), job_dir, name)
+        self.trouble = StorageTrouble(self.spec.get("job"))
+        self.disk_full_s = float(self.spec.get("disk_full_s") or DISK_FULL_S)
+        self.is_status_pending = False  # a status the disk refused, written on the next try
+        self.status: dict[str, Any] = {}
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_cancel)
         signal.signal(signal.SIGINT, self._on_cancel)
+        self._reserve()
         self._set_status(state="starting", supervisor_pid=os.getpid())
-        events = EventSink(self.job_dir, self.spec.get("job"), self.spec.get("bus"))
+        events = EventSink(self.job_dir, self.spec.get("job"), self.spec.get("bus"), self.trouble)
         log = LogWriter(self.job_dir / "logs.ndjson", events)
         self.limits.start()
-        print(f"job {self.spec.get('job')}: {self.limits.describe()}", flush=True)  # supervisor.log
+        say(f"job {self.spec.get('job')}: {self.limits.describe()}")  # supervisor.log
         if self.reason == "cancelled":  # cancelled before it started
             self.limits.close()
-            log.close()
-            self._set_status(
+            self._close_log(log)
+            self._final_status(
                 state="exited", exit_code=None, signal=None, reason="cancelled", finished_at=time.time()
             )
             return 0
@@ -285,15 +454,15 @@ class Supervisor:
             code = self._run_step(step, log)
             if code != 0 or self.reason == "cancelled":
                 self.limits.close()
-                log.close()
+                lost = self._close_log(log)
                 reason = self.reason or "setup_failed"
-                self._set_status(
+                self._final_status(
                     state="exited",
                     exit_code=code,
                     signal=None,
                     reason=reason,
                     finished_at=time.time(),
-                    **self._limit_status(reason),
+                    **self._limit_status(reason, code, lost),
                 )
                 return 0
         self._publish()
@@ -303,8 +472,8 @@ class Supervisor:
         except (OSError, sandbox.SandboxError) as e:
             log.write("stderr", f"trainflow: could not start the job: {e}")
             self.limits.close()
-            log.close()
-            self._set_status(
+            self._close_log(log)
+            self._final_status(
                 state="exited", exit_code=127, signal=None, reason="start_failed", finished_at=time.time()
             )
             return 0
@@ -323,7 +492,7 @@ class Supervisor:
         deadline = started + timeout if timeout else None
         self._pump(log, deadline)
         code = self.process.wait()
-        log.close()
+        lost = self._close_log(log)
         exit_code, signum = sandbox.exit_status(code) if policy else (code, None)
         if not policy and code < 0:
             exit_code, signum = None, -code
@@ -332,8 +501,10 @@ class Supervisor:
             reason = "start_failed"  # the sandbox did not come up; the launcher said why in the log
         if reason is None and (exit_code or signum):
             reason = self.limits.final_reason(exit_code, signum)  # an OOM kill, SIGXFSZ, ...
+        if reason is None and (exit_code or signum or lost) and self.trouble.since is not None:
+            reason = self.trouble.reason  # it failed while the disk was full: that is the news
         self.limits.close()  # whatever the job left in its cgroup goes with it
-        self._set_status(
+        self._final_status(
             state="exited",
             exit_code=exit_code,
             signal=signum,
@@ -342,16 +513,65 @@ class Supervisor:
             finished_at=time.time(),
             pid=self.process.pid,
             sandbox=applied,
-            **self._limit_status(reason),
+            **self._limit_status(reason, exit_code, lost),
         )
         return 0
 
-    def _limit_status(self, reason: str | None) -> dict[str, Any]:
+    def _limit_status(
+        self, reason: str | None, exit_code: int | None = None, lost: int = 0
+    ) -> dict[str, Any]:
         """What status.json says of the limits: which mechanism held each, and the one exceeded."""
         status: dict[str, Any] = {"limits": self.limits.mechanisms()}
         if reason in REASONS:
             status["message"] = message(reason, self.limits.limits)  # type: ignore[arg-type]
+        elif reason in STORAGE_REASONS:
+            waited = self.disk_full_s if self.storage_ended else None
+            status["message"] = self.trouble.message(waited, exit_code, lost)
         return status
+
+    # -- a full disk --------------------------------------------------------------------------
+
+    def _reserve(self) -> None:
+        """Set room aside for the end: the final status, and the server's record of it."""
+        path = self.job_dir / RESERVE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                chunk = bytes(64 * 1024)  # written, not sparse: the blocks must be taken now
+                for _ in range(RESERVE_BYTES // len(chunk)):
+                    os.write(fd, chunk)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            say(f"job {self.spec.get('job')}: no room set aside for its end ({e.strerror})")
+            self._release_reserve()
+
+    def _release_reserve(self) -> bool:
+        try:
+            os.unlink(self.job_dir / RESERVE)
+        except OSError:
+            return False
+        return True
+
+    def _close_log(self, log: LogWriter) -> int:
+        """Write out what the job printed, waiting for room while the disk is full (bounded);
+        return the bytes given up."""
+        while not log.flush(force=True) and not self._has_waited_enough():
+            time.sleep(RETRY_S)
+        lost = log.backlog
+        log.close()
+        if lost:
+            say(f"job {self.spec.get('job')}: {lost} bytes of output could not be stored")
+        return lost
+
+    def _has_waited_enough(self) -> bool:
+        since = self.trouble.since
+        return since is None or time.monotonic() - since >= self.disk_full_s
+
+    @property
+    def storage_ended(self) -> bool:
+        """Whether the supervisor ended the job because the disk stayed full."""
+        return self.reason in STORAGE_REASONS
 
     def _preexec(self) -> None:
         """In a job's (or setup step's) first process, unsandboxed: its cgroup and rlimits."""
@@ -444,6 +664,17 @@ class Supervisor:
             if drain_until is not None and now >= drain_until:
                 self._killpg(signal.SIGKILL)  # leftover children holding the pipes
                 break
+            if self.reason is None and self.trouble.since is not None and self._has_waited_enough():
+                self.reason = self.trouble.reason  # the disk stayed full: end the job, say why
+                self._terminate()
+            if self.is_status_pending and not self.trouble.is_waiting:
+                self._write_status()
+            if log.backlog > MAX_BACKLOG:
+                # Held in memory as much as it may: the job waits on its prints until there is
+                # room (or until it is ended for the full disk).
+                time.sleep(0.2)
+                log.flush()
+                continue
             for key, _ in selector.select(timeout=0.2):
                 try:
                     data = os.read(key.fd, 1 << 16)
@@ -478,9 +709,38 @@ class Supervisor:
                 os.killpg(self.process.pid, signum)
 
     def _set_status(self, **status: Any) -> None:
+        """Record a state on the way (starting, running); on a full disk, on a later try."""
         status["job"] = self.spec.get("job")
-        write_json_atomic(self.status_path, status)
-        notify(self.spec.get("notify"), {"job": self.spec.get("job"), "state": status["state"]})
+        self.status = status
+        self._write_status()
+
+    def _write_status(self) -> None:
+        try:
+            write_json_atomic(self.status_path, self.status)
+        except OSError as e:
+            self.trouble.failed(e)
+            self.is_status_pending = True
+            return
+        self.is_status_pending = False
+        notify(self.spec.get("notify"), {"job": self.spec.get("job"), "state": self.status["state"]})
+
+    def _final_status(self, **status: Any) -> None:
+        """Record how the job ended, on a full disk too: the reserve makes room for it."""
+        status["job"] = self.spec.get("job")
+        self.status = status
+        deadline = time.monotonic() + max(self.disk_full_s, 5.0)
+        while True:
+            self._write_status()
+            if not self.is_status_pending:
+                break
+            if self._release_reserve():
+                continue
+            if time.monotonic() >= deadline:
+                say(f"job {self.spec.get('job')}: could not record how it ended: {self.trouble.error}")
+                break
+            time.sleep(RETRY_S)
+        # The server records the end in the database and the event log: the room is theirs now.
+        self._release_reserve()
 
 
 def notify(path: str | None, message: dict[str, Any]) -> None:

@@ -1,0 +1,104 @@
+"""The supervisor on a full disk: it holds the job's output, never dies, says why a job ended (#11)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.filesystems import fill, small_tmpfs
+from tests.processes import wait_for
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="tmpfs and process groups are POSIX")
+
+# Prints numbered lines, ten every 10 ms, until it has printed `count` or is stopped.
+PRINTER = """
+import sys, time
+for n in range(1, {count} + 1):
+    print(f"line {{n}}")
+    if n % 10 == 0:
+        time.sleep(0.01)
+"""
+
+
+@pytest.fixture
+def job_dir(tmp_path):
+    with small_tmpfs(tmp_path / "disk", 4) as disk:
+        folder = disk / "jobs" / "1"
+        (folder / "work").mkdir(parents=True)
+        yield folder
+        for process in STARTED:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        STARTED.clear()
+
+
+STARTED: list[subprocess.Popen] = []
+
+
+def start(folder: Path, source: str, disk_full_s: float) -> subprocess.Popen:
+    (folder / "work" / "train.py").write_text(textwrap.dedent(source))
+    spec = {
+        "job": 1,
+        "argv": [sys.executable, "-u", "train.py"],
+        "cwd": str(folder / "work"),
+        "env": {"PATH": os.environ["PATH"]},
+        "timeout_s": None,
+        "grace_s": 1,
+        "disk_full_s": disk_full_s,
+    }
+    (folder / "spec.json").write_text(json.dumps(spec))
+    process = subprocess.Popen([sys.executable, "-m", "trainflow.jobs.supervisor", str(folder)])
+    STARTED.append(process)
+    return process
+
+
+def log_lines(folder: Path) -> list[str]:
+    path = folder / "logs.ndjson"
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line)["line"] for line in text.splitlines() if line.endswith("}")]
+
+
+def event_lines(folder: Path) -> list[str]:
+    records = [json.loads(line) for line in (folder / "events.ndjson").read_text().splitlines()]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    return [r["line"] for r in records if r["type"] == "log"]
+
+
+def test_output_held_while_the_disk_is_full_is_written_once_room_returns(job_dir):
+    supervisor = start(job_dir, PRINTER.format(count=3000), disk_full_s=60)
+    wait_for(lambda: len(log_lines(job_dir)) >= 200)
+    filler = job_dir.parent.parent / "filler"
+    fill(filler)
+    time.sleep(1.5)  # the job keeps printing; nothing of it has room
+    filler.unlink()
+    assert supervisor.wait(timeout=60) == 0
+    status = json.loads((job_dir / "status.json").read_text())
+    assert status["exit_code"] == 0
+    assert status["reason"] is None
+    expected = [f"line {n}" for n in range(1, 3001)]
+    assert log_lines(job_dir) == expected
+    assert event_lines(job_dir) == expected  # each once, in order, numbered without a gap
+
+
+def test_a_disk_that_stays_full_ends_the_job_with_a_reason_naming_it(job_dir):
+    supervisor = start(job_dir, PRINTER.format(count=10**9), disk_full_s=2)
+    wait_for(lambda: len(log_lines(job_dir)) >= 200)
+    before = log_lines(job_dir)
+    fill(job_dir.parent.parent / "filler")
+    assert supervisor.wait(timeout=60) == 0
+    status = json.loads((job_dir / "status.json").read_text())
+    assert status["state"] == "exited"
+    assert status["reason"] == "disk_full"
+    assert status["message"].startswith("The disk holding the data directory is full")
+    kept = log_lines(job_dir)
+    assert kept[: len(before)] == before  # what was stored stays
+    assert kept == [f"line {n}" for n in range(1, len(kept) + 1)]
+    assert not (job_dir / ".reserve").exists()  # given up to record the end
