@@ -9,7 +9,7 @@ CHROMIUM := /usr/bin/chromium
 # Jobs run in a sandbox that Debian's bubblewrap builds (docs/SECURITY.md).
 BWRAP := /usr/bin/bwrap
 
-.PHONY: install install-test install-browser run test lint bench clean
+.PHONY: install install-test install-browser run test lint bench soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ lint: install-test
 ## Benchmarks (not part of `make test`): see bench/README.md.
 bench: install-test
 	$(BIN)/python bench/mlflow_writes.py
+
+## Soak (not part of `make test`): 150 simulated users for 3 minutes against one server; see bench/README.md.
+soak: install-test
+	$(BIN)/python bench/soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache node_modules
