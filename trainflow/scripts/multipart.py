@@ -95,14 +95,16 @@ def _decode(
             if isinstance(event, NeedData):
                 _feed(decoder, stream)
             elif isinstance(event, File):
+                _check_name(event.name, form)
                 fd, name = tempfile.mkstemp(dir=spool_dir, prefix="upload-")
                 received = ReceivedFile(
                     event.name, event.filename, event.headers.get("content-type", ""), Path(name)
                 )
                 form.spooled.append(received.path)
-                form.files.setdefault(event.name, received)
+                form.files[event.name] = received
                 writer = _FileWriter(received, os.fdopen(fd, "wb"))
             elif isinstance(event, Field):
+                _check_name(event.name, form)
                 current_field = (event.name, bytearray())
             elif isinstance(event, Data):
                 if writer is not None:
@@ -118,7 +120,7 @@ def _decode(
                     if len(current_field[1]) > MAX_FIELD_BYTES:
                         raise PayloadTooLarge(f"The form field {current_field[0]!r} is over 64 KB.")
                     if not event.more_data:
-                        form.fields.setdefault(current_field[0], _text(*current_field))
+                        form.fields[current_field[0]] = _text(*current_field)
                         current_field = None
     finally:
         if writer is not None:
@@ -141,6 +143,17 @@ class _FileWriter:
     def close(self) -> None:
         self.handle.close()
         self.received.sha256 = self.digest.hexdigest()
+
+
+def _check_name(name: str | None, form: ReceivedForm) -> None:
+    """A part needs a name of its own: a form naming one twice is refused, not resolved by order."""
+    if not name:
+        raise BadRequest(
+            "A part of the form has no name; send the file as "
+            '`Content-Disposition: form-data; name="file"; filename="..."`.'
+        )
+    if name in form.fields or name in form.files:
+        raise BadRequest(f"The form has more than one part named {name!r}; send each once.")
 
 
 def _next_event(decoder: MultipartDecoder) -> object:
