@@ -159,18 +159,54 @@ def listener_for(settings: Settings, handler: Handler, on_reconnect: Callable[[]
 
 
 class Publisher:
-    """This process's publisher, shared by its greenlets (one at a time on the connection)."""
+    """This process's publisher, shared by its greenlets (one at a time on the connection).
+
+    On the local bus, notices a busy receiver had no room for are sent again from a thread of
+    their own (every ``FLUSH_EVERY_S``, for up to ``FLUSH_FOR_S``), not only with the next
+    publish: the last status change of a quiet server must not wait for the next one.
+    """
+
+    FLUSH_EVERY_S = 0.02
+    FLUSH_FOR_S = 30.0
 
     def __init__(self, settings: Settings) -> None:
         self._publisher: LocalPublisher | RedisPublisher | None = publisher_for(describe(settings))
         self._lock = threading.Lock()
+        self._is_flushing = False  # a flusher thread runs (changed under the lock)
+        self._closed = False
 
     def publish(self, message: dict[str, Any]) -> None:
         if self._publisher is None:
             return
         with self._lock:
+            if self._closed:
+                return
             self._publisher.publish(message)
+            if isinstance(self._publisher, LocalPublisher) and self._publisher.has_pending:
+                if not self._is_flushing:
+                    self._is_flushing = True
+                    threading.Thread(target=self._flush, name="bus-flush", daemon=True).start()
+
+    def _flush(self) -> None:
+        publisher = self._publisher
+        assert isinstance(publisher, LocalPublisher)
+        deadline = time.monotonic() + self.FLUSH_FOR_S
+        while True:
+            time.sleep(self.FLUSH_EVERY_S)
+            with self._lock:
+                if not self._closed:
+                    publisher.flush()
+                if self._closed or not publisher.has_pending:
+                    self._is_flushing = False
+                    return
+                if time.monotonic() > deadline:
+                    # Its streams catch up from the database at their next heartbeat.
+                    log.warning("A server process has not read its bus notices for %.0f s", self.FLUSH_FOR_S)
+                    self._is_flushing = False
+                    return
 
     def close(self) -> None:
-        if self._publisher is not None:
-            self._publisher.close()
+        with self._lock:
+            self._closed = True
+            if self._publisher is not None:
+                self._publisher.close()

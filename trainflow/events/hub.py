@@ -15,7 +15,8 @@ their heartbeats. That is what lets one process keep 10,000 followers of a job c
 socket that would block (a slow reader), fails (a gone one), or is sent the ``end`` goes back
 to its own greenlet, which finishes the write and carries on as before.
 
-The job-list stream (every job's status changes) gets a bounded queue per watcher instead.
+The all-jobs stream (every job's status changes) reads a :class:`~trainflow.events.changes.ChangeLog`
+instead: a window of the numbered changes stored in the database, one per process.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainflow.events.bus import Listener, Publisher, listener_for
+from trainflow.events.changes import ChangeLog, ChangeReader
 from trainflow.events.store import END_MARK, EventCursor, last_seq
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 EXTENSION = "trainflow.events"
 REFRESH_EVERY_S = 1.0  # at most this often does a heartbeat look at the log for a missed notice
-WATCH_QUEUE = 1000  # status changes a job-list watcher may have unread before it must resync
 
 
 class Pushed:
@@ -232,31 +232,12 @@ class JobFeed:
         changed.set()
 
 
-class StatusWatch:
-    """The job-list stream's view of the bus: status changes of the jobs one user may see."""
-
-    def __init__(self, user_id: int, is_admin: bool) -> None:
-        self.user_id = user_id
-        self.is_admin = is_admin
-        self.queue: deque[dict[str, Any]] = deque()
-        self.overflowed = False
-        self.changed = threading.Event()
-
-    def offer(self, notice: dict[str, Any]) -> None:
-        if not (self.is_admin or notice.get("owner") == self.user_id):
-            return
-        if len(self.queue) >= WATCH_QUEUE:
-            self.overflowed = True
-        else:
-            self.queue.append(notice)
-        self.changed.set()
-
-
 class Hub:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, app: Flask | None = None) -> None:
         self.settings = settings
+        self.app = app
         self.feeds: dict[int, JobFeed] = {}
-        self.watches: set[StatusWatch] = set()
+        self.changes = ChangeLog(ChangeReader(self._engine))
         self.publisher = Publisher(settings)
         self._listener: Listener | None = None
         self._started = threading.Lock()
@@ -269,11 +250,22 @@ class Hub:
                 self._listener = listener_for(self.settings, self.on_notice, self.refresh_all)
                 self._listener.start()
                 threading.Thread(target=self._beat, name="stream-heartbeats", daemon=True).start()
+                threading.Thread(
+                    target=self.changes.run, args=(self._stopped,), name="job-changes", daemon=True
+                ).start()
+
+    def _engine(self) -> Any:
+        from trainflow.db import db
+
+        assert self.app is not None, "the all-jobs stream needs the app's database"
+        with self.app.app_context():
+            return db.engine
 
     def _beat(self) -> None:
         """Heartbeats for pushed followers; also a look at each log, in case a notice was lost."""
         idle_s = self.settings.stream_heartbeat_seconds
         while not self._stopped.wait(min(idle_s / 3, 1.0)):
+            self.changes.refresh_if_stale(idle_s)
             now = time.monotonic()
             for feed in list(self.feeds.values()):
                 if feed.pushed:
@@ -296,18 +288,17 @@ class Hub:
         if kind == "events" and feed is not None:
             if not isinstance(notice.get("seq"), int) or notice["seq"] > feed.last:
                 feed.refresh()
-        elif kind == "status":
-            for watch in list(self.watches):
-                watch.offer(notice)
-        elif kind == "deleted":
-            if feed is not None and not feed.job_dir.exists():
+        elif kind in ("status", "deleted"):
+            seq = notice.get("seq")
+            self.changes.want(seq if isinstance(seq, int) else None)
+            if kind == "deleted" and feed is not None and not feed.job_dir.exists():
                 feed.is_deleted = True
                 feed.wake()
                 feed.release_all()
-            for watch in list(self.watches):
-                watch.offer(notice)
 
     def refresh_all(self) -> None:
+        """After the bus was down: notices may have been missed, so look at everything again."""
+        self.changes.want()
         for feed in list(self.feeds.values()):
             feed.refresh()
 
@@ -326,18 +317,27 @@ class Hub:
         if feed.followers <= 0 and self.feeds.get(job_id) is feed:
             del self.feeds[job_id]
 
-    def watch(self, user_id: int, is_admin: bool) -> StatusWatch:
+    def watch(self) -> ChangeLog:
+        """For an all-jobs stream: the change log, current (read now unless it was just read)."""
         self.start()
-        watch = StatusWatch(user_id, is_admin)
-        self.watches.add(watch)
-        return watch
+        self.changes.watchers += 1
+        try:
+            if not self.changes.is_started or time.monotonic() - self.changes.refreshed_at > REFRESH_EVERY_S:
+                self.changes.refresh()
+        except BaseException:
+            self.unwatch()
+            raise
+        return self.changes
 
-    def unwatch(self, watch: StatusWatch) -> None:
-        self.watches.discard(watch)
+    def unwatch(self) -> None:
+        self.changes.watchers -= 1
+        if not self.changes.watchers:
+            self.changes.stop_following()
 
 
 def hub_of(app: Flask) -> Hub:
     hub: Hub | None = app.extensions.get(EXTENSION)
     if hub is None:
-        hub = app.extensions[EXTENSION] = Hub(app.config["TRAINFLOW"])
+        real = app._get_current_object() if hasattr(app, "_get_current_object") else app  # not the proxy
+        hub = app.extensions[EXTENSION] = Hub(app.config["TRAINFLOW"], real)
     return hub

@@ -3,6 +3,11 @@
 The supervisor writes the job's log lines and progress; these come from the server: the
 scheduler's status changes and the metrics the job's MLflow client logs through the server.
 Each is appended (and so numbered) before the notice that wakes followers is published.
+
+Status changes and deletions are also rows of :class:`~trainflow.events.models.JobChange`,
+added by :func:`add_change` in the transaction that changes the job: the all-jobs stream's
+sequence, which it replays from the database, so a notice lost on the bus delays a change
+and never loses it.
 """
 
 from __future__ import annotations
@@ -11,15 +16,48 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import func, select
+
 from trainflow.events.hub import hub_of
+from trainflow.events.models import JobChange
 from trainflow.events.store import EventWriter, fragment
 
 if TYPE_CHECKING:
     from flask import Flask
+    from sqlalchemy.orm import Session
 
     from trainflow.jobs.models import Job
 
 log = logging.getLogger(__name__)
+# pg_advisory_xact_lock key ("tfchange") held from a change's insert to its commit: on
+# PostgreSQL, ids come from a sequence in insert order but become visible in commit order, and
+# a reader that saw id 8 before id 7 committed would skip 7. SQLite has one writer at a time.
+CHANGES_LOCK = 0x74666368616E6765
+
+
+def add_change(
+    session: Session,
+    job_id: int,
+    owner_id: int,
+    kind: str = "status",
+    *,
+    status: str | None = None,
+    reason: str | None = None,
+    exit_code: int | None = None,
+) -> int:
+    """Add a status change (or deletion) to the sequence, in the caller's transaction; its seq.
+
+    The caller commits at once: on PostgreSQL a lock is held from here to the commit, so that
+    changes commit in the order of their ids.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(CHANGES_LOCK)))
+    change = JobChange(
+        job_id=job_id, owner_id=owner_id, kind=kind, status=status, reason=reason, exit_code=exit_code
+    )
+    session.add(change)
+    session.flush()
+    return change.id
 
 
 def job_dir(app: Flask, job_id: int) -> Path:
@@ -36,8 +74,12 @@ def _append(app: Flask, job_id: int, fragments: list[bytes], *, create: bool = F
         return writer.append(fragments)
 
 
-def record_status(app: Flask, job: Job) -> None:
-    """The job's new status (and, once it has finished, the ``end`` event after it)."""
+def record_status(app: Flask, job: Job, change: int | None = None) -> None:
+    """The job's new status (and, once it has finished, the ``end`` event after it) in its log.
+
+    ``change`` is the seq :func:`add_change` gave the status change, committed already: the
+    notice that wakes the all-jobs streams carries it.
+    """
     from trainflow.jobs.models import JobStatus
 
     status = JobStatus(job.status)
@@ -50,12 +92,12 @@ def record_status(app: Flask, job: Job) -> None:
             seq = _append(app, job.id, fragments, create=True)
     except OSError:
         log.exception("Job %d: could not record its status %s", job.id, status.value)
-        return
-    if seq is None:
-        return  # deleted meanwhile, or its end was already recorded
+        seq = None
     publisher = hub_of(app).publisher
-    publisher.publish({"kind": "events", "job": job.id, "seq": seq})
-    publisher.publish({"kind": "status", "job": job.id, "owner": job.owner_id, **fields})
+    if seq is not None:  # None: deleted meanwhile, or its end was already recorded
+        publisher.publish({"kind": "events", "job": job.id, "seq": seq})
+    if change is not None:
+        publisher.publish({"kind": "status", "job": job.id, "owner": job.owner_id, "seq": change})
 
 
 def _append_end(
@@ -101,8 +143,9 @@ def record_metrics(app: Flask, job_id: int, metrics: list[dict[str, Any]]) -> No
         hub_of(app).publisher.publish({"kind": "events", "job": job_id, "seq": seq})
 
 
-def announce_deleted(app: Flask, job_id: int, owner_id: int) -> None:
-    hub_of(app).publisher.publish({"kind": "deleted", "job": job_id, "owner": owner_id})
+def announce_deleted(app: Flask, job_id: int, owner_id: int, change: int) -> None:
+    """After the commit that deleted the job and added its deletion (``change``) to the sequence."""
+    hub_of(app).publisher.publish({"kind": "deleted", "job": job_id, "owner": owner_id, "seq": change})
 
 
 def _float(value: Any) -> float | None:

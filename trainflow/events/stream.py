@@ -6,7 +6,8 @@ heartbeat, which is also when a write to a vanished client fails and the stream 
 
 Two framings of the same events: NDJSON (``application/x-ndjson``, one object per line) and
 Server-Sent Events (``text/event-stream``, ``id:`` = seq, so ``Last-Event-ID`` resumes).
-Events without a seq (heartbeat, resync, deleted) carry no ``id:``.
+On a job's stream, events without a seq (heartbeat, resync, deleted) carry no ``id:``; on the
+all-jobs stream every line has one (its heartbeats say how far the stream has come).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from trainflow.events.changes import PAGE, Change
 from trainflow.events.hub import Hub, Pushed
 from trainflow.events.store import END_MARK, EventCursor
 
@@ -45,6 +47,20 @@ class Framing:
 
     def heartbeat(self) -> bytes:
         return self.other({"type": "heartbeat", "ts": round(time.time(), 3)})
+
+    def position(self, seq: int) -> bytes:
+        """The all-jobs stream's heartbeat: how far it has come (SSE: as the id to resume from)."""
+        line = json.dumps(
+            {"type": "heartbeat", "seq": seq, "ts": round(time.time(), 3)}, separators=(",", ":")
+        )
+        if not self.is_sse:
+            return line.encode() + b"\n"
+        return b"id: %d\ndata: %s\n\n" % (seq, line.encode())
+
+    def changes(self, changes: list[Change]) -> bytes:
+        if not self.is_sse:
+            return b"".join(change.line for change in changes)
+        return b"".join(b"id: %d\ndata: %s\n" % (change.seq, change.line) for change in changes)
 
 
 def job_events(
@@ -134,33 +150,51 @@ def job_events(
 
 
 def job_statuses(
-    hub: Hub, user_id: int, is_admin: bool, framing: Framing, heartbeat_s: float
+    hub: Hub,
+    user_id: int,
+    is_admin: bool,
+    after: int | None,
+    framing: Framing,
+    heartbeat_s: float,
 ) -> Iterator[bytes]:
-    """Status changes (and deletions) of every job the user may see, as they happen."""
-    watch = hub.watch(user_id, is_admin)
+    """Status changes (and deletions) of every job the user may see, after ``after``, as they happen.
+
+    ``after`` None: from the newest change on. The first line, and every heartbeat, says with
+    its ``seq`` how far the stream has come (every change up to it the user may see was sent),
+    so a client that resumes with ``after`` = the largest seq it was sent misses nothing and
+    gets nothing twice, even if none of the changes it was sent were its own.
+    """
+    log = hub.watch()
     try:
-        yield framing.heartbeat()
+        sent = log.window.last if after is None else min(after, log.window.last)
+        if framing.is_sse:
+            yield b"retry: 1000\n\n"
+        yield framing.position(sent)
+        written_at = time.monotonic()
+        owner_id = None if is_admin else user_id
         while True:
-            while watch.queue:
-                notice = watch.queue.popleft()
-                yield framing.other(_status_event(notice))
-            if watch.overflowed:
-                yield framing.other({"type": "resync"})
-                return
-            watch.changed.clear()
-            if not watch.queue and not watch.changed.wait(heartbeat_s):
-                yield framing.heartbeat()
+            changed = log.changed
+            window = log.window
+            batch = window.since(sent)
+            if batch is None:
+                # Behind the window: from the database, a page at a time, holding no connection
+                # while the page is written.
+                batch = log.reader.read(sent, below=window.first, owner_id=owner_id)
+                reached = batch[-1].seq if len(batch) == PAGE else window.first - 1
+            else:
+                reached = batch[-1].seq if batch else sent
+                if owner_id is not None:
+                    batch = [change for change in batch if change.owner_id == owner_id]
+            if batch:
+                yield framing.changes(batch)
+                written_at = time.monotonic()
+            if reached != sent:
+                sent = reached
+                continue
+            # Other users' changes wake this stream too: the heartbeat counts from the last write.
+            silence = heartbeat_s - (time.monotonic() - written_at)
+            if silence <= 0 or not changed.wait(silence):
+                yield framing.position(sent)
+                written_at = time.monotonic()
     finally:
-        hub.unwatch(watch)
-
-
-def _status_event(notice: dict[str, Any]) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": "status" if notice["kind"] == "status" else "deleted",
-        "job_id": notice["job"],
-    }
-    for name in ("status", "reason", "exit_code"):
-        if notice.get(name) is not None:
-            event[name] = notice[name]
-    event["ts"] = round(time.time(), 3)
-    return event
+        hub.unwatch()

@@ -39,6 +39,20 @@ class EventsQuery(BaseModel):
     )
 
 
+class ChangesQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    after: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_ID,
+        description="Send only the changes after this seq: the largest `seq` received, from a change "
+        "or a heartbeat. `0`: every change still stored. Default: with SSE, the `Last-Event-ID` "
+        "header; without either, from now on (the first line says where that is). A seq beyond "
+        "the newest change counts as the newest.",
+    )
+
+
 @endpoint(
     bp,
     "/jobs/<int:job_id>/events",
@@ -56,7 +70,7 @@ class EventsQuery(BaseModel):
 def job_events_stream(job_id: int, query: EventsQuery) -> Response:
     job = service.get_job(db.session, current_principal(), job_id)
     framing = _framing()
-    after = query.after if query.after is not None else _last_event_id()
+    after = query.after if query.after is not None else (_last_event_id() or 0)
     settings = current_app.config["TRAINFLOW"]
     if JobStatus(job.status).is_finished:
         ensure_end(current_app, job)  # normally there already; not if the server stopped meanwhile
@@ -82,17 +96,31 @@ def job_events_stream(job_id: int, query: EventsQuery) -> Response:
     "GET",
     summary="Follow the status changes of every job you may see",
     tag=TAG,
-    errors=(401,),
-    description='`{"type": "status", "job_id", "status", "reason"?, "exit_code"?, "ts"}` '
+    query=ChangesQuery,
+    errors=(400, 401),
+    description='`{"type": "status", "seq", "job_id", "status", "reason"?, "exit_code"?, "ts"}` '
     'each time one of your jobs (an admin: any job) changes status, and `{"type": "deleted", '
-    '"job_id"}` when one is deleted. Nothing is replayed: open the stream, then list the jobs. ' + FORMATS,
+    '"seq", "job_id", "ts"}` when one is deleted: each change once, in the order they happened. '
+    "All jobs' changes share one sequence, so the seqs you get rise but skip other users' "
+    'changes. The first line is `{"type": "heartbeat", "seq": N}`, N being where the stream '
+    "starts (every change up to N you may see is behind you), and every heartbeat carries the "
+    "seq the stream has reached. Keep the largest seq received, from a change or a heartbeat, "
+    "and resume with `after` (SSE: each line has an `id:`, so `Last-Event-ID` does it): nothing "
+    "is lost and nothing comes twice. So a job list loaded after the first line, then patched "
+    "with the changes, is never out of date. " + FORMATS,
 )
-def all_jobs_stream() -> Response:
+def all_jobs_stream(query: ChangesQuery) -> Response:
     principal = current_principal()
     framing = _framing()
+    after = query.after if query.after is not None else _last_event_id()
     settings = current_app.config["TRAINFLOW"]
     stream = job_statuses(
-        hub_of(current_app), principal.user_id, principal.is_admin, framing, settings.stream_heartbeat_seconds
+        hub_of(current_app),
+        principal.user_id,
+        principal.is_admin,
+        after,
+        framing,
+        settings.stream_heartbeat_seconds,
     )
     return _streaming(stream, framing)
 
@@ -101,10 +129,10 @@ def _framing() -> Framing:
     return Framing(is_sse=SSE in request.headers.get("Accept", ""))
 
 
-def _last_event_id() -> int:
+def _last_event_id() -> int | None:
     raw = request.headers.get("Last-Event-ID", "").strip()
     if not raw:
-        return 0
+        return None
     if not raw.isdigit() or int(raw) > MAX_ID:
         raise BadRequest("The Last-Event-ID header must be the seq of an event (a whole number).")
     return int(raw)

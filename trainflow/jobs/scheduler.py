@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from trainflow.db import db, utcnow
 from trainflow.errors import is_disk_full
 from trainflow.events.bus import describe as describe_bus
-from trainflow.events.record import record_status
+from trainflow.events.record import add_change, record_status
 from trainflow.jobs import environments, sandboxing, service
 from trainflow.jobs.local import LaunchSpec, LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
@@ -224,10 +224,13 @@ class JobScheduler:
             )
             .execution_options(synchronize_session=False)
         ).rowcount
+        change = (
+            add_change(db.session, job.id, job.owner_id, status=JobStatus.RUNNING.value) if claimed else None
+        )
         db.session.commit()
         db.session.refresh(job)
         if claimed:
-            record_status(self.app, job)
+            record_status(self.app, job, change)
         return bool(claimed)
 
     def _launch(self, job: Job, gpu_ids: list[str]) -> None:

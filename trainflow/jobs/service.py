@@ -19,7 +19,7 @@ from trainflow.accounts.credentials import Principal
 from trainflow.accounts.models import User
 from trainflow.db import get_by_id, utcnow
 from trainflow.errors import BadRequest, Conflict, NotFound, PermissionDenied
-from trainflow.events.record import announce_deleted, record_status
+from trainflow.events.record import add_change, announce_deleted, record_status
 from trainflow.jobs.models import MLFLOW_RUN_STATUS, Job, JobStatus
 from trainflow.jobs.quota import check_jobs_quota
 from trainflow.jobs.sandboxing import ensure_may_run_jobs
@@ -72,8 +72,10 @@ def submit(session: Session, principal: Principal, request: SubmitJobRequest, au
             status=JobStatus.QUEUED.value,
         )
         session.add(job)
+        session.flush()
+        change = add_change(session, job.id, job.owner_id, status=JobStatus.QUEUED.value)
         session.commit()
-        record_status(current_app, job)
+        record_status(current_app, job, change)
     except BaseException:
         # No job was queued: the run it would have used ends as failed, not left scheduled.
         session.rollback()
@@ -197,6 +199,11 @@ def finish(
             finished_at=datetime.fromtimestamp(finished_at, UTC) if finished_at else utcnow(),
         )
     ).rowcount
+    change = (
+        add_change(session, job.id, job.owner_id, status=status.value, reason=reason, exit_code=exit_code)
+        if updated
+        else None
+    )
     session.commit()
     if not updated:
         return False
@@ -207,7 +214,7 @@ def finish(
     forget_job_tokens(current_app)
     session.refresh(job)
     _end_run(job, status, output_dir)
-    record_status(current_app, job)  # after the run's end: a follower that sees `end` finds it ended
+    record_status(current_app, job, change)  # after the run's end: a follower that sees `end` finds it ended
     return True
 
 
@@ -270,10 +277,11 @@ def purge_owner(session: Session, settings: Any, executor: Any, user_id: int) ->
     scripts_owned = session.scalars(select(Script).where(Script.owner_id == user_id)).all()
     session.execute(delete(Job).where(Job.owner_id == user_id))
     session.execute(delete(Script).where(Script.owner_id == user_id))
+    changes = {job.id: add_change(session, job.id, user_id, "deleted") for job in jobs}
     session.commit()
     for job in jobs:
         if job.id not in running:  # a running job's supervisor still writes in its folder
             executor.remove(job.id)
-        announce_deleted(current_app, job.id, user_id)
+        announce_deleted(current_app, job.id, user_id, changes[job.id])
     for script in scripts_owned:
         shutil.rmtree(scripts.files_dir(settings, script).parent, ignore_errors=True)

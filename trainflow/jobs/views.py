@@ -12,7 +12,7 @@ from trainflow.accounts.auth import current_principal
 from trainflow.api import endpoint, json_response
 from trainflow.db import db, utcnow
 from trainflow.errors import BadRequest
-from trainflow.events.record import announce_deleted
+from trainflow.events.record import add_change, announce_deleted
 from trainflow.jobs import service
 from trainflow.jobs.logs import complete_lines
 from trainflow.jobs.models import Job, JobStatus
@@ -80,9 +80,10 @@ def jobs_out(jobs: list[Job]) -> list[JobOut]:
     body=SubmitJobRequest,
     response=JobOut,
     status=201,
-    errors=(400, 401, 403, 404, 409, 415),
+    errors=(400, 401, 403, 404, 409, 415, 507),
     description="409 `quota_exceeded` when the user's job folders, with this job's copy of its "
-    "script, would pass TRAINFLOW_USER_JOBS_MB.",
+    "script, would pass TRAINFLOW_USER_JOBS_MB. 507 `insufficient_storage` when the server's disk "
+    "is below TRAINFLOW_MIN_FREE_MB, or full.",
 )
 def submit(body: SubmitJobRequest) -> Response:
     settings = _settings()
@@ -160,9 +161,10 @@ def delete_job(job_id: int) -> Response:
     service.ensure_deletable(job)
     owner_id = job.owner_id
     db.session.delete(job)
+    change = add_change(db.session, job_id, owner_id, "deleted")
     db.session.commit()
     _executor().remove(job_id)
-    announce_deleted(current_app, job_id, owner_id)  # ends the streams that follow it
+    announce_deleted(current_app, job_id, owner_id, change)  # ends the streams that follow it
     return Response(status=204)
 
 
