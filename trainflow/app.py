@@ -6,7 +6,7 @@ from flask import Flask, Response, g, request
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 
-from trainflow import errors, experiment_names, mlflow_permissions, web_security
+from trainflow import errors, experiment_names, housekeeping, mlflow_permissions, web_security
 from trainflow.accounts import auth
 from trainflow.accounts import views as accounts_views
 from trainflow.api import operation_of
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Run before MLflow's own hooks would touch a store, after its host-header check.
     app.before_request(authenticate_and_authorize)
     app.before_request(experiment_names.check_request)
+    app.before_request(housekeeping.refuse_when_low)  # uploads and submissions, below the watermark
     app.after_request(record_mlflow_creator)
     app.after_request(push_job_metrics)
     return app

@@ -57,6 +57,7 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     from trainflow.app import create_app
     from trainflow.database import upgrade_all
     from trainflow.db import db
+    from trainflow.housekeeping import start_sweeper, sweep_at_start
     from trainflow.mlflow_app import dispose_stores
     from trainflow.server import serve
 
@@ -64,6 +65,8 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
         app = upgrade_all(settings)
         with app.app_context():
             generated = ensure_admin(settings)
+            # What a crash left (partial uploads, folders without a row), before any request runs.
+            sweep_at_start(app)
             if settings.workers > 1:  # workers open their own connections
                 db.engine.dispose()
                 dispose_stores(settings.resolved_database_url)
@@ -97,8 +100,9 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     def app_factory(slot: int):  # type: ignore[no-untyped-def]
         # The app built for migrations serves the first (or only) process.
         served = first_app.pop() if first_app and settings.workers <= 1 else create_app(settings)
-        if slot == 0 and settings.run_jobs:  # one scheduler per data directory
+        if slot == 0 and settings.run_jobs:  # one scheduler (and debris sweeper) per data directory
             start_scheduler(served)
+            start_sweeper(served)
         return served
 
     try:

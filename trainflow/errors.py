@@ -127,7 +127,7 @@ def is_disk_full(error: BaseException | None) -> bool:
             return True
         if getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
             return True
-        if getattr(error, "pgcode", None) == _PG_DISK_FULL:
+        if getattr(error, "pgcode", None) == _PG_DISK_FULL or _is_psycopg_disk_full(error):
             return True
         if type(error).__module__ == "sqlite3" and "database or disk is full" in str(error):
             return True  # a Python built without sqlite_errorcode
@@ -136,6 +136,11 @@ def is_disk_full(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def _is_psycopg_disk_full(error: BaseException) -> bool:
+    """psycopg2.errors.DiskFull (and psycopg 3's), the class the driver raises for SQLSTATE 53100."""
+    return type(error).__name__ == "DiskFull" and type(error).__module__.startswith("psycopg")
 
 
 # MLflow's error codes for the statuses trainflow's auth layer answers on MLflow routes.

@@ -52,10 +52,11 @@ def script_out(script: Script, owner: str | None = None) -> ScriptOut:
     form=UploadForm,
     response=ScriptOut,
     status=201,
-    errors=(400, 401, 413, 415),
+    errors=(400, 401, 413, 415, 507),
     description="multipart/form-data with the file in a part named `file`. The body is "
     "streamed to disk; TRAINFLOW_MAX_UPLOAD_MB bounds it. 413 `quota_exceeded` when the user's "
-    "stored scripts, as uploaded and unpacked, would pass TRAINFLOW_USER_UPLOADS_MB.",
+    "stored scripts, as uploaded and unpacked, would pass TRAINFLOW_USER_UPLOADS_MB. 507 "
+    "`insufficient_storage` when the server's disk is below TRAINFLOW_MIN_FREE_MB, or full.",
 )
 def upload() -> Response:
     settings = _settings()
