@@ -93,10 +93,13 @@ USER_PASSWORD = "soak-user-pass-1234"
 FINISHED = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST"}
 P99_TARGET_MS = 500.0
 P99_EXEMPT = {"POST /api/register", "POST /api/login"}  # the issue's target excludes sign-up and login
+LEAVING = " (users leaving)"  # cancels sent by every user at once when the time is up
 REQUEST_TIMEOUT = (10.0, 60.0)  # connect, read (a stream reads a heartbeat at least every 15 s)
 RETRY_AFTER_CAP_S = 10.0
 MAX_SIGN_IN_TRIES = 8
 SAMPLE_EVERY_S = 1.0
+PROBE_EVERY_S = 0.5
+SLOW_PROBE_MS = 250.0  # a health check this slow says the server stalled: what was in flight is kept
 FIRST_LINE_WAIT_S = 5.0  # an all-jobs stream sends a heartbeat line as soon as it is open
 ALL_STREAM_SETTLE_S = 3.0  # after the last job's end, for the all-jobs streams to catch up
 
@@ -132,14 +135,30 @@ def user_address(index: int) -> str:
     return f"10.{index // 62500 % 256}.{index // 250 % 250}.{index % 250 + 1}"
 
 
-class ForwardedFor:
-    """An MLflow request header provider: the calling user's address on MlflowClient's requests."""
+class UserHeaders:
+    """An MLflow request header provider: the calling user's address (and, with ``--mlflow-auth
+    token``, their access token) on MlflowClient's requests; MLflow's own way to add headers."""
 
     def in_context(self) -> bool:
         return getattr(_current, "address", None) is not None
 
     def request_headers(self) -> dict[str, str]:
-        return {"X-Forwarded-For": _current.address}
+        headers = {"X-Forwarded-For": _current.address}
+        if getattr(_current, "token", None):
+            headers["Authorization"] = f"Bearer {_current.token}"
+        return headers
+
+
+def mlflow_failure(e: Exception) -> str:
+    """The status behind an MlflowClient exception: its REST error, or what urllib3 gave up on."""
+    text = str(e)
+    found = re.search(r"too many (\d{3}) error responses", text)
+    if found:  # retries are off (MLFLOW_HTTP_REQUEST_MAX_RETRIES=0): urllib3 raises on a 429/503
+        return found.group(1)
+    if "Max retries exceeded" in text or "Connection" in text:
+        return "connection error"
+    code = getattr(e, "get_http_status_code", lambda: 500)()
+    return str(code)
 
 
 _ID_SEGMENT = re.compile(r"/\d+(?=/|$)")
@@ -206,6 +225,7 @@ class JobWatch:
     is_ended: bool = False
     end_status: str | None = None
     ended_at: float = math.nan  # seconds into the run, when its stream said ``end``
+    started_at: float = math.nan  # seconds into the run, the RUNNING event's ts
     done: Event = field(default_factory=Event)
 
 
@@ -242,6 +262,7 @@ class Options:
     bin_dir: Path
     seed: int
     at: str
+    mlflow_auth: str
 
 
 def new_http() -> requests.Session:
@@ -262,6 +283,24 @@ class Soak:
         self.admin_follower = AllFollower("admin")
         self.follower_greenlets: list[Any] = []
         self.sign_in_failures = 0
+        self.in_flight: Counter[str] = Counter()  # requests sent and not yet answered, by route
+        self.wall_started = time.time()
+        self.probes: list[dict[str, Any]] = []  # the health probe: round trip, database latency
+
+    def probe(self) -> None:
+        """GET /api/health every half second; a slow one keeps what was in flight at the time."""
+        http = new_http()
+        while True:
+            response = self.call(http, "GET", "/api/health")
+            at, ms = self.stats.at(), self.stats.routes["GET /api/health"]
+            last = (ms.ms or ms.warm_ms)[-1]
+            sample: dict[str, Any] = {"at": round(at, 2), "ms": round(last, 1)}
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                sample["db_ms"] = response.json()["database"]["latency_ms"]  # type: ignore[union-attr]
+            if last >= SLOW_PROBE_MS:
+                sample["in_flight"] = {k: v for k, v in self.in_flight.items() if v > 0}
+            self.probes.append(sample)
+            gevent.sleep(PROBE_EVERY_S)
 
     def call(
         self,
@@ -275,9 +314,12 @@ class Soak:
     ) -> requests.Response | None:
         """One request, timed and filed under its route; ``None`` when no answer came."""
         route = route or route_of(method, path)
+        if self.stopping.is_set() and route.endswith("/cancel"):
+            route += LEAVING  # all at once when the time is up: shown apart, errors counted, no p99 target
         sent_at = self.stats.at()
         began = time.perf_counter()
         response = None
+        self.in_flight[route] += 1
         try:
             response = http.request(
                 method, self.base_url + path, timeout=REQUEST_TIMEOUT, stream=stream, **kwargs
@@ -288,6 +330,8 @@ class Soak:
             status, ok, detail = "timeout", False, str(e)
         except requests.RequestException as e:
             status, ok, detail = "connection error", False, str(e)
+        finally:
+            self.in_flight[route] -= 1
         ms = (time.perf_counter() - began) * 1000
         if response is not None and not ok and stream:
             detail = response.text
@@ -327,6 +371,8 @@ class Soak:
                     if kind == "status":
                         job.status = str(event.get("status"))
                         job.statuses.append(job.status)
+                        if job.status == "RUNNING":
+                            job.started_at = float(event.get("ts", math.nan)) - self.wall_started
                     elif kind in ("end", "deleted"):
                         job.is_ended = True
                         job.end_status = str(event.get("status", kind))
@@ -425,6 +471,7 @@ class User:
         if response is None:
             return False
         self.http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+        _current.token = response.json()["access_token"] if self.soak.opts.mlflow_auth == "token" else None
         self.stream_http.headers["Authorization"] = self.http.headers["Authorization"]
         return True
 
@@ -456,7 +503,9 @@ class User:
         if self.mlflow is None:
             from mlflow import MlflowClient
 
-            uri = f"http://{self.name}:{USER_PASSWORD}@127.0.0.1:{self.soak.port}"
+            uri = f"http://127.0.0.1:{self.soak.port}"
+            if self.soak.opts.mlflow_auth == "basic":  # requests sends the URL's user:password as Basic
+                uri = f"http://{self.name}:{USER_PASSWORD}@127.0.0.1:{self.soak.port}"
             self.mlflow = MlflowClient(tracking_uri=uri)
             experiment_id = self.mlflow_call("create_experiment", f"{self.name}-client")
             if experiment_id is None:
@@ -483,14 +532,13 @@ class User:
         sent_at = self.soak.stats.at()
         began = time.perf_counter()
         status, ok, detail, result = "200", True, "", None
+        self.soak.in_flight[MLFLOW_ROUTES[name]] += 1
         try:
             result = getattr(self.mlflow, name)(*args, **kwargs)
-        except MlflowException as e:
-            status, ok, detail = str(e.get_http_status_code()), False, str(e)
-        except requests.Timeout as e:
-            status, ok, detail = "timeout", False, str(e)
-        except requests.RequestException as e:
-            status, ok, detail = "connection error", False, str(e)
+        except (MlflowException, requests.RequestException) as e:
+            status, ok, detail = mlflow_failure(e), False, str(e)
+        finally:
+            self.soak.in_flight[MLFLOW_ROUTES[name]] -= 1
         ms = (time.perf_counter() - began) * 1000
         self.soak.stats.add(MLFLOW_ROUTES[name], sent_at, ms, status, ok, detail)
         return result
@@ -657,6 +705,7 @@ def run_users(soak: Soak, opts: Options, memory: MemoryWatch) -> dict[str, float
     admin_http.auth = ADMIN
     soak.start_all_follower(admin_http, soak.admin_follower)
     sampler = gevent.spawn(memory.watch, soak)
+    prober = gevent.spawn(soak.probe)
     ramp = 0.75 * opts.warmup
     soak.users = [User(soak, i, random.Random(rng.random())) for i in range(opts.users)]
     arrivals = sorted(rng.uniform(0, ramp) for _ in soak.users)
@@ -685,6 +734,7 @@ def run_users(soak: Soak, opts: Options, memory: MemoryWatch) -> dict[str, float
     gevent.killall(soak.follower_greenlets + greenlets, timeout=5)
     memory.sample(soak.stats.at())
     sampler.kill()
+    prober.kill()
     return {"stopped_at": stopped_at, "drained_at": drained_at}
 
 
@@ -719,6 +769,24 @@ def compare_all_jobs(follower: AllFollower, jobs: list[JobWatch]) -> dict[str, A
     }
 
 
+def stalls(soak: Soak) -> dict[str, Any]:
+    """The health probe over the run: how often the server stalled, and what was going on then."""
+    after = [p for p in soak.probes if p["at"] >= soak.opts.warmup]
+    db = sorted(p["db_ms"] for p in after if "db_ms" in p)
+    worst = sorted((p for p in after if "in_flight" in p), key=lambda p: -p["ms"])[:8]
+    for probe in worst:
+        probe["jobs_started_near"] = [
+            job.job_id for job in soak.jobs if abs(job.started_at - probe["at"]) <= 2.0
+        ]
+    return {
+        "probes": len(after),
+        "slow_probes": sum(1 for p in after if p["ms"] >= SLOW_PROBE_MS),
+        "db_latency_p50_ms": percentile(db, 50) if db else math.nan,
+        "db_latency_p99_ms": percentile(db, 99) if db else math.nan,
+        "worst": worst,
+    }
+
+
 def summarise(soak: Soak, memory: MemoryWatch, times: dict[str, float], server_log: Path) -> dict[str, Any]:
     routes = {}
     for route, stats in sorted(soak.stats.routes.items()):
@@ -747,6 +815,7 @@ def summarise(soak: Soak, memory: MemoryWatch, times: dict[str, float], server_l
     start, end = memory.samples[0], memory.samples[-1]
     log_text = server_log.read_text(errors="replace") if server_log.exists() else ""
     return {
+        "stalls": stalls(soak),
         "routes": routes,
         "errors_after_warmup": dict(errors_by_status),
         "first_errors": soak.stats.first_errors,
@@ -809,22 +878,22 @@ def verdict(ok: bool) -> str:
 
 def render(result: dict[str, Any], opts: Options) -> str:
     out = []
-    head = f"{'route (after the warm-up)':58} {'count':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+    head = f"{'route (after the warm-up)':66} {'count':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
     head += f"  {'errors':24} {'p99 target':>14}   warm-up: n / p99 ms / errors"
     out += [head, "-" * len(head)]
     for route, r in result["routes"].items():
         if route.startswith("("):
             continue
-        exempt = route in P99_EXEMPT
+        exempt = route in P99_EXEMPT or route.endswith(LEAVING)
         target = "(exempt)" if exempt else f"< 500 {verdict(not r['count'] or r['p99_ms'] < P99_TARGET_MS)}"
         out.append(
-            f"{route[:58]:58} {r['count']:>7,} {_n(r['p50_ms'], 1):>8} {_n(r['p99_ms'], 1):>8} "
+            f"{route[:66]:66} {r['count']:>7,} {_n(r['p50_ms'], 1):>8} {_n(r['p99_ms'], 1):>8} "
             f"{_n(r['max_ms']):>8}  {_errors(r['errors'])[:24]:24} {target:>14}   "
             f"{r['warmup_count']:,} / {_n(r['warmup_p99_ms'])} / {_errors(r['warmup_errors'])}"
         )
     for route, r in result["routes"].items():
         if route.startswith("("):
-            out.append(f"{route:58} {'':>7} {'':>8} {'':>8} {'':>8}  {_errors(r['errors'])}")
+            out.append(f"{route:66} {'':>7} {'':>8} {'':>8} {'':>8}  {_errors(r['errors'])}")
     jobs, users_all, admin_all, server = (
         result["jobs"],
         result["all_jobs_users"],
@@ -837,6 +906,7 @@ def render(result: dict[str, Any], opts: Options) -> str:
         for route, r in result["routes"].items()
         if route not in P99_EXEMPT
         and not route.startswith("(")
+        and not route.endswith(LEAVING)
         and r["count"]
         and r["p99_ms"] >= P99_TARGET_MS
     ]
@@ -889,7 +959,8 @@ def environment_line(opts: Options, database: str) -> str:
         f"trainflow at {trainflow_revision()}, mlflow {version('mlflow')}, gevent {version('gevent')}, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs (load average {os.getloadavg()[0]:.1f}), "
         f"{database}; {opts.users} users, {opts.duration:g} s ({opts.warmup:g} s warm-up), think time "
-        f"{opts.think:g} s, {opts.job_slots} job slot(s), jobs of {opts.job_steps} steps"
+        f"{opts.think:g} s, {opts.job_slots} job slot(s), jobs of {opts.job_steps} steps, MlflowClient "
+        f"signed in with {'a password' if opts.mlflow_auth == 'basic' else 'an access token'}"
     )
 
 
@@ -900,11 +971,12 @@ def environment_line(opts: Options, database: str) -> str:
 
 def run_soak(opts: Options, json_path: Path | None) -> int:
     os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="60")
+    os.environ.update(MLFLOW_HTTP_POOL_MAXSIZE=str(2 * opts.users))  # one connection per user, kept
     os.environ.update(MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "pool is full" notes
     from mlflow.tracking.request_header.registry import _request_header_provider_registry
 
-    _request_header_provider_registry.register(ForwardedFor)  # imports mlflow: not in a timed call
+    _request_header_provider_registry.register(UserHeaders)  # imports mlflow: not in a timed call
 
     began = time.monotonic()
     with (
@@ -940,12 +1012,26 @@ def run_soak(opts: Options, json_path: Path | None) -> int:
                 if proc.poll() is not None:
                     raise RuntimeError(f"the server exited during the run:\n{log_tail(log_path)}")
                 result["server_log_tail"] = log_tail(log_path, 40)
+                server_log = log_path.read_text(errors="replace")
         except (RuntimeError, TimeoutError, OSError) as e:
             progress(f"FAILED: {e}")
             return 1
     table = render(result, opts)
     print(f"\nSoak ({environment})\n")
     print(table)
+    st = result["stalls"]
+    print(
+        f"\nHealth probe every {PROBE_EVERY_S:g} s after the warm-up: {st['slow_probes']} of {st['probes']} "
+        f"took >= {SLOW_PROBE_MS:.0f} ms; its database check (latency_ms) p50 "
+        f"{_n(st['db_latency_p50_ms'], 1)} ms, p99 {_n(st['db_latency_p99_ms'], 1)} ms. "
+        "Slowest, with the requests in flight then:"
+    )
+    for probe in st["worst"][:5]:
+        busy = ", ".join(
+            f"{n} {route}" for route, n in sorted(probe["in_flight"].items(), key=lambda kv: -kv[1])
+        )
+        print(f"  {probe['at']:6.1f} s: {probe['ms']:,.0f} ms; jobs started within 2 s: "
+              f"{len(probe['jobs_started_near'])}; in flight: {busy[:300]}")  # fmt: skip
     if result["first_errors"]:
         print("\nFirst errors (seconds into the run, route, status, message):")
         for line in result["first_errors"][:15]:
@@ -960,7 +1046,8 @@ def run_soak(opts: Options, json_path: Path | None) -> int:
     }
     document["options"]["database_url"] = "(set)" if opts.database_url else ""  # no password in a file
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    print(f"\nWrote {path} in {time.monotonic() - began:.0f} s total.")
+    path.with_suffix(".server.log").write_text(server_log)
+    print(f"\nWrote {path} (and the server's log beside it) in {time.monotonic() - began:.0f} s total.")
     return 0
 
 
@@ -984,6 +1071,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--at", default="",
         help="run the server from this commit (git archive) instead of the working tree, e.g. HEAD",
+    )  # fmt: skip
+    parser.add_argument(
+        "--mlflow-auth", choices=("basic", "token"), default="basic",
+        help="how MlflowClient signs in: username and password (default), or the user's access token",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=11, help="random seed of the users' choices")
     parser.add_argument(
@@ -1014,6 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
         bin_dir=args.bin_dir,
         seed=args.seed,
         at=args.at,
+        mlflow_auth=args.mlflow_auth,
     )
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop the server on SIGTERM as on Ctrl+C
     try:
