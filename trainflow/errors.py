@@ -257,11 +257,17 @@ def add_error_envelope(response: Response) -> Response:
     if response.mimetype != "application/json" or response.is_streamed:
         return response
     body = response.get_json(silent=True)
-    if response.status_code >= 500 and isinstance(body, dict) and _reads_as_disk_full(body.get("message")):
+    if not isinstance(body, dict):
+        return response
+    if "error" not in body and (
+        response.status_code == 507
+        or (response.status_code >= 500 and _reads_as_disk_full(body.get("message")))
+    ):
         # MLflow's handlers answer a failed write themselves (503 from its stores, other than
-        # the tracking store) with the database's error text: say what happened instead, as 507.
+        # the tracking store) with the database's error text: say what happened instead, as 507,
+        # in the one shape (the tracking store's 507 too).
         return disk_full_response()
-    if isinstance(body, dict) and "error" not in body and "error_code" in body:
+    if "error" not in body and "error_code" in body:
         body["error"] = {"code": str(body["error_code"]).lower(), "message": body.get("message", "")}
         response.set_data(json.dumps(body))
     return response
