@@ -256,6 +256,9 @@ class LogWriter:
         self._data = bytearray()
         self._index_data = bytearray()
         self._fds: dict[str, int] = {}
+        with contextlib.suppress(OSError):  # made now, so the job has a log from its start
+            self._fd("log")
+            self._fd("index")
         self.now = time.time()  # one timestamp per chunk read, set by the reader
 
     def write(self, stream: str, line: str, is_partial: bool = False) -> None:
@@ -300,16 +303,20 @@ class LogWriter:
         # The log first: an index entry never points past what the log holds.
         for name, buffer in (("log", self._data), ("index", self._index_data)):
             try:
-                fd = self._fds.get(name)
-                if fd is None:
-                    path = self.path if name == "log" else self.path.with_suffix(".idx")
-                    fd = self._fds[name] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+                fd = self._fd(name)
                 while buffer:
                     del buffer[: os.write(fd, buffer)]
             except OSError as e:
                 self.trouble.failed(e)
                 return False
         return True
+
+    def _fd(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is None:
+            path = self.path if name == "log" else self.path.with_suffix(".idx")
+            fd = self._fds[name] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        return fd
 
     def close(self) -> None:
         self.flush(force=True)
