@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,8 +13,10 @@ from sqlalchemy import select
 
 from tests.scripts.test_upload import TRAIN_PY, post_file
 from trainflow.db import db
+from trainflow.events.changes import ChangeReader
 from trainflow.events.hub import hub_of
 from trainflow.events.models import JobChange
+from trainflow.events.record import add_change
 from trainflow.settings import Settings
 
 EVENTS = "/ajax-api/2.0/mlflow/train/events"
@@ -238,3 +241,43 @@ def test_a_bad_resume_point_is_a_400(client, alice, params, headers):
     response = client.get(EVENTS, query_string=params, headers={**alice.basic, **headers})
     assert response.status_code == 400
     assert response.json["error"]["message"]
+
+
+def test_changes_become_visible_in_seq_order_whatever_the_concurrency(app):
+    """A reader that reads past the last seq it saw never skips one that commits later (issue 11).
+
+    On PostgreSQL, ids come from a sequence when a row is inserted but become visible when its
+    transaction commits; without the lock that orders commits, 8 writers that pause between
+    the two make a reader skip changes.
+    """
+    reader = ChangeReader(lambda: engine)
+    with app.app_context():
+        engine = db.engine
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def read() -> None:
+        while True:
+            is_last = stop.is_set()
+            seen.extend(change.seq for change in reader.read(seen[-1] if seen else 0))
+            if is_last:
+                return
+
+    def write(writer: int) -> None:
+        with app.app_context():
+            for _ in range(15):
+                add_change(db.session, job_id=writer, owner_id=1, status="RUNNING")
+                time.sleep(0.005)
+                db.session.commit()
+
+    reading = threading.Thread(target=read)
+    reading.start()
+    writers = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    reading.join()
+    assert len(seen) == 120
+    assert [seq for seq, *_ in changes(app)] == seen

@@ -57,3 +57,36 @@ def test_publishing_with_resp_and_surviving_a_missing_redis(redis_url: str) -> N
     nowhere = RedisPublisher("redis://127.0.0.1:1/0", "x")
     nowhere.publish({"kind": "events", "job": 1, "seq": 1})  # no error: a notice only wakes
     assert nowhere._retry_at > time.monotonic()  # and the next ones do not try again for a while
+
+
+def test_a_full_queue_delays_notices_and_never_drops_them(tmp_path: Path) -> None:
+    """The receiver's datagram queue holds ~10 (net.unix.max_dgram_qlen): the rest wait (issue 11)."""
+    publisher = LocalPublisher(tmp_path)
+    receiver = _bind(tmp_path / "1.sock")  # a busy server process: it reads nothing for now
+    started = time.monotonic()
+    for seq in range(1, 201):
+        publisher.publish({"kind": "status", "job": seq % 7, "seq": seq})
+        publisher.publish({"kind": "events", "job": seq % 7, "seq": seq})
+    assert time.monotonic() - started < 1, "a receiver that does not read must not hold up the publisher"
+    assert publisher.has_pending
+    got = []
+    receiver.settimeout(0.2)
+    while publisher.has_pending or got[-1:] != [None]:
+        publisher.flush()
+        try:
+            got.append(json.loads(receiver.recv(100)))
+        except TimeoutError:
+            got.append(None)
+    notices = [notice for notice in got if notice is not None]
+    last = {(n["kind"], n["job"]): n["seq"] for n in notices}
+    # Of what waited, only the newest notice of each job and kind was kept: it says the most.
+    assert last == {
+        (kind, job): max(s for s in range(194, 201) if s % 7 == job)
+        for kind in ("status", "events")
+        for job in range(7)
+    }
+    for kind in ("status", "events"):
+        seqs = [n["seq"] for n in notices if n["kind"] == kind]
+        assert seqs == sorted(seqs), "notices arrive in the order they were published"
+    receiver.close()
+    publisher.close()
