@@ -34,7 +34,11 @@ class Operation:
     errors: tuple[int, ...] = ()
     is_public: bool = False
     description: str = ""
+    # Other successful answers, status → when: 202 for a cancel still under way, 204 for a stream
+    # with nothing left to send. They carry the ``response`` model, 204 excepted.
     extra_responses: dict[int, str] = field(default_factory=dict)
+    # False for what is answered without the database (static pages, this API's document): no 503.
+    uses_database: bool = True
 
 
 def endpoint(
@@ -52,8 +56,15 @@ def endpoint(
     errors: tuple[int, ...] = (),
     is_public: bool = False,
     description: str = "",
+    responses: dict[int, str] | None = None,
+    uses_database: bool = True,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` on ``bp``; it gets ``body=``/``query=`` as validated models."""
+    """Register ``fn`` on ``bp``; it gets ``body=``/``query=`` as validated models.
+
+    ``errors`` lists the errors particular to the route; those every route of its kind can
+    answer (401 and 429 where one signs in, 400 and 415 where a body is read ...) the OpenAPI
+    document adds by itself (:func:`trainflow.openapi.statuses`).
+    """
     operation = Operation(
         method=method,
         summary=summary,
@@ -66,6 +77,8 @@ def endpoint(
         errors=errors,
         is_public=is_public,
         description=description,
+        extra_responses=dict(responses or {}),
+        uses_database=uses_database,
     )
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -44,7 +44,15 @@ def health() -> Response:
     return json_response(body, code)
 
 
-@endpoint(bp, "/openapi.json", "GET", summary="This API as an OpenAPI 3.1 document", tag=TAG, is_public=True)
+@endpoint(
+    bp,
+    "/openapi.json",
+    "GET",
+    summary="This API as an OpenAPI 3.1 document",
+    tag=TAG,
+    is_public=True,
+    uses_database=False,
+)
 def openapi() -> Response:
     spec = current_app.extensions.get("trainflow.openapi")
     if spec is None:
@@ -52,7 +60,7 @@ def openapi() -> Response:
     return json_response(spec)
 
 
-@endpoint(bp, "/docs", "GET", summary="Human-readable API docs", tag=TAG, is_public=True)
+@endpoint(bp, "/docs", "GET", summary="Human-readable API docs", tag=TAG, is_public=True, uses_database=False)
 def docs() -> Response:
     response = send_from_directory(bp.static_folder or "", "docs.html")
     response.headers["Content-Security-Policy"] = (

@@ -10,7 +10,7 @@ from flask import Flask
 from pydantic import BaseModel
 
 from trainflow import __version__
-from trainflow.api import operation_of
+from trainflow.api import Operation, operation_of
 
 _CONVERTER = re.compile(r"<(?:(?P<conv>[a-z]+):)?(?P<name>\w+)>")
 _ERROR_SCHEMA = {
@@ -28,6 +28,57 @@ _ERROR_SCHEMA = {
         }
     },
 }
+
+
+# What each error status means, wherever it is declared.
+ERRORS = {
+    400: "Bad input; the message (and `fields`, for a body or query that breaks its schema) names "
+    "what to change.",
+    401: "No credentials, or wrong ones: sign in with `Authorization: Basic` or `Bearer`.",
+    403: "Not allowed to you (a job's token may only reach its own MLflow run).",
+    404: "No such object, or none of yours (an id must be a whole number).",
+    408: "The request (its headers or body) stopped arriving for TRAINFLOW_READ_TIMEOUT_SECONDS; "
+    "nothing of it was kept.",
+    409: "Conflicts with the current state (see the message).",
+    413: "The body is too large.",
+    414: "The request line is longer than 8 KB; send long values in a body.",
+    415: "The body is not of the declared Content-Type.",
+    429: "Too many failed password checks from this client (TRAINFLOW_LOGIN_ATTEMPTS, "
+    "TRAINFLOW_LOGIN_ADDRESS_BURST), or the password-hashing queue is full "
+    "(TRAINFLOW_PASSWORD_HASH_QUEUE); `Retry-After` says when to try again.",
+    431: "The request's header fields are too large (over 100, a line over 64 KB, or 64 KB in all).",
+    503: "The server is busy (no database connection came free in time); `Retry-After` says when "
+    "to try again.",
+    507: "The disk holding the server's data is full, or below TRAINFLOW_MIN_FREE_MB; what was "
+    "stored before is kept.",
+}
+# Answered by the server for any request, before a route runs (trainflow.server).
+_SERVER_ERRORS = (408, 414, 431)
+_HEADERS = {
+    401: {"WWW-Authenticate": "`Basic` (a browser then asks), or `Bearer` for a token that failed."},
+    429: {"Retry-After": "Seconds to wait before trying again."},
+    503: {"Retry-After": "Seconds to wait before trying again."},
+}
+
+
+def statuses(operation: Operation, rule: str) -> list[int]:
+    """Every error status the route can answer: its own, and those of every route of its kind."""
+    found = set(operation.errors) | set(_SERVER_ERRORS)
+    if not operation.is_public:
+        # The sign-in hook: no or wrong credentials; a job's token; a password check that
+        # the failed-login limit or a full hashing queue refuses.
+        found |= {401, 403, 429}
+    if operation.body is not None or operation.query is not None:
+        found.add(400)
+    if operation.body is not None:
+        found.add(415)
+    if _CONVERTER.search(rule):
+        found.add(404)  # no such object, or a path segment that is not what the route takes
+    if operation.uses_database:
+        found.add(503)
+        if operation.method != "GET":
+            found.add(507)
+    return sorted(found)
 
 
 def build_spec(app: Flask) -> dict[str, Any]:
@@ -78,15 +129,23 @@ def build_spec(app: Flask) -> dict[str, Any]:
                 "required": True,
                 "content": {"multipart/form-data": {"schema": _schema(operation.form, schemas)}},
             }
-        success: dict[str, Any] = {"description": HTTPStatus(operation.status).phrase}
-        if operation.response is not None:
-            success["content"] = {"application/json": {"schema": _schema(operation.response, schemas)}}
-        op["responses"][str(operation.status)] = success
-        for status in operation.errors:
-            op["responses"][str(status)] = {
-                "description": HTTPStatus(status).phrase,
+        successes = {operation.status: HTTPStatus(operation.status).phrase, **operation.extra_responses}
+        for status, description in successes.items():
+            success: dict[str, Any] = {"description": description}
+            if operation.response is not None and status != 204:
+                success["content"] = {"application/json": {"schema": _schema(operation.response, schemas)}}
+            op["responses"][str(status)] = success
+        for status in statuses(operation, rule.rule):
+            error: dict[str, Any] = {
+                "description": ERRORS.get(status, HTTPStatus(status).phrase),
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
+            if status in _HEADERS:
+                error["headers"] = {
+                    name: {"description": text, "schema": {"type": "string"}}
+                    for name, text in _HEADERS[status].items()
+                }
+            op["responses"][str(status)] = error
         if not operation.is_public:
             op["security"] = [{"bearer": []}, {"basic": []}]
         paths.setdefault(path, {})[operation.method.lower()] = op

@@ -9,8 +9,13 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$"
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
-_PHONE = re.compile(r"^\+?[0-9][0-9 ().-]{5,30}$")
+EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
+EMAIL_MAX_LENGTH = 254
+PHONE_PATTERN = r"^\+?[0-9][0-9 ().-]{5,30}$"
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 1024
+_EMAIL = re.compile(EMAIL_PATTERN)
+_PHONE = re.compile(PHONE_PATTERN)
 # A short list of passwords every guesser tries first.
 _COMMON_PASSWORDS = frozenset(
     "password password1 password123 12345678 123456789 1234567890 qwerty123 qwertyuiop "
@@ -20,7 +25,7 @@ _COMMON_PASSWORDS = frozenset(
 
 
 def _check_email(value: str | None) -> str | None:
-    if value is not None and (len(value) > 254 or not _EMAIL.match(value)):
+    if value is not None and (len(value) > EMAIL_MAX_LENGTH or not _EMAIL.match(value)):
         raise ValueError("is not an email address")
     return value
 
@@ -32,10 +37,10 @@ def _check_phone(value: str | None) -> str | None:
 
 
 def check_password(value: str) -> str:
-    if len(value) < 8:
-        raise ValueError("is too weak: use at least 8 characters")
-    if len(value) > 1024:
-        raise ValueError("is too long: use at most 1024 characters")
+    if len(value) < PASSWORD_MIN_LENGTH:
+        raise ValueError(f"is too weak: use at least {PASSWORD_MIN_LENGTH} characters")
+    if len(value) > PASSWORD_MAX_LENGTH:
+        raise ValueError(f"is too long: use at most {PASSWORD_MAX_LENGTH} characters")
     if value.lower() in _COMMON_PASSWORDS or len(set(value)) < 3:
         raise ValueError("is too weak: it is one of the first passwords an attacker tries")
     return value
@@ -49,9 +54,30 @@ Username = Annotated[
         "starts with a letter or digit; unique regardless of case.",
     ),
 ]
-Password = Annotated[str, AfterValidator(check_password), Field(description="At least 8 characters.")]
-Email = Annotated[str | None, AfterValidator(_check_email)]
-Phone = Annotated[str | None, AfterValidator(_check_phone)]
+# The validators keep their own messages; json_schema_extra puts the same rules in the OpenAPI
+# document (a test checks the two agree).
+Password = Annotated[
+    str,
+    AfterValidator(check_password),
+    Field(
+        description=f"{PASSWORD_MIN_LENGTH}-{PASSWORD_MAX_LENGTH} characters, at least 3 different ones; "
+        "not one of the most common passwords, and not containing the username.",
+        json_schema_extra={"minLength": PASSWORD_MIN_LENGTH, "maxLength": PASSWORD_MAX_LENGTH},
+    ),
+]
+Email = Annotated[
+    Annotated[str, Field(json_schema_extra={"pattern": EMAIL_PATTERN, "maxLength": EMAIL_MAX_LENGTH})] | None,
+    AfterValidator(_check_email),
+    Field(description="An email address, or null."),
+]
+Phone = Annotated[
+    Annotated[str, Field(json_schema_extra={"pattern": PHONE_PATTERN})] | None,
+    AfterValidator(_check_phone),
+    Field(
+        description="Digits, optionally starting with `+`, with spaces, dots, dashes or brackets "
+        "between (6-32 characters); or null."
+    ),
+]
 RoleName = Literal["admin", "user"]
 
 

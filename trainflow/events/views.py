@@ -61,6 +61,7 @@ class ChangesQuery(BaseModel):
     tag=TAG,
     query=EventsQuery,
     errors=(400, 401, 404),
+    responses={204: "The job has ended and nothing comes after `after`: do not reconnect."},
     description="Every event of the job in order, each with `seq` (1, 2, 3 ...), `type` and `ts`: "
     "`status`, `log`, `metric`, `progress` and finally `end`, after which the response ends. "
     "Stored events come first, then live ones, with no gap and no repeat. A follower that falls "

@@ -132,6 +132,7 @@ def get_job(job_id: int) -> Response:
     tag=TAG,
     response=JobOut,
     errors=(401, 404),
+    responses={202: "The job was running: it has been told to stop, and will end CANCELLED."},
     description="A queued job is cancelled at once; a running one gets SIGTERM (its whole process "
     "group), then SIGKILL after the grace period. Cancelling a finished job changes nothing.",
 )

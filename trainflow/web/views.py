@@ -42,7 +42,7 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
-@endpoint(bp, "/", "GET", summary="The web dashboard (HTML)", tag=TAG, is_public=True)
+@endpoint(bp, "/", "GET", summary="The web dashboard (HTML)", tag=TAG, is_public=True, uses_database=False)
 def index() -> Response:
     return _index_html()
 
@@ -54,6 +54,7 @@ def index() -> Response:
     summary="A page of the web dashboard (the same HTML; the page is routed in the browser)",
     tag=TAG,
     is_public=True,
+    uses_database=False,
 )
 def page(path: str) -> Response:
     return _index_html()
