@@ -111,15 +111,15 @@ def test_reconnects_resume_after_the_last_seq_and_deliver_each_event_once(browse
     after = result["after"]
     assert after["calls"][0]["query"] == {"after": "10"} and [e["seq"] for e in after["events"]] == [11, 12]
 
-    all_jobs = result["allJobs"]
-    assert [c["query"] for c in all_jobs["calls"]] == [{}] * 4, "the all-jobs stream has no seq to resume"
-    assert [(e["type"], e["job_id"], e.get("status")) for e in all_jobs["events"]] == [
-        ("status", 1, "RUNNING"),
-        ("status", 2, "QUEUED"),
-        ("deleted", 2, None),
-        ("status", 1, "SUCCEEDED"),
+    all_jobs = result["allJobs"]  # resumed after the last seq seen, a heartbeat's included (issue 11)
+    assert [c["query"] for c in all_jobs["calls"]] == [{}, {"after": "7"}, {"after": "8"}, {"after": "9"}]
+    assert [(e["type"], e["seq"], e["job_id"], e.get("status")) for e in all_jobs["events"]] == [
+        ("status", 5, 1, "RUNNING"),
+        ("status", 8, 2, "QUEUED"),
+        ("deleted", 9, 2, None),
+        ("status", 10, 1, "SUCCEEDED"),
     ]
-    assert all_jobs["done"] == {"state": "closed"}
+    assert all_jobs["done"] == {"state": "closed"}, "a job's deletion does not end the all-jobs stream"
 
     delays = [s["delayMs"] for s in result["backoff"]["states"] if isinstance(s, dict)]
     assert len(delays) == 6

@@ -166,6 +166,9 @@ def job_statuses(
     """
     log = hub.watch()
     try:
+        if after is not None and after > log.window.last:
+            # A seq this process has not read yet: another process may have sent it (--workers).
+            log.refresh()
         sent = log.window.last if after is None else min(after, log.window.last)
         if framing.is_sse:
             yield b"retry: 1000\n\n"

@@ -152,25 +152,28 @@ async function main() {
     after: 12,
   });
   result.after = await scenario("/jobs/1/events", [ndjson([ev(10), ev(11), ev(12, "end")])], { after: 10 });
+  // The all-jobs stream: one sequence for every user's jobs; heartbeats say how far it has come.
   result.allJobs = await scenario(
     "/ajax-api/2.0/mlflow/train/events",
     [
       ndjson(
         [
-          { type: "status", job_id: 1, status: "RUNNING" },
-          { type: "heartbeat", ts: 1 },
+          { type: "heartbeat", seq: 4, ts: 1 }, // where it starts
+          { type: "status", seq: 5, job_id: 1, status: "RUNNING" },
+          { type: "heartbeat", seq: 7, ts: 2 }, // 6 and 7 were someone else's
         ],
         "close",
       ),
-      ndjson([{ type: "status", job_id: 2, status: "QUEUED" }, { type: "resync" }], "hang"),
       ndjson(
         [
-          { type: "deleted", job_id: 2 },
-          { type: "heartbeat", ts: 2 },
+          { type: "heartbeat", seq: 7, ts: 3 },
+          { type: "status", seq: 5, job_id: 1, status: "RUNNING" }, // sent before: not again
+          { type: "status", seq: 8, job_id: 2, status: "QUEUED" },
         ],
         "close",
-      ), // a job's deletion
-      ndjson([{ type: "status", job_id: 1, status: "SUCCEEDED" }], "hang"),
+      ),
+      ndjson([{ type: "heartbeat", seq: 8, ts: 4 }, { type: "deleted", seq: 9, job_id: 2 }], "close"),
+      ndjson([{ type: "heartbeat", seq: 9, ts: 5 }, { type: "status", seq: 10, job_id: 1, status: "SUCCEEDED" }], "hang"),
     ],
     {},
     async (stream, events) => {

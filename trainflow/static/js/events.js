@@ -12,9 +12,11 @@
  *   });
  *   const { state, event, error } = await stream.done;  // after `end`, `deleted`, an error or close()
  *
- * A job's stream resumes from `?after=<last seq seen>`: nothing is lost or delivered twice. The
- * all-jobs stream (`/ajax-api/2.0/mlflow/train/events`) has no seq; it is simply reopened.
- * Heartbeats are not delivered: they only prove the connection alive (see `idleMs`).
+ * A stream resumes from `?after=<last seq seen>`: nothing is lost or delivered twice. On the
+ * all-jobs stream (`/ajax-api/2.0/mlflow/train/events`) every user's changes share one sequence,
+ * so its heartbeats carry the seq it has reached (the first line says where it starts), and that
+ * counts as seen too. Heartbeats are not delivered: they only prove the connection alive (see
+ * `idleMs`) and, there, move the position.
  */
 
 /** Splits a byte stream into lines, across any chunk boundary, even inside a UTF-8 character. */
@@ -92,7 +94,8 @@ export class StreamError extends Error {
  * @param {string} url the stream's URL, relative to the page's; its other query parameters are kept
  * @param {object} [options]
  * @param {Record<string, string>} [options.headers] e.g. `{Authorization: "Bearer ..."}`
- * @param {number} [options.after=0] deliver only events with a greater seq
+ * @param {number} [options.after] deliver only events with a greater seq; left out, a job's stream
+ *   starts at its first event and the all-jobs stream at the newest change
  * @param {(event: object) => void} [options.onEvent] each event once, in order (not heartbeats
  *   nor resync); what it throws is reported as an uncaught error and the stream goes on
  * @param {(state: State, detail?: any) => void} [options.onState] detail: `{delayMs, error?}` for
@@ -102,22 +105,24 @@ export class StreamError extends Error {
  * @param {{initialMs?: number, maxMs?: number}} [options.backoff] defaults 250 and 10000
  * @param {number} [options.idleMs=45000] reconnect when nothing, not even a heartbeat, came for so
  *   long (0: never)
- * @returns {{close(): void, readonly lastSeq: number,
- *   done: Promise<{state: "ended"|"error"|"closed", event?: object, error?: Error}>}}
+ * @returns {{close(): void, readonly lastSeq: number, readonly position: number|undefined,
+ *   done: Promise<{state: "ended"|"error"|"closed", event?: object, error?: Error}>}} `position`:
+ *   the seq to resume from with `after`, once one is known (undefined before)
  */
 export function followEvents(url, options = {}) {
-  const { headers = {}, after = 0, signal, idleMs = 45000 } = options;
+  const { headers = {}, after, signal, idleMs = 45000 } = options;
   const onEvent = (event) => safely(options.onEvent, event);
   const onState = (state, detail) => safely(options.onState, state, detail);
   const { initialMs = 250, maxMs = 10000 } = options.backoff ?? {};
   const base = new URL(url, globalThis.location?.href); // a bad URL throws here, at once
   const closer = new AbortController();
   signal?.aborted ? closer.abort() : signal?.addEventListener("abort", () => closer.abort(), { once: true });
-  let lastSeq = after;
+  let lastSeq = after ?? 0;
+  let positioned = after !== undefined && after !== null; // lastSeq is where to resume from
 
   async function connect() {
     const target = new URL(base);
-    if (lastSeq > 0) target.searchParams.set("after", String(lastSeq));
+    if (positioned) target.searchParams.set("after", String(lastSeq));
     const connection = new AbortController();
     const stop = () => connection.abort();
     closer.signal.addEventListener("abort", stop);
@@ -146,17 +151,27 @@ export function followEvents(url, options = {}) {
         alive();
         result.heard = true;
         last = event;
-        if (event.type === "heartbeat") continue;
+        if (event.type === "heartbeat") {
+          // The all-jobs stream's: how far it has come, other users' changes included.
+          if (typeof event.seq === "number" && (!positioned || event.seq > lastSeq)) {
+            lastSeq = event.seq;
+            positioned = true;
+          }
+          continue;
+        }
         if (event.type === "resync") return { ...result, outcome: "resync" };
         if (typeof event.seq === "number") {
-          if (event.seq <= lastSeq) continue; // already delivered
+          if (positioned && event.seq <= lastSeq) continue; // already delivered
           lastSeq = event.seq;
+          positioned = true;
         }
         onEvent(event);
         if (event.type === "end") return { ...result, outcome: "ended", event };
       }
-      // A job's stream ends after `deleted`; the all-jobs stream goes on after a job's `deleted`.
-      return last?.type === "deleted" ? { ...result, outcome: "ended", event: last } : result;
+      // A job's stream ends after `deleted` (which has no seq there); the all-jobs stream goes on
+      // after a job's `deleted`.
+      const isEnd = last?.type === "deleted" && typeof last.seq !== "number";
+      return isEnd ? { ...result, outcome: "ended", event: last } : result;
     } finally {
       clearTimeout(watchdog);
       closer.signal.removeEventListener("abort", stop);
@@ -199,6 +214,9 @@ export function followEvents(url, options = {}) {
     close: () => closer.abort(),
     get lastSeq() {
       return lastSeq;
+    },
+    get position() {
+      return positioned ? lastSeq : undefined;
     },
     done,
   };

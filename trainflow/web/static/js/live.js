@@ -4,7 +4,8 @@
  *
  * What this adds: the session's token, and what to do when the server refuses it (an access
  * token expires while a page stays open): refresh it once and resume where the stream was
- * (`after` the last seq seen), or end the session as expired.
+ * (`after` its position: the last seq seen, or for the all-jobs stream the last heartbeat's), or
+ * end the session as expired.
  */
 import { followEvents } from "/api/static/js/events.js";
 import { refreshSession } from "./api.js";
@@ -16,7 +17,7 @@ import { authHeaders, endSession } from "./session.js";
  *   signal?: AbortSignal}} options the stream is closed when `signal` aborts (the page is left)
  */
 export function follow(url, { onEvent, onState, signal }) {
-  let after = 0;
+  let after; // where to resume; unknown at first (a job's stream: its start; all jobs: now)
   let refreshed = false;
 
   const start = () => {
@@ -33,7 +34,7 @@ export function follow(url, { onEvent, onState, signal }) {
     });
     stream.done.then(async ({ state, error }) => {
       if (state !== "error" || error?.status !== 401 || signal?.aborted) return;
-      after = stream.lastSeq;
+      after = stream.position;
       if (!refreshed && (await refreshSession())) {
         refreshed = true;
         if (!signal?.aborted) start();

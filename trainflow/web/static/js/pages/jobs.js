@@ -1,10 +1,11 @@
 /**
  * The job list: one page of jobs, filtered by status, kept live by the all-jobs event stream.
  *
- * That stream replays nothing, so the list is loaded each time the stream (re)opens. A status
- * event changes the row's badge at once; the page is then fetched again (debounced) for what the
- * event does not carry: new jobs, start times, queue positions. There is no polling: a running
- * job's duration is counted up in the browser.
+ * The list is loaded once the stream has opened (its first line says where it starts, so no
+ * change can fall between the two); a reconnect resumes the stream where it was, with nothing
+ * lost or repeated, and needs no reload. A status event changes the row's badge at once; the page
+ * is then fetched again (debounced) for what the event does not carry: new jobs, start times,
+ * queue positions. There is no polling: a running job's duration is counted up in the browser.
  */
 import { TRAIN, api } from "../api.js";
 import { h, replace } from "../dom.js";
@@ -79,13 +80,17 @@ export function jobsPage({ query, signal, navigate }) {
     );
   }
 
+  let isLoaded = false;
   follow(`${TRAIN}/events`, {
     signal,
     onState: (state) => {
       liveState.textContent = t(`live.${state}`);
       liveState.dataset.state = state;
-      // Opened (again): whatever changed while it was closed is in a fresh list.
-      if (state === "open" || state === "error") load();
+      // The first opening: the stream goes on from where the list is. Later ones resume it.
+      if ((state === "open" && !isLoaded) || state === "error") {
+        isLoaded = true;
+        load();
+      }
     },
     onEvent: (event) => {
       if (event.type === "status") table.setStatus(event.job_id, event.status);
