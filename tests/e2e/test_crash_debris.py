@@ -28,13 +28,14 @@ BOUNDARY = "debris-boundary"
 
 
 def slow_upload(url: str, username: str, stop: threading.Event) -> None:
-    """An upload of a 50 MB body, sent 64 KB every 20 ms until ``stop`` (or the server dies)."""
+    """An upload of a 400 MB body, sent 32 KB every 20 ms until ``stop`` (or the server dies): it
+    is still being sent when the server is killed."""
     head = (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.zip"\r\n'
         "Content-Type: application/zip\r\n\r\n"
     ).encode()
     tail = f"\r\n--{BOUNDARY}--\r\n".encode()
-    size = 50 * 1024 * 1024
+    size = 400 * 1024 * 1024
     credentials = base64.b64encode(f"{username}:{PASSWORD}".encode()).decode()
     parts = urlsplit(url)
     request = (
@@ -46,7 +47,7 @@ def slow_upload(url: str, username: str, stop: threading.Event) -> None:
         try:
             sock.sendall(request + head)
             while not stop.is_set():
-                sock.sendall(b"\0" * 65536)
+                sock.sendall(b"\0" * 32768)
                 time.sleep(0.02)
         except OSError:
             return  # the server was killed
@@ -78,6 +79,15 @@ def storage_keys(uploads: Path) -> set[str]:
     return {p.name for p in uploads.iterdir() if KEY.fullmatch(p.name)} if uploads.is_dir() else set()
 
 
+def unpacking(uploads: Path, before: set[str]) -> bool:
+    """Whether a new script folder has some of its archive's files (it is being unpacked)."""
+    for key in storage_keys(uploads) - before:
+        data = uploads / key / "files" / "data"
+        if data.is_dir() and sum(1 for _ in data.iterdir()) >= 100:
+            return True
+    return False
+
+
 def stored_keys(database_url: str) -> set[str]:
     engine = create_engine(database_url)
     try:
@@ -91,7 +101,9 @@ def test_a_restart_after_a_kill_during_uploads_leaves_no_debris(server_factory, 
     data = tmp_path / "data"
     uploads = data / "uploads"
     incoming = uploads / ".incoming"
-    server = server_factory(data, database_url, TRAINFLOW_ADMIN_PASSWORD=ADMIN[1])
+    server = server_factory(
+        data, database_url, TRAINFLOW_ADMIN_PASSWORD=ADMIN[1], TRAINFLOW_MAX_UPLOAD_MB="1000"
+    )
     users = ["alice", "bob", "carol"]
     for user in users:
         requests.post(f"{server.url}/api/register", json={"username": user, "password": PASSWORD}, timeout=30)
@@ -118,7 +130,7 @@ def test_a_restart_after_a_kill_during_uploads_leaves_no_debris(server_factory, 
     ]
     for unpacker in unpackers:
         unpacker.start()
-    wait_for(lambda: storage_keys(uploads) - before, seconds=60)  # one is being unpacked
+    wait_for(lambda: unpacking(uploads, before), seconds=60)
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(timeout=10)
     stop.set()
