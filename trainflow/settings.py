@@ -293,7 +293,8 @@ class Settings:
         "TRAINFLOW_STREAM_HEARTBEAT_SECONDS",
         15.0,
         "Seconds of silence after which an event stream sends a heartbeat line (keeps proxies from "
-        "closing it).",
+        "closing it). While all-jobs streams are open, also how often a server process looks in the "
+        "database for a status change whose bus notice it missed.",
     )
     stream_buffer_kb: int = _setting(
         "TRAINFLOW_STREAM_BUFFER_KB",
