@@ -2,7 +2,8 @@
 
 **Watermark.** Below ``TRAINFLOW_MIN_FREE_MB`` free on the disk holding the data directory, new
 uploads and job submissions are refused with 507 before anything is written (a before-request
-hook on those two routes). What already runs goes on until the disk is really full; then each
+hook on those two routes), and queued jobs wait to start (as they do on a full disk with no
+watermark). What already runs goes on until the disk is really full; then each
 write that fails answers 507 too (:mod:`trainflow.errors`), and running jobs wait for room in
 their supervisor (:mod:`trainflow.jobs.supervisor`).
 
@@ -80,6 +81,18 @@ def check_free_space(settings: Settings) -> None:
             f"{settings.min_free_mb} MB it keeps for running jobs (TRAINFLOW_MIN_FREE_MB): new uploads "
             "and jobs wait until an administrator frees space. Running jobs go on."
         )
+
+
+START_ROOM = 2 * MB  # what a job takes to start: its reserve, spec, status and first records
+
+
+def has_room_to_start(settings: Settings) -> bool:
+    """Whether a queued job may start: the disk has the watermark free, and room to start one."""
+    try:
+        free = free_bytes(settings.resolved_data_dir)
+    except OSError:
+        return True  # cannot tell: starting will say
+    return free >= max(settings.min_free_mb * MB, START_ROOM)
 
 
 def refuse_when_low() -> None:

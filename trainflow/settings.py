@@ -189,7 +189,8 @@ class Settings:
         100,
         "Free space, in MB, the disk holding the data directory keeps for what is already running: "
         "below it, new uploads and job submissions get 507 `insufficient_storage` before anything is "
-        "written (running jobs, their logs and metrics go on until the disk is full). 0: no watermark.",
+        "written, and queued jobs wait to start (running jobs, their logs and metrics go on until the "
+        "disk is full). 0: no watermark (queued jobs still wait while under 2 MB are free).",
     )
     job_disk_full_seconds: int = _setting(
         "TRAINFLOW_JOB_DISK_FULL_SECONDS",

@@ -61,6 +61,7 @@ def api(server_factory, disk, templates):
         TRAINFLOW_JOB_GRACE_SECONDS="2",
         TRAINFLOW_JOB_DISK_FULL_SECONDS="3",
         TRAINFLOW_MIN_FREE_MB="0",  # the disk itself runs out here, not a watermark
+        TRAINFLOW_MAX_CONCURRENT_JOBS="1",
     )
     requests.post(f"{server.url}/api/register", json={"username": "alice", "password": PASSWORD}, timeout=10)
     return Api(server.url, ("alice", PASSWORD))
@@ -83,6 +84,7 @@ def test_a_full_disk_ends_the_job_keeps_its_lines_and_everything_resumes_once_fr
     run = api.call("POST", "/api/2.0/mlflow/runs/create", json=experiment).json()["run"]
     script = api.upload("print('hello')\n", "hello.py")
     job = api.submit(CHATTY)
+    queued = api.submit("print('my turn')\n")  # waits for the one slot
     wait_for(lambda: len(numbered(api.lines(job["job"]))) >= 300, seconds=60)
     before = numbered(api.lines(job["job"]))
 
@@ -113,8 +115,10 @@ def test_a_full_disk_ends_the_job_keeps_its_lines_and_everything_resumes_once_fr
     assert metric.json()["error_code"] == "RESOURCE_EXHAUSTED"  # what the MLflow client reads
     assert refused_for_space(register), register.text
     assert not any((disk / "data" / "uploads" / ".incoming").iterdir())
+    assert api.job(queued["job"])["status"] == "QUEUED"  # no room to start: it waits
 
     filler.unlink()
+    assert api.wait(queued["job"], "SUCCEEDED", "FAILED", "LOST")["status"] == "SUCCEEDED"
     again = api.submit("print('room again')\n")
     assert api.wait(again["job"], "SUCCEEDED", "FAILED", "LOST")["status"] == "SUCCEEDED"
     assert api.lines(again["job"]) == ["room again"]

@@ -30,6 +30,7 @@ from trainflow.db import db, utcnow
 from trainflow.errors import is_disk_full
 from trainflow.events.bus import describe as describe_bus
 from trainflow.events.record import add_change, record_status
+from trainflow.housekeeping import has_room_to_start
 from trainflow.jobs import environments, sandboxing, service
 from trainflow.jobs.local import LaunchSpec, LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
@@ -67,6 +68,7 @@ class JobScheduler:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._socket: socket.socket | None = None
+        self._is_short_of_room = False  # queued jobs wait for disk space (said once per spell)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -196,6 +198,13 @@ class JobScheduler:
         queued = db.session.scalars(
             select(Job).where(Job.status == JobStatus.QUEUED.value).order_by(Job.id)
         ).all()
+        if queued and not has_room_to_start(self.settings):
+            # A job started now could not even record its start; it waits, QUEUED, for room.
+            if not self._is_short_of_room:
+                log.warning("Queued jobs wait: the disk holding the data directory is (nearly) full")
+            self._is_short_of_room = True
+            return
+        self._is_short_of_room = False
         for job in queued:
             if slots <= 0:
                 return
