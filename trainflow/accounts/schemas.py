@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, model_validator
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$"
 EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$"
@@ -161,6 +161,10 @@ class UserOut(PublicUser):
     role: RoleName
     created_at: datetime
     updated_at: datetime
+
+
+class UserView(RootModel[UserOut | PublicUser]):
+    """A user as the caller may see them: every field for themself and for admins, else id and username."""
 
 
 class UserPage(BaseModel):

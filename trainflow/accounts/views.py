@@ -23,6 +23,7 @@ from trainflow.accounts.schemas import (
     TokenPair,
     UserOut,
     UserPage,
+    UserView,
 )
 from trainflow.api import endpoint, json_response
 from trainflow.db import db
@@ -217,7 +218,9 @@ def create_user(body: CreateUserRequest) -> Response:
     return _created(service.create_user(db.session, **body.model_dump()))
 
 
-@endpoint(bp, "/users/<int:user_id>", "GET", summary="One user", tag=TAG, response=UserOut, errors=(401, 404))
+@endpoint(
+    bp, "/users/<int:user_id>", "GET", summary="One user", tag=TAG, response=UserView, errors=(401, 404)
+)
 def get_user(user_id: int) -> Response:
     return json_response(user_view(service.get_user(db.session, user_id)))
 
