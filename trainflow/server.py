@@ -3,17 +3,25 @@
 Long-lived streams need thousands of idle connections per process, which gevent's pywsgi
 holds cheaply. The listening socket has TCP_NODELAY, which accepted sockets inherit: without
 it each keep-alive response waits ~40 ms on Nagle's algorithm against the client's delayed ACK.
+
+pywsgi itself never times a client out. Here every read from a client has the read timeout
+(``TRAINFLOW_READ_TIMEOUT_SECONDS``: the request line, the headers, each read of the body) and
+the wait for a kept-alive connection's next request has the idle timeout; writes have none, so
+a response being written (an event stream) is never cut by either. A body that stalls ends
+with a JSON 408 (the app sees werkzeug's ``RequestTimeout`` from ``wsgi.input``) and the
+connection closes. Header fields over 64 KB in all, over 100 or a line over 64 KB: a JSON 431.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import signal
 import socket
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -43,7 +51,46 @@ EARLY_ERRORS = {
         "The request line is longer than 8 KB; send long values in a POST body.",
     ),
     "400": _early_error("400 Bad Request", "bad_request", "The request line is not valid HTTP."),
+    "408": _early_error(
+        "408 Request Timeout",
+        "request_timeout",
+        "The request's headers stopped arriving; send the whole request without pausing.",
+    ),
+    "431": _early_error(
+        "431 Request Header Fields Too Large",
+        "request_header_fields_too_large",
+        "The request's header fields are too large: at most 100, each line under 64 KB, 64 KB in all.",
+    ),
 }
+MAX_HEAD_BYTES = 64 * 1024  # every header line of a request together
+DRAIN_BYTES = 64 * 1024  # after an error, an unread body larger than this closes the connection
+
+
+class _HeadTooLarge(ValueError):
+    """The header fields are over a limit (431)."""
+
+
+class _LimitedHead:
+    """The stream http.client reads header lines from, refusing more than ``left`` bytes in all."""
+
+    def __init__(self, rfile: Any, left: int) -> None:
+        self.rfile = rfile
+        self.left = left
+
+    def readline(self, size: int = -1) -> bytes:
+        if size < 0 or size > self.left + 1:
+            size = self.left + 1
+        line: bytes = self.rfile.readline(size)
+        self.left -= len(line)
+        if self.left < 0:
+            raise _HeadTooLarge("header fields over 64 KB in all")
+        return line
+
+
+def _body_timeout_message(seconds: float) -> str:
+    return (
+        f"The request body stopped arriving for more than {seconds:g} s, so it was discarded; send it again."
+    )
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -57,15 +104,108 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def]
-    from gevent.pywsgi import WSGIHandler, WSGIServer
+    from gevent.pywsgi import Input, WSGIHandler, WSGIServer
+    from werkzeug.exceptions import RequestTimeout
+
+    settings: Settings = app.config["TRAINFLOW"]
+    read_timeout = settings.read_timeout_seconds
+    idle_timeout = settings.idle_timeout_seconds
+
+    class TimedInput(Input):  # type: ignore[misc]
+        """The request body (``wsgi.input``): each read waits at most the read timeout."""
+
+        __slots__ = ("handler",)
+
+        def read(self, length: int | None = None) -> bytes:
+            return self._timed(super().read, length)  # type: ignore[no-any-return]
+
+        def readline(self, size: int | None = None) -> bytes:
+            return self._timed(super().readline, size)  # type: ignore[no-any-return]
+
+        def _timed(self, read: Any, argument: int | None) -> Any:
+            handler = self.handler
+            if handler.is_body_timed_out:
+                raise RequestTimeout(_body_timeout_message(read_timeout))
+            handler.socket.settimeout(read_timeout)
+            try:
+                return read(argument)
+            except TimeoutError:
+                handler.is_body_timed_out = True
+                handler.close_connection = True
+                raise RequestTimeout(_body_timeout_message(read_timeout)) from None
+            finally:
+                if handler.socket is not None:
+                    handler.socket.settimeout(None)
+
+        def _discard(self) -> None:
+            # What the app left unread is read (and dropped) to reach the next request, unless
+            # the connection closes anyway: never wait on a stalled or refused body.
+            if self.handler.close_connection:
+                return
+            try:
+                super()._discard()
+            except RequestTimeout:
+                self.handler.close_connection = True
+
+        @property
+        def is_unread_large(self) -> bool:
+            if self.chunked_input:
+                return self.chunk_length != 0
+            return (self.content_length or 0) - self.position > DRAIN_BYTES
 
     class QuietHandler(WSGIHandler):  # type: ignore[misc]
+        is_body_timed_out = False
+
+        def read_requestline(self) -> str:
+            # The wait for a request's first byte is the idle timeout (a new connection's too);
+            # everything after it, the read timeout. A timeout here closes the connection.
+            self.is_body_timed_out = False
+            self.socket.settimeout(idle_timeout)
+            self.rfile.peek(1)
+            self.socket.settimeout(read_timeout)
+            return super().read_requestline()  # type: ignore[no-any-return]
+
+        def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 - pywsgi's name
+            message = super().MessageClass(_LimitedHead(fp, MAX_HEAD_BYTES), *args)
+            if message.status == "Line too long":
+                raise _HeadTooLarge("a header line over 64 KB")
+            return message
+
+        def _handle_client_error(self, ex: Exception) -> Any:
+            if isinstance(ex, (_HeadTooLarge, http.client.HTTPException)):
+                # http.client refuses more than 100 header fields with HTTPException.
+                return "431", EARLY_ERRORS["431"]
+            if isinstance(ex, TimeoutError):
+                return "408", EARLY_ERRORS["408"]
+            return super()._handle_client_error(ex)
+
         def get_environ(self):  # type: ignore[no-untyped-def]
             # Event streams write to a caught-up follower's socket from one loop
             # (trainflow.events.hub), past the WSGI write path, once the headers are out.
             environ = super().get_environ()
             environ[HANDLER_KEY] = self
+            plain = self.wsgi_input
+            timed = TimedInput(
+                plain.rfile, plain.content_length, socket=plain.socket, chunked_input=plain.chunked_input
+            )
+            timed.handler = self
+            self.wsgi_input = timed
+            if environ.get("wsgi.input") is plain:
+                environ["wsgi.input"] = timed
             return environ
+
+        def handle_one_response(self) -> None:
+            # Writing a response has no timeout: a stream's heartbeats keep it honest.
+            self.socket.settimeout(None)
+            super().handle_one_response()
+
+        def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            # An error answered before a large body (a refused or stalled upload) was read:
+            # close rather than read megabytes nobody wants, or wait on a client that stopped.
+            if status.startswith(("4", "5")) and (self.is_body_timed_out or self.wsgi_input.is_unread_large):
+                if not any(name.lower() == "connection" for name, _ in headers):
+                    headers = [*headers, ("Connection", "close")]
+            return super().start_response(status, headers, exc_info)
 
         def handle_one_request(self):  # type: ignore[no-untyped-def]
             # pywsgi answers a request line over 8 KB (414) or one it cannot parse (400) itself,

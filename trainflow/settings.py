@@ -28,6 +28,18 @@ class Settings:
     host: str = _setting("TRAINFLOW_HOST", "127.0.0.1", "Address the server listens on.")
     port: int = _setting("TRAINFLOW_PORT", 5000, "TCP port the server listens on.")
     workers: int = _setting("TRAINFLOW_WORKERS", 1, "Server processes sharing the port (each runs gevent).")
+    read_timeout_seconds: float = _setting(
+        "TRAINFLOW_READ_TIMEOUT_SECONDS",
+        60.0,
+        "Longest wait for the next bytes of a request (its line, headers or body). A body that "
+        "stalls longer is answered 408 and whatever it sent is discarded.",
+    )
+    idle_timeout_seconds: float = _setting(
+        "TRAINFLOW_IDLE_TIMEOUT_SECONDS",
+        60.0,
+        "How long a kept-alive connection may wait for its next request before the server closes "
+        "it. Responses being written (event streams) are never cut by this or the read timeout.",
+    )
     data_dir: Path = _setting(
         "TRAINFLOW_DATA_DIR",
         Path("data"),
@@ -125,6 +137,12 @@ class Settings:
         "TRAINFLOW_MAX_UNPACKED_MB",
         1000,
         "Largest total size a project archive may unpack to, in MB (guards against zip bombs).",
+    )
+    uploads_per_user: int = _setting(
+        "TRAINFLOW_UPLOADS_PER_USER",
+        3,
+        "Uploads one user may send at once per server process; one more is answered 429 with "
+        "Retry-After before any of its body is read.",
     )
     max_concurrent_jobs: int = _setting(
         "TRAINFLOW_MAX_CONCURRENT_JOBS", 2, "Jobs running at once; the rest wait QUEUED, first in first out."
@@ -403,6 +421,9 @@ _RANGES = [
     ("password_hash_queue", 0, 100_000),
     ("max_upload_mb", 1, 1_000_000),
     ("max_unpacked_mb", 1, 10_000_000),
+    ("uploads_per_user", 1, 10_000),
+    ("read_timeout_seconds", 0.1, 86_400),
+    ("idle_timeout_seconds", 0.1, 86_400),
     ("max_concurrent_jobs", 1, 10_000),
     ("max_jobs_per_user", 0, 10_000),
     ("job_grace_seconds", 0, 3600),

@@ -83,14 +83,24 @@ def client_address() -> str:
 
 
 def authenticate_request() -> Principal:
+    """Who is calling; the database connection the check used goes back to the pool.
+
+    What follows may wait on the network for as long as the read timeout (a request body
+    arriving slowly, or not at all). A request must not hold a connection while it waits:
+    a handful of stalled clients would take the whole pool from everyone else. The view's
+    next query opens a new transaction; objects already loaded reload on their next use.
+    """
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     scheme = scheme.lower()
     credential = credential.strip()
     if scheme == "basic" and credential:
-        return _from_basic(credential)
-    if scheme == "bearer" and credential:
-        return _from_bearer(credential, expected_type="access")
-    raise Unauthenticated(SIGN_IN_HINT)
+        principal = _from_basic(credential)
+    elif scheme == "bearer" and credential:
+        principal = _from_bearer(credential, expected_type="access")
+    else:
+        raise Unauthenticated(SIGN_IN_HINT)
+    db.session.rollback()
+    return principal
 
 
 def check_password_login(username: str, password: str) -> User:

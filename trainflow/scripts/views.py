@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from flask import Blueprint, Response, current_app, request, send_file
 
 from trainflow.accounts.auth import current_principal
+from trainflow.accounts.credentials import Principal
 from trainflow.accounts.models import User
 from trainflow.accounts.schemas import PageQuery
 from trainflow.api import endpoint, json_response
 from trainflow.db import db
-from trainflow.errors import BadRequest
+from trainflow.errors import BadRequest, TooManyRequests
 from trainflow.scripts import service
 from trainflow.scripts.models import Script
 from trainflow.scripts.multipart import read_multipart
@@ -25,6 +31,46 @@ MB = 1024 * 1024
 
 def _settings() -> Settings:
     return current_app.config["TRAINFLOW"]  # type: ignore[no-any-return]
+
+
+class UploadSlots:
+    """Uploads in progress per user in this process, at most ``per_user`` each.
+
+    A body may take up to the read timeout per stall to arrive; without a bound, one user's
+    stalled uploads would hold as many sockets, greenlets and temporary files as they like.
+    """
+
+    RETRY_AFTER_S = 5
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._busy: Counter[int] = Counter()
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, user_id: int) -> Iterator[None]:
+        with self._lock:
+            if self._busy[user_id] >= self.per_user:
+                raise TooManyRequests(
+                    f"You already have {self.per_user} uploads in progress; wait for one to finish "
+                    f"and try again in {self.RETRY_AFTER_S} s.",
+                    retry_after=self.RETRY_AFTER_S,
+                )
+            self._busy[user_id] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy[user_id] -= 1
+                if self._busy[user_id] <= 0:
+                    del self._busy[user_id]
+
+
+def _upload_slots() -> UploadSlots:
+    slots = current_app.extensions.get("trainflow.upload_slots")
+    if slots is None:
+        slots = current_app.extensions["trainflow.upload_slots"] = UploadSlots(_settings().uploads_per_user)
+    return slots  # type: ignore[no-any-return]
 
 
 def script_out(script: Script, owner: str | None = None) -> ScriptOut:
@@ -52,13 +98,21 @@ def script_out(script: Script, owner: str | None = None) -> ScriptOut:
     form=UploadForm,
     response=ScriptOut,
     status=201,
-    errors=(400, 401, 413, 415, 507),
+    errors=(400, 401, 408, 413, 415, 429, 507),
     description="multipart/form-data with the file in a part named `file`. The body is "
     "streamed to disk; TRAINFLOW_MAX_UPLOAD_MB bounds it. 413 `quota_exceeded` when the user's "
     "stored scripts, as uploaded and unpacked, would pass TRAINFLOW_USER_UPLOADS_MB. 507 "
-    "`insufficient_storage` when the server's disk is below TRAINFLOW_MIN_FREE_MB, or full.",
+    "`insufficient_storage` when the server's disk is below TRAINFLOW_MIN_FREE_MB, or full. "
+    "429 with Retry-After when the user already has TRAINFLOW_UPLOADS_PER_USER uploads in "
+    "progress; 408 when the body stops arriving for TRAINFLOW_READ_TIMEOUT_SECONDS.",
 )
 def upload() -> Response:
+    principal = current_principal()
+    with _upload_slots().hold(principal.user_id):
+        return _receive_upload(principal)
+
+
+def _receive_upload(principal: Principal) -> Response:
     settings = _settings()
     form = read_multipart(
         request.stream,
@@ -77,7 +131,6 @@ def upload() -> Response:
             raise BadRequest(
                 f"Unknown form fields: {', '.join(unknown)}; send 'file' and optionally 'entrypoint'."
             )
-        principal = current_principal()
         script = service.create_script(
             db.session,
             settings,
