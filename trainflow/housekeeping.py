@@ -239,6 +239,7 @@ def sweep_logged(settings: Settings, session: Session, grace_s: float, when: str
     swept = sweep(settings, session, grace_s)
     if swept.count:
         log.warning("Removed %s (%s); left by a crash.", swept.describe(), when)
+        log.info("Removed: %s", ", ".join(swept.names[:50]))
     return swept
 
 

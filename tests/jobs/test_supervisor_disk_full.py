@@ -14,6 +14,8 @@ import pytest
 
 from tests.filesystems import fill, small_tmpfs
 from tests.processes import wait_for
+from trainflow.events.store import fragment
+from trainflow.jobs.supervisor import EventSink
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="tmpfs and process groups are POSIX")
 
@@ -102,3 +104,27 @@ def test_a_disk_that_stays_full_ends_the_job_with_a_reason_naming_it(job_dir):
     assert kept[: len(before)] == before  # what was stored stays
     assert kept == [f"line {n}" for n in range(1, len(kept) + 1)]
     assert not (job_dir / ".reserve").exists()  # given up to record the end
+
+
+def test_events_a_torn_append_stored_are_not_sent_twice(tmp_path):
+    with small_tmpfs(tmp_path / "disk", 1) as disk:
+        folder = disk / "job"
+        folder.mkdir()
+        sink = EventSink(folder, 1, None)
+        sink.add(fragment("log", 1.0, line="first"))
+        assert sink.flush()
+        room = disk / "room"
+        room.write_bytes(b"x" * 8192)  # two pages, given back below: the room left for the batch
+        filler = disk / "filler"
+        fill(filler)
+        room.unlink()
+        for n in range(1000):
+            sink.add(fragment("log", 1.0, line=f"event {n:04d}"))
+        assert not sink.flush()
+        assert 0 < len(sink.pending) < 1000  # some went in whole before the disk was full
+        filler.unlink()
+        assert sink.flush()
+        sink.close()
+        records = [json.loads(line) for line in (folder / "events.ndjson").read_text().splitlines()]
+    assert [r["seq"] for r in records] == list(range(1, 1002))
+    assert [r["line"] for r in records] == ["first"] + [f"event {n:04d}" for n in range(1000)]

@@ -18,7 +18,8 @@ library only: it starts in tens of milliseconds and holds a few MB per job.
 - ``status.json``, replaced atomically on each change: ``starting`` → ``running`` (with the
   job's pid) → ``exited`` (with ``exit_code``, ``signal`` and ``reason``: ``cancelled``,
   ``timed_out``, a limit's (``memory_limit``, ``process_limit``, ``disk_limit``,
-  ``open_files_limit``, with its ``message``) or null).
+  ``open_files_limit``, with its ``message``), a full disk's (``disk_full``, or
+  ``storage_failed`` for another write error, with its ``message``) or null).
 
 ``spec["limits"]`` (:class:`trainflow.runner.limits.Limits`) bounds the job and its setup steps:
 the supervisor makes the job's cgroup where it can, hands the launcher the rlimits, measures
