@@ -231,8 +231,13 @@ class LoginLimiter:
                 if len(pair.failures) + pair.pending >= self._attempts:
                     # Checks still running will end within seconds; failures only with the window.
                     is_locked = len(pair.failures) >= self._attempts
-                    wait = pair.failures[0] + self._window - now if is_locked else 1.0
-                    raise _too_many("Too many failed logins for this username from your address", wait)
+                    if is_locked:
+                        wait = pair.failures[0] + self._window - now
+                        raise _too_many("Too many failed logins for this username from your address", wait)
+                    raise _too_many(
+                        "Too many sign-ins for this username from your address are being checked at once",
+                        1.0,
+                    )
             is_charged = self._known.get(key, 0.0) <= now
             if is_charged:
                 self._take_token(address, now)
@@ -264,7 +269,8 @@ class LoginLimiter:
         bucket[1] = now
         if bucket[0] < 1:
             wait = (1 - bucket[0]) / self._rate if self._rate > 0 else float(self._window)
-            raise _too_many("Too many failed logins from your address", wait)
+            # Checks still running hold a token too: they may yet fail.
+            raise _too_many("Too many sign-ins from your address (failed or still being checked)", wait)
         bucket[0] -= 1
 
     def _finish(self, key: tuple[bytes, str], is_charged: bool, outcome: str) -> None:
