@@ -236,6 +236,7 @@ class Hub:
     def __init__(self, settings: Settings, app: Flask | None = None) -> None:
         self.settings = settings
         self.app = app
+        self._db_engine: Any = None
         self.feeds: dict[int, JobFeed] = {}
         self.changes = ChangeLog(ChangeReader(self._engine))
         self.publisher = Publisher(settings)
@@ -255,11 +256,14 @@ class Hub:
                 ).start()
 
     def _engine(self) -> Any:
-        from trainflow.db import db
+        """The app's engine: each read takes a connection from its pool and gives it back."""
+        if self._db_engine is None:
+            from trainflow.db import db
 
-        assert self.app is not None, "the all-jobs stream needs the app's database"
-        with self.app.app_context():
-            return db.engine
+            assert self.app is not None, "the all-jobs stream needs the app's database"
+            with self.app.app_context():
+                self._db_engine = db.engine
+        return self._db_engine
 
     def _beat(self) -> None:
         """Heartbeats for pushed followers; also a look at each log, in case a notice was lost."""
