@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from tests.processes import wait_for
 from tests.records import running_job
 from trainflow.db import db
 from trainflow.errors import is_disk_full
-from trainflow.housekeeping import sweep
+from trainflow.housekeeping import start_sweeper, sweep
 from trainflow.scripts.models import Script
 
 HOUR = 3600.0
@@ -115,6 +116,18 @@ def test_the_folder_of_a_job_whose_supervisor_still_runs_stays(app, settings, de
     finally:
         supervisor.kill()
         supervisor.wait()
+
+
+def test_the_server_sweeps_every_sweep_seconds(app, settings):
+    app.config["TRAINFLOW"] = settings.replace(sweep_seconds=1, debris_grace_seconds=int(HOUR))
+    old = spool(settings.uploads_dir / ".incoming" / "upload-old", 2 * HOUR)
+    fresh = spool(settings.uploads_dir / ".incoming" / "upload-fresh", 5)
+    sweeper = start_sweeper(app)
+    try:
+        wait_for(lambda: not old.exists(), seconds=10)
+    finally:
+        sweeper.stop()
+    assert fresh.exists()
 
 
 @pytest.mark.parametrize(
