@@ -46,6 +46,11 @@ STARTED: list[subprocess.Popen] = []
 
 
 def start(folder: Path, source: str, disk_full_s: float) -> subprocess.Popen:
+    prepare(folder, source, disk_full_s)
+    return launch(folder)
+
+
+def prepare(folder: Path, source: str, disk_full_s: float) -> None:
     (folder / "work" / "train.py").write_text(textwrap.dedent(source))
     spec = {
         "job": 1,
@@ -57,6 +62,9 @@ def start(folder: Path, source: str, disk_full_s: float) -> subprocess.Popen:
         "disk_full_s": disk_full_s,
     }
     (folder / "spec.json").write_text(json.dumps(spec))
+
+
+def launch(folder: Path) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "trainflow.jobs.supervisor", str(folder)])
     STARTED.append(process)
     return process
@@ -128,3 +136,18 @@ def test_events_a_torn_append_stored_are_not_sent_twice(tmp_path):
         records = [json.loads(line) for line in (folder / "events.ndjson").read_text().splitlines()]
     assert [r["seq"] for r in records] == list(range(1, 1002))
     assert [r["line"] for r in records] == ["first"] + [f"event {n:04d}" for n in range(1000)]
+
+
+def test_with_no_room_even_for_its_end_the_supervisor_waits_to_record_it(job_dir):
+    filler = job_dir.parent.parent / "filler"
+    prepare(job_dir, "print('hello')\n", disk_full_s=1)
+    fill(filler)  # before it starts: no room for its reserve either
+    supervisor = launch(job_dir)
+    time.sleep(5)  # the job has long ended; its supervisor still lives to say how
+    assert supervisor.poll() is None
+    assert not (job_dir / "status.json").exists() or "exited" not in (job_dir / "status.json").read_text()
+    filler.unlink()
+    assert supervisor.wait(timeout=30) == 0
+    status = json.loads((job_dir / "status.json").read_text())
+    assert status["state"] == "exited"
+    assert status["reason"] == "disk_full"

@@ -733,17 +733,22 @@ class Supervisor:
         notify(self.spec.get("notify"), {"job": self.spec.get("job"), "state": self.status["state"]})
 
     def _final_status(self, **status: Any) -> None:
-        """Record how the job ended, on a full disk too: the reserve makes room for it."""
+        """Record how the job ended, on a full disk too: the reserve makes room for it.
+
+        If even that room was taken, the supervisor waits (the job has ended; it only waits to
+        say so) for as long as the disk stays full: while it lives the scheduler does not take
+        the job for LOST. Any other write error ends the wait after a while.
+        """
         status["job"] = self.spec.get("job")
         self.status = status
-        deadline = time.monotonic() + max(self.disk_full_s, 5.0)
+        deadline = time.monotonic() + max(self.disk_full_s, 2.0)
         while True:
             self._write_status()
             if not self.is_status_pending:
                 break
             if self._release_reserve():
                 continue
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline and not self.trouble.is_disk_full:
                 say(f"job {self.spec.get('job')}: could not record how it ended: {self.trouble.error}")
                 break
             time.sleep(RETRY_S)
