@@ -159,11 +159,11 @@ def sockets() -> Iterator[list[socket.socket]]:
 
 @pytest.mark.parametrize("stalled", [16, 100])
 def test_stalled_uploads_leave_health_and_signed_in_requests_answering(start, tmp_path, sockets, stalled):
-    server = start(TRAINFLOW_READ_TIMEOUT_SECONDS="60", TRAINFLOW_UPLOADS_PER_USER="10")
+    server = start(TRAINFLOW_READ_TIMEOUT_SECONDS="60", TRAINFLOW_UPLOADS_PER_USER="25")
     users = Users(server.url)
-    names = [f"staller{i}" for i in range(stalled // 10 + 1)]
+    names = [f"staller{i}" for i in range(stalled // 25 + 1)]
     for i, name in enumerate(names):
-        users.add(name, role="admin" if i % 3 == 0 else "user")
+        users.add(name, role="admin" if i % 2 == 0 else "user")
     users.add("bystander")
     cached = {"Authorization": basic("bystander", PASSWORD)}
     assert requests.get(f"{server.url}/api/me", headers=cached, timeout=30).status_code == 200
