@@ -208,3 +208,64 @@ def test_the_uis_post_searches_are_reads(client, alice):
         },
     )
     assert response.status_code == 200, response.json
+
+
+# -- issue 11: bad input is a 400, never a 500, and changes nothing ------------------------------
+
+
+def test_a_registered_model_named_with_a_nul_is_refused_and_not_created(client, alice):
+    response = client.post(f"{API}/registered-models/create", json={"name": "model\x00"}, headers=alice.basic)
+    assert response.status_code == 400
+    assert response.json["error_code"] == "INVALID_PARAMETER_VALUE"
+    search = client.get(f"{API}/registered-models/search", headers=alice.basic)
+    assert search.json.get("registered_models", []) == []
+
+
+def _create_issue(client, user, **fields):
+    body = {"experiment_id": "0", "name": "slow", "description": "it is slow", **fields}
+    return client.post("/api/3.0/mlflow/issues", json=body, headers=user.basic)
+
+
+def test_an_issue_with_an_unknown_status_is_a_400_naming_the_choices(client, admin):
+    response = _create_issue(client, admin, status="bogus")
+    assert response.status_code == 400
+    assert response.json["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "pending, rejected, resolved" in response.json["message"]
+
+
+def test_an_issue_with_an_unknown_severity_is_a_400(client, admin):
+    response = _create_issue(client, admin, severity="dire")
+    assert response.status_code == 400
+    assert "not_an_issue, low, medium, high" in response.json["message"]
+
+
+def test_an_issue_with_a_known_status_is_created(client, admin):
+    response = _create_issue(client, admin, status="pending", severity="low")
+    assert response.status_code == 200, response.json
+
+
+def test_dataset_records_that_are_no_json_array_are_a_400(client, admin):
+    response = client.post("/api/3.0/mlflow/datasets/d-1/records", json={"records": "0"}, headers=admin.basic)
+    assert response.status_code == 400
+    assert "must be a JSON array" in response.json["message"]
+
+
+@pytest.mark.parametrize("token", ["\U00014a34", "WzFd", "/w=="])
+def test_a_page_token_the_server_never_gave_out_is_a_400(client, alice, token):
+    # Non-ASCII, base64 of a JSON array, base64 of bytes that are no UTF-8: MLflow's stores
+    # raised on each (a 500) while decoding it.
+    body = {"experiment_ids": ["0"], "page_token": token}
+    response = client.post(f"{API}/logged-models/search", json=body, headers=alice.basic)
+    assert response.status_code == 400
+    assert response.json["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_a_page_token_the_server_gave_out_leads_on(client, alice):
+    for name in ("first", "second"):
+        _create_experiment(client, alice, name)
+    first = client.get(f"{API}/experiments/search?max_results=1", headers=alice.basic)
+    token = first.json["next_page_token"]
+    query = {"max_results": 1, "page_token": token}
+    second = client.get(f"{API}/experiments/search", query_string=query, headers=alice.basic)
+    assert second.status_code == 200, second.json
+    assert second.json["experiments"] != first.json["experiments"]
