@@ -22,7 +22,7 @@ from trainflow.settings import Settings
 
 # Generated cases per operation and generation mode (positive, negative). The default keeps the
 # whole fuzzing run within a few minutes on two cores; raise it for a longer hunt.
-EXAMPLES = int(os.environ.get("TRAINFLOW_FUZZ_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("TRAINFLOW_FUZZ_PER_ROUTE", "6"))
 
 
 @pytest.fixture
@@ -62,6 +62,7 @@ def finished_job_with_log(app: Flask, owner_id: int, script_id: int, lines: int)
     from trainflow.db import db, utcnow
     from trainflow.jobs.models import Job, JobStatus
     from trainflow.jobs.scheduler import executor_for
+    from trainflow.jobs.supervisor import INDEX_EVERY
 
     with app.app_context():
         job = Job(
@@ -83,8 +84,12 @@ def finished_job_with_log(app: Flask, owner_id: int, script_id: int, lines: int)
         folder = executor_for(app).job_dir(job_id)  # type: ignore[arg-type]
         db.session.remove()
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "logs.ndjson", "w", encoding="utf-8") as f:
+    index = bytearray()  # logs.idx, as the supervisor writes it: where every 1000th record starts
+    with open(folder / "logs.ndjson", "wb") as f:
         for n in range(lines):
+            if n % INDEX_EVERY == 0:
+                index += f.tell().to_bytes(8, "little")
             record = {"n": n, "ts": 1767225600.0 + n, "stream": "stdout", "line": f"step {n}"}
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record).encode() + b"\n")
+    (folder / "logs.idx").write_bytes(bytes(index))
     return job_id

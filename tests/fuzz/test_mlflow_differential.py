@@ -8,7 +8,7 @@ MLflow and, as an admin, to trainflow. Where stock MLflow answers 4xx, trainflow
 500; where it answers 400, trainflow answers 400 too. trainflow may refuse more than MLflow
 does (a name given twice, a NUL: 400 where MLflow goes on), never less.
 
-A handful of requests that once answered 500 are always sent (KNOWN). TRAINFLOW_FUZZ_EXAMPLES
+A handful of requests that once answered 500 are always sent (KNOWN). TRAINFLOW_FUZZ_PER_ROUTE
 sets the generated requests per route and method (6: ~730 requests in all).
 """
 
@@ -18,6 +18,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,7 +35,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import PASSWORD, _copy_sqlite
-from tests.e2e.conftest import free_port
 from tests.fuzz.conftest import EXAMPLES
 from trainflow.accounts import service
 from trainflow.db import db
@@ -45,6 +45,12 @@ from trainflow.mlflow_permissions.rules import build_routes
 # only admins near them, and a fuzzer's requests there say nothing about the permission layer.
 SKIPPED = ("/gateway/", "/webhooks", "/prompt-optimization/", "/workspaces", "mlflow-artifacts", "/scorers/")
 START_SECONDS = 180
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Every operation of the document gets generated requests, valid ones and ones that break its
 rules, sent to the app in-process with real SQLite. Each answer must not be a 500 and must be
 what the document says: a declared status, a declared content type, a body that fits the
-declared schema. TRAINFLOW_FUZZ_EXAMPLES sets the cases per operation and mode.
+declared schema. TRAINFLOW_FUZZ_PER_ROUTE sets the cases per operation and mode.
 
 The two event streams never end by design (they follow jobs live). They are asked for as
 Server-Sent Events, which schemathesis reads for at most STREAM_SECONDS before it closes the
@@ -201,3 +201,15 @@ def test_every_answer_matches_the_document(fuzz_app: Flask, role: str) -> None:
         print(f"  {name}: {dict(sorted(statuses.items()))} in {found.seconds[name]:.1f} s")
     assert found.sent >= 50
     assert not found.failures, found.report()
+
+
+@pytest.mark.parametrize("offset", [2400, 2**63 - 1, 10**16])
+def test_a_log_page_far_past_the_end_is_empty(fuzz_app: Flask, offset: int) -> None:
+    # 10**16 answered 500: the log's index was asked for a position the file system refuses.
+    actor = Actor("reader", "user")
+    actor_id = actor.create(fuzz_app)
+    job_id = finished_job_with_log(fuzz_app, actor_id, uploaded_script(fuzz_app, actor.headers), lines=2500)
+    url = f"/ajax-api/2.0/mlflow/train/jobs/{job_id}/logs?offset={offset}"
+    response = fuzz_app.test_client().get(url, headers=actor.headers)
+    assert response.status_code == 200
+    assert [line["n"] for line in response.json["lines"]] == list(range(offset, 2500))
