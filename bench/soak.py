@@ -234,6 +234,7 @@ class AllFollower:
     """One all-jobs stream (a user's or the admin's): the status changes it delivered."""
 
     name: str
+    sees_all: bool = False  # the admin's stream numbers every change; a user's skips others'
     seen: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
     events: int = 0
     reconnects: int = 0
@@ -280,7 +281,7 @@ class Soak:
         self.stopping = Event()
         self.jobs: list[JobWatch] = []
         self.users: list[User] = []
-        self.admin_follower = AllFollower("admin")
+        self.admin_follower = AllFollower("admin", sees_all=True)
         self.follower_greenlets: list[Any] = []
         self.sign_in_failures = 0
         self.in_flight: Counter[str] = Counter()  # requests sent and not yet answered, by route
@@ -407,11 +408,15 @@ class Soak:
                         continue
                     event = json.loads(line)
                     seq = int(event.get("seq") or 0)
+                    if event.get("type") == "heartbeat":
+                        # A heartbeat's seq is the position reached (other users' changes too).
+                        follower.last_seq = max(follower.last_seq, seq)
+                        continue
                     if seq:
                         if seq <= follower.last_seq:
                             follower.seq_repeats += 1
                             continue
-                        if follower.last_seq:
+                        if follower.last_seq and follower.sees_all:
                             follower.seq_gaps += seq - follower.last_seq - 1
                         follower.last_seq = seq
                     if event.get("type") == "status":
