@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.e2e.conftest import RunningServer
+from tests.conftest import _copy_sqlite
+from tests.e2e.conftest import RunningServer, start_server
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -195,18 +196,33 @@ def test_stalled_uploads_leave_health_and_signed_in_requests_answering(start, tm
     wait_for(lambda: not incoming(tmp_path / "data"), seconds=30)
 
 
-@pytest.fixture
-def quick(start):  # type: ignore[no-untyped-def]
-    """A server with one-second read and idle timeouts and two uploads at once per user."""
-    return start(
+@pytest.fixture(scope="module")
+def quick_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("quick") / "data"
+
+
+@pytest.fixture(scope="module")
+def quick(quick_data: Path, templates) -> Iterator[RunningServer]:  # type: ignore[no-untyped-def]
+    """One server for the tests below (on SQLite: what they test is the connection, not the database).
+
+    One-second read and idle timeouts, and heartbeats every 0.3 s.
+    """
+    database = quick_data.parent / "db" / "trainflow.db"
+    database.parent.mkdir()
+    _copy_sqlite(templates.sqlite(), database)
+    server = start_server(
+        quick_data,
+        f"sqlite:///{database}",
+        TRAINFLOW_ADMIN_PASSWORD=ADMIN[1],
         TRAINFLOW_READ_TIMEOUT_SECONDS="1",
         TRAINFLOW_IDLE_TIMEOUT_SECONDS="1",
-        TRAINFLOW_UPLOADS_PER_USER="2",
         TRAINFLOW_STREAM_HEARTBEAT_SECONDS="0.3",
     )
+    yield server
+    server.stop()
 
 
-def test_a_stalled_upload_body_ends_with_a_json_408_and_leaves_nothing(quick, tmp_path, sockets):
+def test_a_stalled_upload_body_ends_with_a_json_408_and_leaves_nothing(quick, quick_data, sockets):
     sock = stall_upload(quick.url, basic(*ADMIN))
     sockets.append(sock)
     status, headers, body = read_response(sock)
@@ -214,8 +230,8 @@ def test_a_stalled_upload_body_ends_with_a_json_408_and_leaves_nothing(quick, tm
     assert headers["content-type"] == "application/json"
     assert json.loads(body)["error"]["code"] == "request_timeout"
     assert is_closed_within(sock, 5)
-    assert incoming(tmp_path / "data") == []
-    assert scripts_stored(tmp_path / "data") == []
+    assert incoming(quick_data) == []
+    assert scripts_stored(quick_data) == []
 
 
 @pytest.mark.parametrize(
@@ -270,16 +286,16 @@ def test_an_event_stream_outlives_the_read_and_idle_timeouts(quick):
 
 
 def test_one_upload_more_than_the_limit_per_user_is_a_429_before_any_byte_is_stored(start, tmp_path, sockets):
-    quick = start(TRAINFLOW_READ_TIMEOUT_SECONDS="4", TRAINFLOW_UPLOADS_PER_USER="2")
-    users = Users(quick.url)
+    server = start(TRAINFLOW_READ_TIMEOUT_SECONDS="4", TRAINFLOW_UPLOADS_PER_USER="2")
+    users = Users(server.url)
     users.add("alice")
     users.add("bob")
     alice = basic("alice", PASSWORD)
-    requests.get(f"{quick.url}/api/me", headers={"Authorization": alice}, timeout=30)
-    sockets.extend(stall_upload(quick.url, alice) for _ in range(2))
+    requests.get(f"{server.url}/api/me", headers={"Authorization": alice}, timeout=30)
+    sockets.extend(stall_upload(server.url, alice) for _ in range(2))
     wait_for(lambda: len(incoming(tmp_path / "data")) == 2, seconds=5)
 
-    third = stall_upload(quick.url, alice)
+    third = stall_upload(server.url, alice)
     sockets.append(third)
     status, headers, body = read_response(third, seconds=5)
     assert status.startswith("HTTP/1.1 429"), (status, body)
@@ -288,7 +304,7 @@ def test_one_upload_more_than_the_limit_per_user_is_a_429_before_any_byte_is_sto
     assert len(incoming(tmp_path / "data")) == 2
 
     others = requests.post(
-        f"{quick.url}{UPLOAD}",
+        f"{server.url}{UPLOAD}",
         auth=("bob", PASSWORD),
         files={"file": ("train.py", b"print('bob')\n", "text/x-python")},
         timeout=CLIENT_TIMEOUT,
@@ -297,7 +313,7 @@ def test_one_upload_more_than_the_limit_per_user_is_a_429_before_any_byte_is_sto
     # The stalled ones time out and give their places back.
     wait_for(lambda: not incoming(tmp_path / "data"), seconds=15)
     again = requests.post(
-        f"{quick.url}{UPLOAD}",
+        f"{server.url}{UPLOAD}",
         auth=("alice", PASSWORD),
         files={"file": ("train.py", b"print('alice')\n", "text/x-python")},
         timeout=CLIENT_TIMEOUT,
