@@ -50,7 +50,9 @@ EARLY_ERRORS = {
         "uri_too_long",
         "The request line is longer than 8 KB; send long values in a POST body.",
     ),
-    "400": _early_error("400 Bad Request", "bad_request", "The request line is not valid HTTP."),
+    "400": _early_error(
+        "400 Bad Request", "bad_request", "The request line or its header fields are not valid HTTP."
+    ),
     "408": _early_error(
         "408 Request Timeout",
         "request_timeout",
