@@ -269,3 +269,10 @@ def test_a_page_token_the_server_gave_out_leads_on(client, alice):
     second = client.get(f"{API}/experiments/search", query_string=query, headers=alice.basic)
     assert second.status_code == 200, second.json
     assert second.json["experiments"] != first.json["experiments"]
+
+
+def test_an_experiment_id_that_is_no_number_is_a_400(client, alice):
+    # MLflow's trace search turned it into a number unguarded: a 500.
+    response = client.get(f"{API}/traces", query_string={"experiment_ids": "檫"}, headers=alice.basic)
+    assert response.status_code == 400
+    assert "whole number" in response.json["message"]

@@ -400,16 +400,35 @@ def _page_token(value: str) -> None:
         raise ValueError("it is not a page token this server gave out")
 
 
+def _experiment_id(value: str) -> None:
+    """Experiments in MLflow's SQL store, the one trainflow runs, are numbered."""
+    if not value:
+        return  # not given, as MLflow reads it; its own check says where one is required
+    try:
+        int(value)
+    except ValueError:
+        raise ValueError("an experiment's id is a whole number") from None
+
+
 def _refuse_values_the_handler_cannot_use(message: Message) -> None:
+    fields = message.DESCRIPTOR.fields_by_name
     checks = dict(_HANDLER_CONVERSIONS.get(message.DESCRIPTOR.full_name, {}))
-    if "page_token" in message.DESCRIPTOR.fields_by_name:
+    if "page_token" in fields:
         checks["page_token"] = _page_token
+    for name in ("experiment_id", "experiment_ids"):
+        if name in fields and fields[name].type == fields[name].TYPE_STRING:
+            # Some searches (traces) turn each id into a number unguarded: a 500 there.
+            checks[name] = _experiment_id
     for name, check in checks.items():
-        value = getattr(message, name)
-        if not _is_set(message, name):
+        if _is_repeated(fields[name]):
+            values = list(getattr(message, name))
+        elif _is_set(message, name):
+            values = [getattr(message, name)]
+        else:
             continue  # absent: the handler skips it, or MLflow's own check says it is required
         try:
-            check(value)
+            for value in values:
+                check(value)
         except ValueError as e:
             shown = value if len(value) <= 100 else value[:100] + "..."
             raise MlflowRequestError(
