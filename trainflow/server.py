@@ -5,7 +5,7 @@ holds cheaply. The listening socket has TCP_NODELAY, which accepted sockets inhe
 it each keep-alive response waits ~40 ms on Nagle's algorithm against the client's delayed ACK.
 
 pywsgi itself never times a client out. Here every read from a client has the read timeout
-(``TRAINFLOW_READ_TIMEOUT_SECONDS``: the request line, the headers, each read of the body) and
+(``TRAINFLOW_READ_TIMEOUT_SECONDS``: the request line and headers together, each read of the body) and
 the wait for a kept-alive connection's next request has the idle timeout; writes have none, so
 a response being written (an event stream) is never cut by either. A body that stalls ends
 with a JSON 408 (the app sees werkzeug's ``RequestTimeout`` from ``wsgi.input``) and the
@@ -72,6 +72,10 @@ class _HeadTooLarge(ValueError):
     """The header fields are over a limit (431)."""
 
 
+class _HeadTimedOut(TimeoutError):
+    """The request line and header fields took longer than the read timeout in all (408)."""
+
+
 class _LimitedHead:
     """The stream http.client reads header lines from, refusing more than ``left`` bytes in all."""
 
@@ -106,6 +110,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def]
+    import gevent
     from gevent.pywsgi import Input, WSGIHandler, WSGIServer
     from werkzeug.exceptions import RequestTimeout
 
@@ -157,6 +162,7 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
 
     class QuietHandler(WSGIHandler):  # type: ignore[misc]
         is_body_timed_out = False
+        head_deadline: Any = None
 
         def read_requestline(self) -> str:
             # The wait for a request's first byte is the idle timeout (a new connection's too);
@@ -165,7 +171,15 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
             self.socket.settimeout(idle_timeout)
             self.rfile.peek(1)
             self.socket.settimeout(read_timeout)
+            # The whole head, too, within the read timeout: a client trickling a byte at a
+            # time (slowloris) never waits long enough for the timeout of a single read.
+            self.head_deadline = gevent.Timeout.start_new(read_timeout, _HeadTimedOut("head too slow"))
             return super().read_requestline()  # type: ignore[no-any-return]
+
+        def _end_head_deadline(self) -> None:
+            if self.head_deadline is not None:
+                self.head_deadline.close()
+                self.head_deadline = None
 
         def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 - pywsgi's name
             message = super().MessageClass(_LimitedHead(fp, MAX_HEAD_BYTES), *args)
@@ -184,6 +198,7 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
         def get_environ(self):  # type: ignore[no-untyped-def]
             # Event streams write to a caught-up follower's socket from one loop
             # (trainflow.events.hub), past the WSGI write path, once the headers are out.
+            self._end_head_deadline()  # the head is in; the app's reads time out one by one
             environ = super().get_environ()
             environ[HANDLER_KEY] = self
             plain = self.wsgi_input
@@ -212,7 +227,10 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
         def handle_one_request(self):  # type: ignore[no-untyped-def]
             # pywsgi answers a request line over 8 KB (414) or one it cannot parse (400) itself,
             # before the app, with an empty untyped body: give those the API's JSON error shape.
-            result = super().handle_one_request()
+            try:
+                result = super().handle_one_request()
+            finally:
+                self._end_head_deadline()
             if isinstance(result, tuple) and result[0] in EARLY_ERRORS:
                 return result[0], EARLY_ERRORS[result[0]]
             return result

@@ -31,8 +31,8 @@ class Settings:
     read_timeout_seconds: float = _setting(
         "TRAINFLOW_READ_TIMEOUT_SECONDS",
         60.0,
-        "Longest wait for the next bytes of a request (its line, headers or body). A body that "
-        "stalls longer is answered 408 and whatever it sent is discarded.",
+        "Longest wait for the next bytes of a request body, and for a request's line and headers "
+        "in all. A body that stalls longer is answered 408 and whatever it sent is discarded.",
     )
     idle_timeout_seconds: float = _setting(
         "TRAINFLOW_IDLE_TIMEOUT_SECONDS",

@@ -270,6 +270,29 @@ def test_a_request_head_that_stalls_is_closed(quick, sockets):
     assert is_closed_within(sock, 5)
 
 
+def test_a_request_head_sent_a_byte_at_a_time_is_cut_off(quick, sockets):
+    """Slowloris: each byte comes within the read timeout, the whole head never does."""
+    sock = connect(quick.url)
+    sockets.append(sock)
+    head = f"GET /api/health HTTP/1.1\r\nHost: {urlsplit(quick.url).netloc}\r\n" + "X-Slow: 1\r\n" * 100
+    started = time.monotonic()
+    answer = b""
+    try:
+        for byte in head.encode():
+            sock.sendall(bytes([byte]))
+            time.sleep(0.1)
+            sock.settimeout(0.01)
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                continue
+            break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert time.monotonic() - started < 5  # cut off after a second, not after the ~110 s it takes
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
+
+
 def test_an_event_stream_outlives_the_read_and_idle_timeouts(quick):
     started = time.monotonic()
     beats = 0
