@@ -276,3 +276,12 @@ def test_an_experiment_id_that_is_no_number_is_a_400(client, alice):
     response = client.get(f"{API}/traces", query_string={"experiment_ids": "檫"}, headers=alice.basic)
     assert response.status_code == 400
     assert "whole number" in response.json["message"]
+
+
+def test_mlflow_s_own_validation_is_a_400_where_its_handler_does_not_catch_it(client, admin):
+    # The dataset records handler lets MLflow's MlflowException for a bad max_results escape.
+    url = "/api/3.0/mlflow/datasets/d-1/records"
+    response = client.get(url, query_string={"max_results": ""}, headers=admin.basic)
+    assert response.status_code == 400
+    assert response.json["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "max_results" in response.json["message"]

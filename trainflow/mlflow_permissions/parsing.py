@@ -506,6 +506,29 @@ def install() -> None:
     handlers._get_request_message = shared_get_request_message
 
 
+def render_mlflow_exception(e: Exception) -> Response:
+    """An MlflowException a handler let escape: MLflow's answer for it, not a 500.
+
+    Most of MLflow's handlers turn the ``MlflowException`` they raise into its status
+    (``catch_mlflow_exception``); a few do not (dataset records), so their own validation of a
+    bad argument reached Flask as a 500. A 5xx one is still an unexpected error: logged, and a
+    full disk or a busy pool answered as such.
+    """
+    from flask import Response as FlaskResponse
+    from mlflow.exceptions import MlflowException
+
+    from trainflow.errors import handle_unexpected
+
+    assert isinstance(e, MlflowException)
+    status = e.get_http_status_code()
+    if status >= 500:
+        return handle_unexpected(e)
+    return FlaskResponse(e.serialize_as_json(), status=status, mimetype="application/json")
+
+
 def register(app: Flask) -> None:
+    from mlflow.exceptions import MlflowException
+
     install()
     app.register_error_handler(MlflowRequestError, render_request_error)
+    app.register_error_handler(MlflowException, render_mlflow_exception)
