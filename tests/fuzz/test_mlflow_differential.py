@@ -254,6 +254,8 @@ KNOWN = [
     ),
     Call("GET", "/api/2.0/mlflow/runs/get", [("run_id", "x")], b'{"run_id": "y"}', "application/json"),
     Call("POST", "/api/2.0/mlflow/runs/log-metric", [], b'{"run_id": "x", "key": "k", "value": 1e999}', None),
+    Call("GET", "/api/2.0/mlflow/traces", [("experiment_ids", "\u6aab")], None, None),
+    Call("GET", "/api/3.0/mlflow/datasets/0/records", [("max_results", "")], None, None),
 ]
 
 
