@@ -184,3 +184,12 @@ def test_the_documented_password_length_is_the_one_enforced(client, alice):
         )
         documented = rule["minLength"] <= length <= rule["maxLength"]
         assert (response.status_code == 200) == documented, (length, response.json)
+
+
+def test_streams_files_and_pages_declare_what_they_answer(client):
+    paths = client.get("/api/openapi.json").json["paths"]
+    events = paths["/ajax-api/2.0/mlflow/train/jobs/{job_id}/events"]["get"]["responses"]["200"]
+    assert set(events["content"]) == {"application/x-ndjson", "text/event-stream"}
+    download = paths["/ajax-api/2.0/mlflow/train/jobs/{job_id}/logs/download"]["get"]["responses"]["200"]
+    assert set(download["content"]) == {"text/plain"}
+    assert set(paths["/api/docs"]["get"]["responses"]["200"]["content"]) == {"text/html"}

@@ -39,6 +39,8 @@ class Operation:
     extra_responses: dict[int, str] = field(default_factory=dict)
     # False for what is answered without the database (static pages, this API's document): no 503.
     uses_database: bool = True
+    # What a successful answer is when it is not the JSON ``response`` (a stream, a file, a page).
+    media_types: tuple[str, ...] = ()
 
 
 def endpoint(
@@ -58,6 +60,7 @@ def endpoint(
     description: str = "",
     responses: dict[int, str] | None = None,
     uses_database: bool = True,
+    media_types: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` on ``bp``; it gets ``body=``/``query=`` as validated models.
 
@@ -79,6 +82,7 @@ def endpoint(
         description=description,
         extra_responses=dict(responses or {}),
         uses_database=uses_database,
+        media_types=media_types,
     )
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -52,6 +52,7 @@ def health() -> Response:
     tag=TAG,
     is_public=True,
     uses_database=False,
+    media_types=("application/json",),
 )
 def openapi() -> Response:
     spec = current_app.extensions.get("trainflow.openapi")
@@ -60,7 +61,16 @@ def openapi() -> Response:
     return json_response(spec)
 
 
-@endpoint(bp, "/docs", "GET", summary="Human-readable API docs", tag=TAG, is_public=True, uses_database=False)
+@endpoint(
+    bp,
+    "/docs",
+    "GET",
+    summary="Human-readable API docs",
+    tag=TAG,
+    is_public=True,
+    uses_database=False,
+    media_types=("text/html",),
+)
 def docs() -> Response:
     response = send_from_directory(bp.static_folder or "", "docs.html")
     response.headers["Content-Security-Policy"] = (

@@ -134,6 +134,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
             success: dict[str, Any] = {"description": description}
             if operation.response is not None and status != 204:
                 success["content"] = {"application/json": {"schema": _schema(operation.response, schemas)}}
+            elif operation.media_types and status != 204:
+                media_types = operation.media_types
+                success["content"] = {media: {"schema": _raw_schema(media)} for media in media_types}
             op["responses"][str(status)] = success
         for status in statuses(operation, rule.rule):
             error: dict[str, Any] = {
@@ -166,6 +169,13 @@ def build_spec(app: Flask) -> dict[str, Any]:
             },
         },
     }
+
+
+def _raw_schema(media_type: str) -> dict[str, str]:
+    """The schema of an answer that is no pydantic model: a stream's events are JSON objects."""
+    if media_type in ("application/json", "application/x-ndjson", "text/event-stream"):
+        return {"type": "object"}
+    return {"type": "string"}
 
 
 def _schema(model: type[BaseModel], schemas: dict[str, Any], inline: bool = False) -> dict[str, Any]:

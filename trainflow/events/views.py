@@ -20,6 +20,7 @@ from trainflow.server import HANDLER_KEY
 TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
 bp = Blueprint("events", __name__, url_prefix=TRAIN_PREFIX)
 TAG = "events"
+STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
 FORMATS = (
     "NDJSON (`application/x-ndjson`), one JSON object per line; Server-Sent Events instead when "
     "the request says `Accept: text/event-stream`. A heartbeat line (`type: heartbeat`, no seq) "
@@ -62,6 +63,7 @@ class ChangesQuery(BaseModel):
     query=EventsQuery,
     errors=(400, 401, 404),
     responses={204: "The job has ended and nothing comes after `after`: do not reconnect."},
+    media_types=STREAM_TYPES,
     description="Every event of the job in order, each with `seq` (1, 2, 3 ...), `type` and `ts`: "
     "`status`, `log`, `metric`, `progress` and finally `end`, after which the response ends. "
     "Stored events come first, then live ones, with no gap and no repeat. A follower that falls "
@@ -97,6 +99,7 @@ def job_events_stream(job_id: int, query: EventsQuery) -> Response:
     "GET",
     summary="Follow the status changes of every job you may see",
     tag=TAG,
+    media_types=STREAM_TYPES,
     query=ChangesQuery,
     errors=(400, 401),
     description='`{"type": "status", "seq", "job_id", "status", "reason"?, "exit_code"?, "ts"}` '

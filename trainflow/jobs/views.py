@@ -194,7 +194,13 @@ def logs(job_id: int, query: LogQuery) -> Response:
 
 
 @endpoint(
-    bp, "/jobs/<int:job_id>/logs/download", "GET", summary="The whole log as text", tag=TAG, errors=(401, 404)
+    bp,
+    "/jobs/<int:job_id>/logs/download",
+    "GET",
+    summary="The whole log as text",
+    tag=TAG,
+    errors=(401, 404),
+    media_types=("text/plain",),
 )
 def download_logs(job_id: int) -> Response:
     job = service.get_job(db.session, current_principal(), job_id)

@@ -187,6 +187,7 @@ def get_script(script_id: int) -> Response:
     summary="The uploaded file, as uploaded",
     tag=TAG,
     errors=(401, 404),
+    media_types=("text/x-python", "application/octet-stream"),
 )
 def script_content(script_id: int) -> Response:
     script = service.get_script(db.session, current_principal(), script_id)

@@ -42,7 +42,16 @@ def add_security_headers(response: Response) -> Response:
     return response
 
 
-@endpoint(bp, "/", "GET", summary="The web dashboard (HTML)", tag=TAG, is_public=True, uses_database=False)
+@endpoint(
+    bp,
+    "/",
+    "GET",
+    summary="The web dashboard (HTML)",
+    tag=TAG,
+    is_public=True,
+    uses_database=False,
+    media_types=("text/html",),
+)
 def index() -> Response:
     return _index_html()
 
@@ -55,6 +64,7 @@ def index() -> Response:
     tag=TAG,
     is_public=True,
     uses_database=False,
+    media_types=("text/html",),
 )
 def page(path: str) -> Response:
     return _index_html()
