@@ -193,3 +193,9 @@ def test_streams_files_and_pages_declare_what_they_answer(client):
     download = paths["/ajax-api/2.0/mlflow/train/jobs/{job_id}/logs/download"]["get"]["responses"]["200"]
     assert set(download["content"]) == {"text/plain"}
     assert set(paths["/api/docs"]["get"]["responses"]["200"]["content"]) == {"text/html"}
+
+
+def test_a_path_naming_an_object_declares_404_and_the_dashboard_does_not(client):
+    paths = client.get("/api/openapi.json").json["paths"]
+    assert "404" in paths["/ajax-api/2.0/mlflow/train/jobs/{job_id}"]["get"]["responses"]
+    assert "404" not in paths["/train/{path}"]["get"]["responses"]

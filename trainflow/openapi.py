@@ -72,8 +72,10 @@ def statuses(operation: Operation, rule: str) -> list[int]:
         found.add(400)
     if operation.body is not None:
         found.add(415)
-    if _CONVERTER.search(rule):
-        found.add(404)  # no such object, or a path segment that is not what the route takes
+    if any(m.group("conv") != "path" for m in _CONVERTER.finditer(rule)):
+        # No such object, or a segment that is not what the route takes (the dashboard's
+        # catch-all <path:...> takes any).
+        found.add(404)
     if operation.uses_database:
         found.add(503)
         if operation.method != "GET":
