@@ -80,6 +80,9 @@ def authenticate_and_authorize() -> None:
         return None
     g.principal = auth.authenticate_request()
     current_app.extensions["trainflow.mlflow_authorizer"].authorize(g.principal)
+    # The permission check may have read the database; MLflow's handler may then wait on the
+    # network for a long body (an artifact upload through the proxy): give the connection back.
+    db.session.rollback()
     return None
 
 

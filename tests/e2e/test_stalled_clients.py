@@ -196,6 +196,56 @@ def test_stalled_uploads_leave_health_and_signed_in_requests_answering(start, tm
     wait_for(lambda: not incoming(tmp_path / "data"), seconds=30)
 
 
+def test_stalled_artifact_uploads_through_the_mlflow_proxy_hold_no_database_connection(start, sockets):
+    """The permission check of an artifact upload reads the database; MLflow then waits on the body."""
+    server = start(TRAINFLOW_READ_TIMEOUT_SECONDS="60")
+    users = Users(server.url)
+    stallers = [f"artist{i}" for i in range(16)]  # more than the pool's 15 connections
+    runs = {}
+    for name in stallers:
+        users.add(name)
+        auth = {"Authorization": users.fresh_bearer(name)}
+        experiment = requests.post(
+            f"{server.url}/api/2.0/mlflow/experiments/create",
+            json={"name": f"{name}-exp"},
+            headers=auth,
+            timeout=30,
+        )
+        assert experiment.status_code == 200, experiment.text
+        experiment_id = experiment.json()["experiment_id"]
+        run = requests.post(
+            f"{server.url}/api/2.0/mlflow/runs/create",
+            json={"experiment_id": experiment_id},
+            headers=auth,
+            timeout=30,
+        )
+        assert run.status_code == 200, run.text
+        runs[name] = (experiment_id, run.json()["run"]["info"]["run_id"])
+    users.add("bystander")
+    cached = {"Authorization": basic("bystander", PASSWORD)}
+    assert requests.get(f"{server.url}/api/me", headers=cached, timeout=30).status_code == 200
+
+    for name in stallers:
+        experiment_id, run_id = runs[name]
+        sock = connect(server.url)
+        path = f"/api/2.0/mlflow-artifacts/artifacts/{experiment_id}/{run_id}/artifacts/weights.bin"
+        head = (
+            f"PUT {path} HTTP/1.1\r\nHost: {urlsplit(server.url).netloc}\r\n"
+            f"Authorization: {users.fresh_bearer(name)}\r\n"
+            "Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n"
+        ).encode()
+        sock.sendall(head + b"\0" * 70_000)
+        sockets.append(sock)
+    time.sleep(2)  # every upload is past its permission check and waits on its body
+
+    for _ in range(3):
+        health = requests.get(f"{server.url}/api/health", timeout=CLIENT_TIMEOUT)
+        assert health.status_code == 200, health.text
+        fresh = {"Authorization": users.fresh_bearer("bystander")}
+        jobs = requests.get(f"{server.url}{JOBS}", headers=fresh, timeout=CLIENT_TIMEOUT)
+        assert jobs.status_code == 200, jobs.text
+
+
 @pytest.fixture(scope="module")
 def quick_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("quick") / "data"
