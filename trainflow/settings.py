@@ -113,7 +113,7 @@ class Settings:
     password_hash_workers: int = _setting(
         "TRAINFLOW_PASSWORD_HASH_WORKERS",
         0,
-        "Password hashes computed at once per server process (64 MiB each). "
+        "Password hashes computed at once per server process (19 MiB each). "
         "0: the CPUs less one, divided among the server processes, at least 1 and at most 4.",
     )
     password_hash_queue: int = _setting(
