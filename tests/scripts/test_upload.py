@@ -106,6 +106,15 @@ def test_content_comes_back_as_uploaded(client, alice):
     response.close()
 
 
+def test_a_script_whose_file_is_gone_is_a_json_404_not_a_500(client, alice, settings):
+    script = post_file(client, alice, "train.py", TRAIN_PY).json["script"]
+    for original in settings.uploads_dir.glob("*/original"):
+        original.unlink()
+    response = client.get(f"{SCRIPTS}/{script}/content", headers=alice.basic)
+    assert response.status_code == 404
+    assert "missing on the server" in response.json["error"]["message"]
+
+
 @pytest.mark.parametrize(("maker", "name"), [(make_zip, "project.zip"), (make_tar, "project.tar.gz")])
 def test_archives_unpack_with_their_entrypoint(client, alice, settings, maker, name):
     archive = maker({"train.py": TRAIN_PY, "requirements.txt": b"numpy\n", "pkg/util.py": b"X = 1\n"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -15,13 +16,14 @@ from trainflow.accounts.models import User
 from trainflow.accounts.schemas import PageQuery
 from trainflow.api import endpoint, json_response
 from trainflow.db import db
-from trainflow.errors import BadRequest, TooManyRequests
+from trainflow.errors import BadRequest, NotFound, TooManyRequests
 from trainflow.scripts import service
 from trainflow.scripts.models import Script
 from trainflow.scripts.multipart import read_multipart
 from trainflow.scripts.schemas import ScriptOut, ScriptPage, UploadForm
 from trainflow.settings import Settings
 
+log = logging.getLogger(__name__)
 TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
 bp = Blueprint("scripts", __name__, url_prefix=TRAIN_PREFIX)
 TAG = "scripts"
@@ -191,9 +193,14 @@ def get_script(script_id: int) -> Response:
 )
 def script_content(script_id: int) -> Response:
     script = service.get_script(db.session, current_principal(), script_id)
+    path = service.original_path(_settings(), script)
+    if not path.is_file():
+        # The row outlived its file (removed by hand, or a restore without the data dir).
+        log.warning("Script %d: its stored file %s is missing", script.id, path)
+        raise NotFound(f"Script {script.id}'s file is missing on the server; upload it again.")
     mimetype = "text/x-python; charset=utf-8" if script.kind == "python" else "application/octet-stream"
     response = send_file(
-        service.original_path(_settings(), script),
+        path,
         mimetype=mimetype,
         download_name=script.filename,
         as_attachment=script.kind != "python",
