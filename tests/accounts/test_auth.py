@@ -70,6 +70,55 @@ def test_a_verified_basic_credential_is_cached(app, client, alice):
     assert len(cache) == 1
 
 
+def test_an_expired_basic_credential_is_renewed_without_a_new_hash_while_its_password_stands(
+    app, client, alice, monkeypatch
+):
+    """A Basic client (the MLflow client) costs one argon2 run, not one per cache period."""
+    from trainflow.accounts import passwords
+
+    assert client.get("/api/me", headers=alice.basic).status_code == 200
+    hashes = passwords.POOL.verifications
+    ttl = app.config["TRAINFLOW"].auth_cache_seconds
+    import time as time_module
+
+    later = time_module.monotonic() + ttl + 1
+    monkeypatch.setattr("trainflow.accounts.credentials.time.monotonic", lambda: later)
+    assert client.get("/api/me", headers=alice.basic).status_code == 200
+    assert passwords.POOL.verifications == hashes  # renewed from the stored hash, not re-hashed
+    assert client.get("/api/me", headers=basic_auth("alice", PASSWORD + "x")).status_code == 401
+
+    # Once the password changes, the old credential is refused and the new one is verified.
+    changed = client.post(
+        "/api/me/password",
+        headers=alice.basic,
+        json={"old_password": PASSWORD, "new_password": "brand new secret"},
+    )
+    assert changed.status_code == 200
+    assert client.get("/api/me", headers=alice.basic).status_code == 401
+    assert client.get("/api/me", headers=basic_auth("alice", "brand new secret")).status_code == 200
+
+
+def test_an_expired_credential_whose_stored_hash_changed_elsewhere_is_verified_again(
+    app, client, alice, monkeypatch
+):
+    """A hash changed where this process's epoch does not see it (another host) is noticed."""
+    import time as time_module
+
+    from trainflow.accounts import passwords
+    from trainflow.accounts.models import User
+    from trainflow.db import db
+
+    assert client.get("/api/me", headers=alice.basic).status_code == 200
+    with app.app_context():
+        user = db.session.get(User, alice.id)
+        user.password_hash = passwords.hash_password("set on another host")
+        db.session.commit()
+    later = time_module.monotonic() + app.config["TRAINFLOW"].auth_cache_seconds + 1
+    monkeypatch.setattr("trainflow.accounts.credentials.time.monotonic", lambda: later)
+    assert client.get("/api/me", headers=alice.basic).status_code == 401
+    assert client.get("/api/me", headers=basic_auth("alice", "set on another host")).status_code == 200
+
+
 def test_the_cache_is_keyed_by_the_whole_credential(client, alice):
     assert client.get("/api/me", headers=alice.basic).status_code == 200
     # Same user, wrong password: never served from the cache.

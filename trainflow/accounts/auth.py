@@ -159,9 +159,28 @@ def _from_basic(credential: str) -> Principal:
     if not separator or not username or "\x00" in text:
         raise Unauthenticated("The Basic credential must be `username:password`.")
     epoch = state.epoch.current()
+    renewed = _renew(state.cache, key, epoch)
+    if renewed is not None:
+        return renewed
     user = check_password_login(username, password)
     principal = Principal(user.id, user.username, user.is_admin, public_id=user.public_id)
-    state.cache.put(key, principal, epoch)
+    state.cache.put(key, principal, epoch, CredentialCache.proof(user.password_hash))
+    return principal
+
+
+def _renew(cache: CredentialCache, key: bytes, epoch: int) -> Principal | None:
+    """A Basic credential verified before, whose account still has the hash it verified against."""
+    entry = cache.renewable(key)
+    if entry is None:
+        return None
+    previous, proof = entry
+    user = db.session.get(User, previous.user_id)
+    if user is None or user.public_id != previous.public_id:
+        return None
+    if CredentialCache.proof(user.password_hash) != proof:
+        return None
+    principal = Principal(user.id, user.username, user.is_admin, public_id=user.public_id)
+    cache.put(key, principal, epoch, proof)
     return principal
 
 

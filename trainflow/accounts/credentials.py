@@ -93,14 +93,25 @@ class _file_lock:  # noqa: N801 - used as a context manager
 
 
 class CredentialCache:
-    """Bounded LRU of verified credentials, trusted only under the epoch they were stored in."""
+    """Bounded LRU of verified credentials, trusted only under the epoch they were stored in.
+
+    An entry may carry a ``proof``: a digest of the stored password hash the credential was
+    verified against. Once the entry's time is up, :meth:`renewable` still hands it out under
+    the same epoch, and the caller renews it if the account's stored hash is still that one: a
+    password that verified against a hash verifies against it again, so a database read
+    replaces a new argon2 run (every Basic client would otherwise cost a hash a minute).
+    """
 
     def __init__(self, epoch: AuthEpoch, ttl_seconds: float, max_entries: int) -> None:
         self._epoch = epoch
         self._ttl = ttl_seconds
         self._max = max_entries
-        self._entries: OrderedDict[bytes, tuple[Principal, int, float]] = OrderedDict()
+        self._entries: OrderedDict[bytes, tuple[Principal, int, float, bytes | None]] = OrderedDict()
         self._lock = threading.Lock()
+
+    @staticmethod
+    def proof(password_hash: str) -> bytes:
+        return hashlib.sha256(password_hash.encode()).digest()
 
     @staticmethod
     def key(credential: str) -> bytes:
@@ -112,18 +123,25 @@ class CredentialCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        principal, epoch, expires = entry
-        if epoch != self._epoch.current() or time.monotonic() >= expires:
+        principal, epoch, expires, proof = entry
+        if epoch != self._epoch.current() or (time.monotonic() >= expires and proof is None):
             self._entries.pop(key, None)
             return None
-        return principal
+        return principal if time.monotonic() < expires else None
 
-    def put(self, key: bytes, principal: Principal, epoch: int) -> None:
+    def renewable(self, key: bytes) -> tuple[Principal, bytes] | None:
+        """An entry whose time is up, with its proof, if it was stored under the current epoch."""
+        entry = self._entries.get(key)
+        if entry is None or entry[3] is None or entry[1] != self._epoch.current():
+            return None
+        return entry[0], entry[3]
+
+    def put(self, key: bytes, principal: Principal, epoch: int, proof: bytes | None = None) -> None:
         """Remember ``principal``; ``epoch`` is the one read *before* verifying the credential."""
         if self._ttl <= 0:
             return
         with self._lock:
-            self._entries[key] = (principal, epoch, time.monotonic() + self._ttl)
+            self._entries[key] = (principal, epoch, time.monotonic() + self._ttl, proof)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
