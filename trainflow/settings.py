@@ -83,7 +83,9 @@ class Settings:
         "TRAINFLOW_AUTH_CACHE_SECONDS",
         60,
         "How long a verified credential is remembered (0 disables the cache). Any password "
-        "change, logout, role change or deletion forgets every entry at once.",
+        "change, logout, role change or deletion forgets every entry at once. A password "
+        "credential past its time is renewed by a database read while the account's stored "
+        "hash is unchanged.",
     )
     auth_cache_size: int = _setting(
         "TRAINFLOW_AUTH_CACHE_SIZE", 10_000, "Most credentials the cache remembers."
