@@ -6,8 +6,9 @@ it each keep-alive response waits ~40 ms on Nagle's algorithm against the client
 
 pywsgi itself never times a client out. Here every read from a client has the read timeout
 (``TRAINFLOW_READ_TIMEOUT_SECONDS``: the request line and headers together, each read of the body) and
-the wait for a kept-alive connection's next request has the idle timeout; writes have none, so
-a response being written (an event stream) is never cut by either. A body that stalls ends
+the wait for a kept-alive connection's next request has the idle timeout; neither cuts a
+response being written (an event stream). Each write has the write timeout: a client that
+takes nothing of a response for that long is disconnected. A body that stalls ends
 with a JSON 408 (the app sees werkzeug's ``RequestTimeout`` from ``wsgi.input``) and the
 connection closes. Header fields over 64 KB in all, over 100 or a line over 64 KB: a JSON 431.
 """
@@ -117,6 +118,7 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
     settings: Settings = app.config["TRAINFLOW"]
     read_timeout = settings.read_timeout_seconds
     idle_timeout = settings.idle_timeout_seconds
+    write_timeout = settings.write_timeout_seconds
 
     class TimedInput(Input):  # type: ignore[misc]
         """The request body (``wsgi.input``): each read waits at most the read timeout."""
@@ -212,9 +214,18 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
             return environ
 
         def handle_one_response(self) -> None:
-            # Writing a response has no timeout: a stream's heartbeats keep it honest.
-            self.socket.settimeout(None)
+            # Each write of the response (one sendall: a stream's batch, a file's block) waits at
+            # most the write timeout on a client that takes nothing: a reader that stopped
+            # reading must not hold its greenlet and socket for ever.
+            self.socket.settimeout(write_timeout)
             super().handle_one_response()
+
+        def handle_error(self, t: Any, v: Any, tb: Any) -> None:
+            if isinstance(v, TimeoutError):  # the write timeout: the client stopped reading
+                log.info("Disconnected a client that took nothing for %g s", write_timeout)
+                self.close_connection = True
+                return
+            super().handle_error(t, v, tb)
 
         def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             # An error answered before a large body (a refused or stalled upload) was read:

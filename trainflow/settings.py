@@ -40,6 +40,13 @@ class Settings:
         "How long a kept-alive connection may wait for its next request before the server closes "
         "it. Responses being written (event streams) are never cut by this or the read timeout.",
     )
+    write_timeout_seconds: float = _setting(
+        "TRAINFLOW_WRITE_TIMEOUT_SECONDS",
+        60.0,
+        "Longest wait for a client to take the next piece of a response (an event stream's "
+        "batch, a file's block). A client that takes nothing for longer is disconnected; a "
+        "stream's client resumes with `after`.",
+    )
     data_dir: Path = _setting(
         "TRAINFLOW_DATA_DIR",
         Path("data"),
@@ -426,6 +433,7 @@ _RANGES = [
     ("uploads_per_user", 1, 10_000),
     ("read_timeout_seconds", 0.1, 86_400),
     ("idle_timeout_seconds", 0.1, 86_400),
+    ("write_timeout_seconds", 0.1, 86_400),
     ("max_concurrent_jobs", 1, 10_000),
     ("max_jobs_per_user", 0, 10_000),
     ("job_grace_seconds", 0, 3600),

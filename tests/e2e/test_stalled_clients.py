@@ -255,7 +255,7 @@ def quick_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def quick(quick_data: Path, templates) -> Iterator[RunningServer]:  # type: ignore[no-untyped-def]
     """One server for the tests below (on SQLite: what they test is the connection, not the database).
 
-    One-second read and idle timeouts, and heartbeats every 0.3 s.
+    One-second read, idle and write timeouts, and heartbeats every 0.3 s.
     """
     database = quick_data.parent / "db" / "trainflow.db"
     database.parent.mkdir()
@@ -266,6 +266,7 @@ def quick(quick_data: Path, templates) -> Iterator[RunningServer]:  # type: igno
         TRAINFLOW_ADMIN_PASSWORD=ADMIN[1],
         TRAINFLOW_READ_TIMEOUT_SECONDS="1",
         TRAINFLOW_IDLE_TIMEOUT_SECONDS="1",
+        TRAINFLOW_WRITE_TIMEOUT_SECONDS="1",
         TRAINFLOW_STREAM_HEARTBEAT_SECONDS="0.3",
     )
     yield server
@@ -356,6 +357,34 @@ def test_an_event_stream_outlives_the_read_and_idle_timeouts(quick):
             if time.monotonic() - started > 4:  # four times either timeout
                 break
     assert beats >= 5
+
+
+def test_a_client_that_stops_reading_a_response_is_disconnected(quick, sockets):
+    """A download nobody reads must not hold its greenlet and socket for ever."""
+    size = 24 * 1024 * 1024  # more than the kernel's socket buffers hold on both ends
+    script = b"# padding\n" * (size // 10)
+    upload = requests.post(
+        f"{quick.url}{UPLOAD}", auth=ADMIN, files={"file": ("train.py", script, "text/x-python")}, timeout=60
+    )
+    assert upload.status_code == 201, upload.text
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(CLIENT_TIMEOUT)
+    parts = urlsplit(quick.url)
+    sock.connect((parts.hostname, parts.port))
+    sockets.append(sock)
+    path = f"/ajax-api/2.0/mlflow/train/scripts/{upload.json()['script']}/content"
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {basic(*ADMIN)}\r\n\r\n".encode()
+    )
+    time.sleep(4)  # the server's write waits longer than its 1 s write timeout
+    received = 0
+    try:
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    assert 0 < received < size  # cut off, not delivered whole once the client came back
 
 
 def test_one_upload_more_than_the_limit_per_user_is_a_429_before_any_byte_is_stored(start, tmp_path, sockets):
