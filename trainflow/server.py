@@ -113,7 +113,7 @@ def listen(host: str, port: int) -> socket.socket:
 def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def]
     import gevent
     from gevent.pywsgi import Input, WSGIHandler, WSGIServer
-    from werkzeug.exceptions import RequestTimeout
+    from werkzeug.exceptions import ClientDisconnected, RequestTimeout
 
     settings: Settings = app.config["TRAINFLOW"]
     read_timeout = settings.read_timeout_seconds
@@ -142,6 +142,11 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
                 handler.is_body_timed_out = True
                 handler.close_connection = True
                 raise RequestTimeout(_body_timeout_message(read_timeout)) from None
+            except OSError as e:
+                # pywsgi's "unexpected end of file while reading request": the client went away
+                # mid-body. A 400 (werkzeug's ClientDisconnected) that nobody reads, not a 500.
+                handler.close_connection = True
+                raise ClientDisconnected() from e
             finally:
                 if handler.socket is not None:
                     handler.socket.settimeout(None)

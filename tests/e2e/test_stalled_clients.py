@@ -297,6 +297,18 @@ def test_a_stalled_json_body_ends_with_a_json_408(quick, sockets, path):
     assert json.loads(body)["error"]["code"] == "request_timeout"
 
 
+@pytest.mark.parametrize("path", ["/api/2.0/mlflow/experiments/create", UPLOAD, "/api/login"])
+def test_a_client_that_goes_away_mid_body_is_a_400_not_a_500(quick, sockets, path):
+    """The body ends before its Content-Length (the client was cut off): nothing to answer for."""
+    content_type = f"multipart/form-data; boundary={BOUNDARY}" if path == UPLOAD else "application/json"
+    sock = start_request(quick.url, path, basic(*ADMIN), content_type, 1000, b'{"name": "cut')
+    sockets.append(sock)
+    sock.shutdown(socket.SHUT_WR)
+    status, _, body = read_response(sock)
+    assert status.startswith("HTTP/1.1 400"), (status, body)
+    assert "Traceback" not in quick.text
+
+
 def test_a_connection_that_sends_nothing_is_closed(quick, sockets):
     sock = connect(quick.url)
     sockets.append(sock)
