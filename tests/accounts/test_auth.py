@@ -98,6 +98,20 @@ def test_an_expired_basic_credential_is_renewed_without_a_new_hash_while_its_pas
     assert client.get("/api/me", headers=basic_auth("alice", "brand new secret")).status_code == 200
 
 
+def test_a_password_just_registered_or_signed_in_with_costs_no_second_hash_over_basic(client):
+    """Sign up, sign in, then point the MLflow client at the server with the same password."""
+    from trainflow.accounts import passwords
+
+    body = {"username": "newcomer", "password": "plum-tree-harbour-42"}
+    assert client.post("/api/register", json=body).status_code == 201
+    hashes = passwords.POOL.verifications
+    assert client.get("/api/me", headers=basic_auth("newcomer", "plum-tree-harbour-42")).status_code == 200
+    assert client.post("/api/login", json=body).status_code == 200
+    assert client.get("/api/me", headers=basic_auth("newcomer", "plum-tree-harbour-42")).status_code == 200
+    assert passwords.POOL.verifications == hashes + 1  # the login's own check, nothing more
+    assert client.get("/api/me", headers=basic_auth("newcomer", "plum-tree-harbour-43")).status_code == 401
+
+
 def test_an_expired_credential_whose_stored_hash_changed_elsewhere_is_verified_again(
     app, client, alice, monkeypatch
 ):

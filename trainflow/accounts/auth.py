@@ -168,6 +168,25 @@ def _from_basic(credential: str) -> Principal:
     return principal
 
 
+def remember_password(username: str, password: str, user: User, epoch: int) -> None:
+    """Cache the Basic credential of a password just verified (or set) for ``user``.
+
+    A person who signs in and then points the MLflow client at the server with the same
+    username and password would otherwise pay a second hash on the client's first call.
+    ``epoch`` is the one read before the password was checked, as for :meth:`CredentialCache.put`.
+    """
+    if ":" in username:
+        return  # no Basic header can carry it
+    credential = base64.b64encode(f"{username}:{password}".encode()).decode()
+    principal = Principal(user.id, user.username, user.is_admin, public_id=user.public_id)
+    proof = CredentialCache.proof(user.password_hash)
+    auth_state().cache.put(CredentialCache.key("Basic " + credential), principal, epoch, proof)
+
+
+def current_epoch() -> int:
+    return auth_state().epoch.current()
+
+
 def _renew(cache: CredentialCache, key: bytes, epoch: int) -> Principal | None:
     """A Basic credential verified before, whose account still has the hash it verified against."""
     entry = cache.renewable(key)

@@ -85,11 +85,13 @@ def register(body: RegisterRequest) -> Response:
     # Registration costs a password hash: anonymous callers pay for it from their address's
     # budget, as failed logins do.
     budget = auth.charge_anonymous_hash()
+    epoch = auth.current_epoch()
     try:
         user = service.create_user(db.session, **body.model_dump())
     except Exception:
         auth.refund_anonymous_hash(budget)
         raise
+    auth.remember_password(body.username, body.password, user, epoch)
     return _created(user)
 
 
@@ -105,7 +107,9 @@ def register(body: RegisterRequest) -> Response:
     is_public=True,
 )
 def login(body: LoginRequest) -> Response:
+    epoch = auth.current_epoch()
     user = auth.check_password_login(body.username, body.password)
+    auth.remember_password(body.username, body.password, user, epoch)
     return json_response(_token_pair(user))
 
 
