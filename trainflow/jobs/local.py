@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainflow.jobs.supervisor import CANCEL_MARKER
+
 
 @dataclass(frozen=True)
 class LaunchSpec:
@@ -102,11 +104,15 @@ class LocalExecutor:
         self._children[process.pid] = process
         return process.pid
 
-    def reap(self) -> None:
-        """Collect exited supervisors we started (after a restart, init collects them)."""
+    def reap(self) -> int:
+        """Collect exited supervisors we started (after a restart, init collects them).
+
+        Returns how many of those are still running.
+        """
         for pid, process in list(self._children.items()):
             if process.poll() is not None:
                 del self._children[pid]
+        return len(self._children)
 
     def status(self, job_id: int) -> dict[str, Any] | None:
         try:
@@ -132,12 +138,24 @@ class LocalExecutor:
         return True
 
     def cancel(self, job_id: int, supervisor_pid: int | None) -> bool:
-        """Ask the supervisor to end the job (SIGTERM, then SIGKILL after the grace period)."""
+        """Ask the supervisor to end the job (SIGTERM, then SIGKILL after the grace period).
+
+        The request is written down first, in the job's folder: a job claimed but whose
+        supervisor is not started yet finds it and ends before it runs, and a supervisor still
+        starting up (before its handler is set) dies of the SIGTERM without a word, so the
+        scheduler must know the job was cancelled rather than lost.
+        """
+        with contextlib.suppress(OSError):
+            (self.job_dir(job_id) / CANCEL_MARKER).touch()
         if not self.is_supervising(job_id, supervisor_pid):
             return False
         with contextlib.suppress(ProcessLookupError):
             os.kill(supervisor_pid, signal.SIGTERM)  # type: ignore[arg-type]
         return True
+
+    def was_cancelled(self, job_id: int) -> bool:
+        """Whether a cancel was asked for this job (see :meth:`cancel`)."""
+        return (self.job_dir(job_id) / CANCEL_MARKER).exists()
 
     def kill_orphan(self, pid: int | None) -> None:
         """End a job whose supervisor vanished, so nothing runs unwatched."""

@@ -135,18 +135,25 @@ class JobScheduler:
                     continue
                 self.executor.kill_orphan((status or {}).get("pid"))
                 sandboxing.remove_leftover_cgroups(self.settings, job.id)  # what left its group too
-                service.finish(
-                    db.session,
-                    job,
-                    JobStatus.LOST,
-                    exit_code=None,
-                    reason="Its supervisor process ended without recording how the job ended "
-                    "(the machine restarted, or the process was killed).",
-                )
-                log.warning("Job %d: LOST", job.id)
+                self._record_vanished(job)
             elif status and status.get("pid") and job.pid != status["pid"]:
                 job.pid = status["pid"]
                 db.session.commit()
+
+    def _record_vanished(self, job: Job) -> None:
+        """A supervisor ended without a word: cancelled while it was starting up, or lost."""
+        if self.executor.was_cancelled(job.id):
+            service.finish(db.session, job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled.")
+            return
+        service.finish(
+            db.session,
+            job,
+            JobStatus.LOST,
+            exit_code=None,
+            reason="Its supervisor process ended without recording how the job ended "
+            "(the machine restarted, or the process was killed).",
+        )
+        log.warning("Job %d: LOST", job.id)
 
     def _record_exit(self, job: Job, status: dict[str, Any]) -> None:
         reason = status.get("reason")

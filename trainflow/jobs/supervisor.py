@@ -42,7 +42,8 @@ full for ``spec["disk_full_s"]`` seconds, the job is ended with reason ``disk_fu
 supervisor sets ``RESERVE_BYTES`` aside in ``JOB_DIR/.reserve`` and deletes it when the job
 ends, so that its final status (and the server's record of the end) has room on a full disk.
 
-SIGTERM to the supervisor cancels the job. The job runs in its own process group; ending it
+SIGTERM to the supervisor cancels the job; so does ``JOB_DIR/cancel-requested`` found at
+start. The job runs in its own process group; ending it
 sends SIGTERM to the whole group and SIGKILL after the grace period, children included.
 A datagram to ``spec["notify"]`` (if that socket exists) tells the web process a state changed.
 """
@@ -80,6 +81,7 @@ DRAIN_S = 2.0  # how long a job's leftover children may keep its pipes open afte
 MAX_BACKLOG = 8 * 1024 * 1024  # bytes of records and events held in memory while the disk is full
 RETRY_S = 0.5  # how often writes are tried again while the disk is full
 RESERVE = ".reserve"
+CANCEL_MARKER = "cancel-requested"  # written in JOB_DIR by the server before it sends SIGTERM
 RESERVE_BYTES = 1024 * 1024  # room for the final status, and for the server to record the end
 DISK_FULL = "disk_full"
 STORAGE_FAILED = "storage_failed"
@@ -445,6 +447,8 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_cancel)
         signal.signal(signal.SIGINT, self._on_cancel)
+        if (self.job_dir / CANCEL_MARKER).exists():  # cancelled before this process could hear it
+            self.reason = "cancelled"
         self._reserve()
         self._set_status(state="starting", supervisor_pid=os.getpid())
         events = EventSink(self.job_dir, self.spec.get("job"), self.spec.get("bus"), self.trouble)
