@@ -8,6 +8,8 @@ PIP := $(BIN)/python -m pip
 CHROMIUM := /usr/bin/chromium
 # Jobs run in a sandbox that Debian's bubblewrap builds (docs/SECURITY.md).
 BWRAP := /usr/bin/bwrap
+# pytest-xdist workers for `make test` (tests marked serial then run alone).
+TEST_WORKERS ?= 2
 
 .PHONY: install install-test install-browser run test lint bench soak clean
 
@@ -58,7 +60,8 @@ run: install
 ## Install everything and run the whole test suite.
 test: install-test install-browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial" --durations=15
+	$(BIN)/python -m pytest -m serial --durations=5
 
 lint: install-test
 	$(BIN)/ruff check .

@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import os
+import random
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# Ports for the servers tests start: below Linux's ephemeral range (32768-60999), so no client
+# connection takes one between its choice and the bind, and a block per pytest-xdist worker.
+PORTS_FROM, PORTS_PER_WORKER = 20000, 1000
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on, from this test worker's own block."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = PORTS_FROM + (int(worker) if worker.isdigit() else 0) % 12 * PORTS_PER_WORKER
+    for port in random.sample(range(first, first + PORTS_PER_WORKER), PORTS_PER_WORKER):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + PORTS_PER_WORKER - 1}")
 
 
 def alive(pid: int) -> bool:

@@ -15,7 +15,7 @@ import requests
 from tests.e2e.conftest import RunningServer, start_server
 from trainflow.accounts.passwords import default_workers
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # it measures latency or load
 PASSWORD = "e2e-password-1"
 ATTACKER = "203.0.113.7"
 VICTIM = "198.51.100.20"

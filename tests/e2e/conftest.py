@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,14 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.processes import free_port
+
 READY = re.compile(r"trainflow is serving on (http://\S+)")
 GENERATED = re.compile(r"username 'admin', password '([^']+)'")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.conftest import free_port
 from tests.e2e.test_jobs import ADMIN, TRAIN, Api
+from tests.processes import free_port
 
 pytestmark = pytest.mark.e2e
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

@@ -18,7 +18,7 @@ import requests
 from tests.e2e.test_jobs import ADMIN, PASSWORD, TRAIN, Api
 from trainflow.runner import enforcement
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # it measures latency or load
 
 LIMITS = {
     "TRAINFLOW_JOB_MEMORY_MB": "200",

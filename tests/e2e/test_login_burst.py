@@ -23,6 +23,7 @@ from trainflow.accounts.passwords import default_workers
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.serial,  # it measures memory and load
     pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's memory from /proc"),
 ]
 ADMIN = ("admin", "chosen-admin-pass")

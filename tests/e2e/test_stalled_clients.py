@@ -23,7 +23,7 @@ from tests.conftest import _copy_sqlite
 from tests.e2e.conftest import RunningServer, start_server
 from tests.processes import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # it measures latency or load
 UPLOAD = "/ajax-api/2.0/mlflow/train/upload"
 JOBS = "/ajax-api/2.0/mlflow/train/jobs"
 ADMIN = ("admin", "chosen-admin-pass")

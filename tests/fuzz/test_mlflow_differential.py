@@ -21,7 +21,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import PASSWORD, _copy_sqlite
 from tests.fuzz.conftest import EXAMPLES
+from tests.processes import free_port
 from trainflow.accounts import service
 from trainflow.db import db
 from trainflow.mlflow_permissions.rules import build_routes
@@ -48,12 +48,6 @@ from trainflow.mlflow_permissions.rules import build_routes
 # only admins near them, and a fuzzer's requests there say nothing about the permission layer.
 SKIPPED = ("/gateway/", "/webhooks", "/prompt-optimization/", "/workspaces", "mlflow-artifacts", "/scorers/")
 START_SECONDS = 180
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
