@@ -17,8 +17,9 @@ JOBS_PATH = "/ajax-api/2.0/mlflow/train/jobs"
 def jobs_used(session: Session, settings: Settings, owner_id: int) -> int:
     """Bytes the owner's job folders take: finished ones measured once, the others each time."""
     total = 0
+    jobs_dir = settings.jobs_dir  # resolved once: a user may keep thousands of jobs
     for job_id, status in session.execute(select(Job.id, Job.status).where(Job.owner_id == owner_id)):
-        folder = settings.jobs_dir / str(job_id)
+        folder = jobs_dir / str(job_id)
         if JobStatus(status).is_finished:
             total += scripts.frozen_bytes(folder)
         else:

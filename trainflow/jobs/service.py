@@ -58,7 +58,7 @@ def submit(session: Session, principal: Principal, request: SubmitJobRequest, au
             store.log_batch(
                 run_id, metrics=[], params=[Param(k, str(v)) for k, v in request.params.items()], tags=[]
             )
-        store.update_run_info(run_id, RunStatus.SCHEDULED, end_time=None, run_name=None)
+        store.mark_scheduled(run_id)
         job = Job(
             owner_id=principal.user_id,
             script_id=script.id,
@@ -83,7 +83,7 @@ def submit(session: Session, principal: Principal, request: SubmitJobRequest, au
             store.update_run_info(run_id, RunStatus.FAILED, end_time=int(time.time() * 1000), run_name=None)
         raise
     with contextlib.suppress(Exception):
-        store.set_tag(run_id, RunTag("trainflow.job_id", str(job.id)))
+        store.add_new_tags(run_id, {"trainflow.job_id": str(job.id)})
     return job
 
 
