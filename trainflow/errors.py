@@ -113,6 +113,7 @@ _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
 _PG_DISK_FULL = "53100"  # SQLSTATE disk_full (psycopg2.errors.DiskFull)
 # How these errors read once MLflow has turned them into text (its handlers answer for themselves).
+DATABASE_RETRY_AFTER_S = 5  # Retry-After when the database does not answer
 _DISK_FULL_TEXTS = ("database or disk is full", "No space left on device", "Disk quota exceeded", "DiskFull")
 
 
@@ -231,6 +232,16 @@ def handle_unexpected(e: Exception) -> Response:
         response = error_response(503, "busy", "The server is busy; try again in a moment.")
         response.headers["Retry-After"] = "1"
         return response
+    if _is_database_unavailable(e):
+        # The database went away (restarted, crashed on a full disk, refusing connections):
+        # the request may succeed once it is back, so say that rather than "the server failed".
+        cause = str(getattr(e, "orig", e)).strip().splitlines()[:1]
+        log.warning("Database unavailable for %s %s: %s", request.method, request.path, *cause or ["?"])
+        response = error_response(
+            503, "database_unavailable", "The database is not answering; try again in a moment."
+        )
+        response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+        return response
     log.exception("Unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal_error", "The server failed; the error is in its log.")
 
@@ -240,6 +251,13 @@ def disk_full_response() -> Response:
 
     log.error("Out of space: %s %s could not store what it was sent", request.method, request.path)
     return error_response(507, InsufficientStorage.code, DISK_FULL_MESSAGE)
+
+
+def _is_database_unavailable(e: Exception) -> bool:
+    """A lost or refused database connection (SQLAlchemy's OperationalError, or a dropped one)."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    return isinstance(e, OperationalError) or (isinstance(e, DBAPIError) and e.connection_invalidated)
 
 
 def _is_pool_timeout(e: Exception) -> bool:

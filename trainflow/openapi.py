@@ -47,8 +47,8 @@ ERRORS = {
     "TRAINFLOW_LOGIN_ADDRESS_BURST), or the password-hashing queue is full "
     "(TRAINFLOW_PASSWORD_HASH_QUEUE); `Retry-After` says when to try again.",
     431: "The request's header fields are too large (over 100, a line over 64 KB, or 64 KB in all).",
-    503: "The server is busy (no database connection came free in time); `Retry-After` says when "
-    "to try again.",
+    503: "The server is busy (no database connection came free in time), or its database is not "
+    "answering; `Retry-After` says when to try again.",
     507: "The disk holding the server's data is full, or below TRAINFLOW_MIN_FREE_MB; what was "
     "stored before is kept.",
 }
