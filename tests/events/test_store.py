@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
 from pathlib import Path
 
-from trainflow.events.store import EVENTS, EventCursor, EventWriter, fragment, last_seq
+import pytest
+
+from tests.filesystems import fill, small_tmpfs
+from trainflow.events.store import EVENTS, INDEX, EventCursor, EventWriter, fragment, last_seq
 
 
 def _read_all(job_dir: Path, after: int = 0) -> list[dict]:
@@ -103,3 +107,25 @@ def test_events_are_json_even_for_odd_values(tmp_path: Path) -> None:
     assert [e.get("value") for e in events[:2]] == ["NaN", "Infinity"]
     assert events[2]["key"] == 'quote " backslash \\ tab \t 训练 \udcff'
     assert os.stat(tmp_path / EVENTS).st_mode & 0o777 == 0o600
+
+
+def test_events_whose_index_entry_the_full_disk_refused_are_found_again(tmp_path: Path) -> None:
+    """The events went in, their index entry did not: the next append writes the entry again."""
+    with small_tmpfs(tmp_path / "disk", 1) as disk:
+        job_dir = disk / "job"
+        job_dir.mkdir()
+        filler = disk / "filler"
+        with EventWriter(job_dir) as writer:
+            written = fill(filler)
+            os.truncate(filler, written - 4096)  # one page free: the events take it, not the index
+            with pytest.raises(OSError) as refused:
+                writer.append([fragment("log", line=f"before {n}") for n in range(10)])
+            assert refused.value.errno == errno.ENOSPC
+            assert (job_dir / EVENTS).stat().st_size > 0 and (job_dir / INDEX).stat().st_size == 0
+            filler.unlink()
+            for start in range(0, 1200, 100):
+                writer.append([fragment("log", line=f"after {n}") for n in range(start, start + 100)])
+        events = _read_all(job_dir)
+        assert [e["seq"] for e in events] == list(range(1, 1211))
+        assert [e["line"] for e in events[:10]] == [f"before {n}" for n in range(10)]
+        assert [e["seq"] for e in _read_all(job_dir, 1000)][:2] == [1001, 1002]

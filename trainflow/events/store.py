@@ -108,25 +108,35 @@ class EventWriter:
         return seq, size
 
     def _repair(self) -> tuple[int, int]:
-        """Count the events in the file after a writer died mid-append; cut a torn last line."""
+        """Count the events in the file after an append failed midway; cut a torn last line.
+
+        The append may have died (or met a full disk) after the events and before all of
+        their index entries: the entries from the last one kept are written again from the
+        events themselves, since a missing entry would shift every later one by a block.
+        """
         path = self.job_dir / EVENTS
         entries = _read_index(self.job_dir / INDEX)
         actual = os.fstat(self._events).st_size
         entries = [offset for offset in entries if offset < actual]
         start = entries[-1] if entries else 0
-        base = (len(entries) - 1) * INDEX_EVERY if entries else 0
+        seq = (len(entries) - 1) * INDEX_EVERY if entries else 0  # the seq before ``start``
         with open(path, "rb") as f:
             f.seek(start)
             tail = f.read()
         complete = tail.rfind(b"\n") + 1
-        count = tail.count(b"\n", 0, complete)
         size = start + complete
         if size < actual:
             os.truncate(path, size)
-        if start == size:  # the indexed event itself was torn
-            entries = entries[:-1]
-        os.ftruncate(self._index, len(entries) * 8)
-        seq = base + count
+        rebuilt = bytearray()
+        offset = start
+        for line in tail[:complete].splitlines(keepends=True):
+            seq += 1
+            if (seq - 1) % INDEX_EVERY == 0:
+                rebuilt += offset.to_bytes(8, "little")
+            offset += len(line)
+        kept = max(0, len(entries) - 1)  # the last entry is among those written again
+        os.ftruncate(self._index, kept * 8)
+        os.pwrite(self._index, bytes(rebuilt), kept * 8)
         os.pwrite(self._counter, seq.to_bytes(8, "little") + size.to_bytes(8, "little"), 0)
         return seq, size
 
