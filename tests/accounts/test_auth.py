@@ -108,8 +108,26 @@ def test_a_password_just_registered_or_signed_in_with_costs_no_second_hash_over_
     assert client.get("/api/me", headers=basic_auth("newcomer", "plum-tree-harbour-42")).status_code == 200
     assert client.post("/api/login", json=body).status_code == 200
     assert client.get("/api/me", headers=basic_auth("newcomer", "plum-tree-harbour-42")).status_code == 200
-    assert passwords.POOL.verifications == hashes + 1  # the login's own check, nothing more
+    assert passwords.POOL.verifications == hashes  # the sign-in too found the password just set
     assert client.get("/api/me", headers=basic_auth("newcomer", "plum-tree-harbour-43")).status_code == 401
+    wrong = {"username": "newcomer", "password": "plum-tree-harbour-43"}
+    assert client.post("/api/login", json=wrong).status_code == 401
+    assert passwords.POOL.verifications == hashes + 2  # each wrong one met the hash
+
+
+def test_a_password_changed_is_not_recalled_at_sign_in(client, alice):
+    """The cache that spares a second hash never lets the old password in."""
+    old = {"username": "alice", "password": alice.password}
+    assert client.post("/api/login", json=old).status_code == 200
+    changed = client.post(
+        "/api/me/password",
+        json={"old_password": alice.password, "new_password": "brand new secret"},
+        headers=alice.basic,
+    )
+    assert changed.status_code == 200, changed.json
+    assert client.post("/api/login", json=old).status_code == 401
+    new = {"username": "alice", "password": "brand new secret"}
+    assert client.post("/api/login", json=new).status_code == 200
 
 
 def test_an_expired_credential_whose_stored_hash_changed_elsewhere_is_verified_again(

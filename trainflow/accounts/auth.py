@@ -168,6 +168,29 @@ def _from_basic(credential: str) -> Principal:
     return principal
 
 
+def recall_password(username: str, password: str) -> User | None:
+    """The user whose password this is, if it was verified (or set) moments ago; else None.
+
+    The same cache as Basic credentials': a person who signs up and signs in at once, or signs
+    in again from a new tab, costs one hash, not one each time. A wrong password is never in
+    it, so guesses still meet the hash and the failed-login limits.
+    """
+    if ":" in username:
+        return None
+    state = auth_state()
+    key = _basic_key(username, password)
+    principal = state.cache.get(key) or _renew(state.cache, key, state.epoch.current())
+    if principal is None:
+        return None
+    user = db.session.get(User, principal.user_id)
+    return user if user is not None and user.public_id == principal.public_id else None
+
+
+def _basic_key(username: str, password: str) -> bytes:
+    credential = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return CredentialCache.key("Basic " + credential)
+
+
 def remember_password(username: str, password: str, user: User, epoch: int) -> None:
     """Cache the Basic credential of a password just verified (or set) for ``user``.
 
@@ -177,10 +200,9 @@ def remember_password(username: str, password: str, user: User, epoch: int) -> N
     """
     if ":" in username:
         return  # no Basic header can carry it
-    credential = base64.b64encode(f"{username}:{password}".encode()).decode()
     principal = Principal(user.id, user.username, user.is_admin, public_id=user.public_id)
     proof = CredentialCache.proof(user.password_hash)
-    auth_state().cache.put(CredentialCache.key("Basic " + credential), principal, epoch, proof)
+    auth_state().cache.put(_basic_key(username, password), principal, epoch, proof)
 
 
 def current_epoch() -> int:

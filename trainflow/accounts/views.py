@@ -108,7 +108,9 @@ def register(body: RegisterRequest) -> Response:
 )
 def login(body: LoginRequest) -> Response:
     epoch = auth.current_epoch()
-    user = auth.check_password_login(body.username, body.password)
+    user = auth.recall_password(body.username, body.password) or auth.check_password_login(
+        body.username, body.password
+    )
     auth.remember_password(body.username, body.password, user, epoch)
     return json_response(_token_pair(user))
 
