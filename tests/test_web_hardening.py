@@ -210,6 +210,17 @@ def test_the_dashboard_keeps_its_own_policy(client):
     response.close()
 
 
+@pytest.mark.parametrize("page", ["jobs/12", "a%0Ab", "%0A", "/twice", "x%1F%C2%9E%00y"])
+def test_every_page_under_train_is_the_dashboard_even_an_odd_one(client, page):
+    """The browser routes pages; the server answers every /train/<path> with the same HTML."""
+    from trainflow.web.views import CONTENT_SECURITY_POLICY
+
+    response = client.get(f"/train/{page}")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert response.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+    response.close()
+
+
 def test_an_unknown_host_header_is_refused(client, alice):
     """DNS rebinding: a page on evil.example.com that resolves to this server is not answered."""
     response = client.get(f"{API}/experiments/search", headers={**alice.basic, "Host": "evil.example.com"})

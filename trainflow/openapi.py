@@ -72,9 +72,9 @@ def statuses(operation: Operation, rule: str) -> list[int]:
         found.add(400)
     if operation.body is not None:
         found.add(415)
-    if any(m.group("conv") != "path" for m in _CONVERTER.finditer(rule)):
-        # No such object, or a segment that is not what the route takes (the dashboard's
-        # catch-all <path:...> takes any).
+    if any(m.group("conv") not in ("path", "page") for m in _CONVERTER.finditer(rule)):
+        # No such object, or a segment that is not what the route takes (a <path:...> takes
+        # any text but a newline, the dashboard's <page:...> any at all).
         found.add(404)
     if operation.uses_database:
         found.add(503)

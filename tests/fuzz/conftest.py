@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
+from hypothesis import HealthCheck, Phase, settings
 
 from tests.conftest import _copy_sqlite, dispose
 from trainflow.app import create_app
@@ -23,6 +24,17 @@ from trainflow.settings import Settings
 # Generated cases per operation and generation mode (positive, negative). The default keeps the
 # whole fuzzing run within a few minutes on two cores; raise it for a longer hunt.
 EXAMPLES = int(os.environ.get("TRAINFLOW_FUZZ_PER_ROUTE", "6"))
+
+# The same cases on every run (derandomized, no example database), with no deadline, no shrinking
+# and no health checks: the budget is the number of requests, each a real call to a server.
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 
 
 @pytest.fixture

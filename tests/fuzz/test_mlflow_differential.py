@@ -33,11 +33,11 @@ from typing import Any
 import pytest
 import requests
 from flask import Flask
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import PASSWORD, _copy_sqlite
-from tests.fuzz.conftest import EXAMPLES
+from tests.fuzz.conftest import FUZZ_SETTINGS
 from tests.processes import free_port
 from trainflow.accounts import service
 from trainflow.db import db
@@ -316,14 +316,7 @@ def compare(app: Flask, stock: Stock, endpoint: Endpoint, tallies: list[Tally]) 
     """Generated requests to ``endpoint``: each to stock MLflow once, and to trainflow as each caller."""
     client = app.test_client()
 
-    @settings(
-        max_examples=EXAMPLES,
-        deadline=None,
-        database=None,
-        derandomize=True,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @FUZZ_SETTINGS
     @given(call=calls(endpoint))
     def send(call: Call) -> None:
         theirs = send_stock(stock, call)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import schemathesis
 from flask import Flask
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import select
 
 from tests.conftest import PASSWORD
-from tests.fuzz.conftest import EXAMPLES, finished_job_with_log, uploaded_script
+from tests.fuzz.conftest import FUZZ_SETTINGS, finished_job_with_log, uploaded_script
 from trainflow.accounts import service
 from trainflow.accounts.models import User, fold_username
 from trainflow.db import db
@@ -133,20 +133,13 @@ class Run:
     found: Findings
 
     def send(self, operation: Any, mode: GenerationMode, path_parameters: dict[str, int] | None) -> None:
-        """EXAMPLES generated requests to ``operation``, each answer checked against the document."""
+        """Generated requests to ``operation`` (FUZZ_SETTINGS), each answer checked against the document."""
         name = f"{operation.method.upper()} {operation.path}"
         headers = {**self.actor.headers}
         if operation.path in STREAMS:
             headers["Accept"] = "text/event-stream"
 
-        @settings(
-            max_examples=EXAMPLES,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
+        @FUZZ_SETTINGS
         @given(case=operation.as_strategy(generation_mode=mode, path_parameters=path_parameters))
         def send(case: Any) -> None:
             call = f"{case.method} {case.formatted_path} ({mode.value})"

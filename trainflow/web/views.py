@@ -13,11 +13,26 @@ static endpoint (``web.static``), which the hook also lets through.
 from __future__ import annotations
 
 from flask import Blueprint, Response, send_from_directory
+from werkzeug.routing import PathConverter
 
 from trainflow.api import endpoint
 
 bp = Blueprint("web", __name__, url_prefix="/train", static_folder="static", static_url_path="/static")
 TAG = "dashboard"
+
+
+class PagePath(PathConverter):
+    """Any rest of the path, a newline or a leading slash too: every /train/<path> is a page.
+
+    Werkzeug's ``path`` stops at a newline, so such a URL fell through to an HTML 404 that the
+    API document does not declare; the dashboard's router says "page not found" itself.
+    """
+
+    regex = "(?s:.+)"
+    part_isolating = False  # it spans segments (Werkzeug guesses from a "/" in the regex)
+
+
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("page", PagePath))
 
 # Nothing inline, nothing from another origin. Styles set from JS through the CSSOM
 # (element.style.width = ...) are allowed by style-src 'self'; style="" in markup is not.
@@ -58,7 +73,7 @@ def index() -> Response:
 
 @endpoint(
     bp,
-    "/<path:path>",
+    "/<page:path>",
     "GET",
     summary="A page of the web dashboard (the same HTML; the page is routed in the browser)",
     tag=TAG,
