@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from tests.scripts.test_upload import TRAIN_PY, post_file
 from trainflow.db import db
-from trainflow.events.changes import ChangeReader
+from trainflow.events.changes import ChangeLog, ChangeReader
 from trainflow.events.hub import hub_of
 from trainflow.events.models import JobChange
 from trainflow.events.record import add_change
@@ -281,3 +281,40 @@ def test_changes_become_visible_in_seq_order_whatever_the_concurrency(app):
     reading.join()
     assert len(seen) == 120
     assert [seq for seq, *_ in changes(app)] == seen
+
+
+def test_the_refresher_outlives_a_database_that_fails_a_read(app, tmp_path):
+    """A failed read (a database restarting, no connection free) is tried again, not fatal.
+
+    Before, the exception ended the refresher thread, and every all-jobs stream of the process
+    heard nothing more: the soak on PostgreSQL lost 428 status changes so.
+    """
+    from sqlalchemy import create_engine
+
+    with app.app_context():
+        engine = db.engine
+    unreachable = create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'trainflow.db'}")
+    current = [engine]
+    log = ChangeLog(ChangeReader(lambda: current[0]))
+    log.watchers = 1
+    log.refresh()  # started at the head
+    stopped = threading.Event()
+    refresher = threading.Thread(target=log.run, args=(stopped,), daemon=True)
+    refresher.start()
+    try:
+        current[0] = unreachable
+        log.want()
+        time.sleep(0.5)  # the read fails
+        assert refresher.is_alive()
+        with app.app_context():
+            add_change(db.session, job_id=7, owner_id=1, status="RUNNING")
+            db.session.commit()
+        current[0] = engine
+        deadline = time.monotonic() + 10
+        while not log.window.changes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [json.loads(change.line)["job_id"] for change in log.window.changes] == [7]
+    finally:
+        stopped.set()
+        refresher.join(5)
+        unreachable.dispose()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +28,9 @@ from sqlalchemy.engine import Engine
 
 from trainflow.events.models import JobChange
 
+log = logging.getLogger(__name__)
 PAGE = 500  # changes per database read
+RETRY_S = 1.0  # after a failed read (the database restarting, no connection free), read again
 WINDOW = 4096  # changes each server process keeps in memory
 
 _changes = JobChange.__table__
@@ -124,13 +127,31 @@ class ChangeLog:
             self._due.set()
 
     def run(self, stopped: threading.Event) -> None:
-        """The refresher thread: one read per wake-up, however many notices asked for it."""
+        """The refresher thread: one read per wake-up, however many notices asked for it.
+
+        A read that fails is tried again until one succeeds: the thread must outlive a
+        database that restarts or a pool with no connection free, or every all-jobs stream
+        of this process would hear nothing more.
+        """
+        is_failing = False
         while not stopped.is_set():
             self._due.wait(1.0)
             if self._due.is_set():
                 self._due.clear()
                 if self.watchers:
-                    self.refresh()
+                    try:
+                        self.refresh()
+                    except Exception as e:  # noqa: BLE001 - any failure: read again later
+                        if not is_failing:
+                            first_line = (str(e).splitlines() or [type(e).__name__])[0]
+                            log.warning("Reading job changes failed (%s); trying again", first_line)
+                        is_failing = True
+                        self._due.set()
+                        stopped.wait(RETRY_S)
+                        continue
+                    if is_failing:
+                        log.info("Reading job changes works again")
+                    is_failing = False
 
     def refresh(self) -> None:
         """Read the changes beyond the window, and wake the streams if there were any."""
