@@ -50,3 +50,20 @@ def test_a_database_that_does_not_answer_is_503_not_500(client, alice, database_
         "/api/2.0/mlflow/experiments/get-by-name", query_string={"experiment_name": "kept"}, headers=bearer
     )
     assert found.status_code == 200, found.json
+
+
+def test_both_pools_take_the_configured_size(settings):
+    """trainflow's pool and MLflow's store's pool, sized by TRAINFLOW_DATABASE_POOL_SIZE/_MAX_OVERFLOW."""
+    from mlflow.server.handlers import _get_tracking_store
+
+    from tests.conftest import dispose
+    from trainflow.app import create_app
+    from trainflow.db import db
+
+    app = create_app(settings.replace(database_pool_size=3, database_max_overflow=2))
+    try:
+        with app.app_context():
+            pools = [db.engine.pool, _get_tracking_store().engine.pool]
+        assert [(pool.size(), pool._max_overflow) for pool in pools] == [(3, 2), (3, 2)]
+    finally:
+        dispose(app)

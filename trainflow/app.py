@@ -19,7 +19,7 @@ from trainflow.jobs import sandboxing
 from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
 from trainflow.meta import bp as meta_bp
-from trainflow.mlflow_app import configure_stores, mlflow_flask_app
+from trainflow.mlflow_app import configure_stores, mlflow_flask_app, pool_options
 from trainflow.scripts import views as scripts_views
 from trainflow.settings import Settings
 from trainflow.web import views as web_views
@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = mlflow_flask_app(__name__)
     app.config["TRAINFLOW"] = settings
     app.config["SQLALCHEMY_DATABASE_URI"] = settings.resolved_database_url
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True, **pool_options(settings)}
     app.config.update(auth.jwt_config(settings, load_secret_key(settings)))
     # Host and origin checks run before authentication: a CORS preflight has no credentials.
     web_security.init_app(app, settings)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from werkzeug.exceptions import HTTPException
@@ -119,24 +120,41 @@ _DISK_FULL_TEXTS = ("database or disk is full", "No space left on device", "Disk
 
 def is_disk_full(error: BaseException | None) -> bool:
     """Whether ``error``, or an error it was raised from, is a write that failed for lack of space."""
+    return _caused_by(error, _is_disk_full_error)
+
+
+def is_pool_timeout(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it was raised from, is a wait for a pool connection that ran out."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return _caused_by(error, lambda e: isinstance(e, PoolTimeout))
+
+
+def _caused_by(error: BaseException | None, test: Callable[[BaseException], bool]) -> bool:
+    """Whether ``test`` holds for ``error`` or an error it was raised from (or that a driver raised)."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, InsufficientStorage):
+        if test(error):
             return True
-        if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
-            return True
-        if getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
-            return True
-        if getattr(error, "pgcode", None) == _PG_DISK_FULL or _is_psycopg_disk_full(error):
-            return True
-        if type(error).__module__ == "sqlite3" and "database or disk is full" in str(error):
-            return True  # a Python built without sqlite_errorcode
         orig = getattr(error, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's error
-        if isinstance(orig, BaseException) and is_disk_full(orig):
+        if isinstance(orig, BaseException) and _caused_by(orig, test):
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def _is_disk_full_error(error: BaseException) -> bool:
+    if isinstance(error, InsufficientStorage):
+        return True
+    if isinstance(error, OSError) and error.errno in _DISK_FULL_ERRNOS:
+        return True
+    if getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    if getattr(error, "pgcode", None) == _PG_DISK_FULL or _is_psycopg_disk_full(error):
+        return True
+    # A Python built without sqlite_errorcode:
+    return type(error).__module__ == "sqlite3" and "database or disk is full" in str(error)
 
 
 def _is_psycopg_disk_full(error: BaseException) -> bool:
@@ -225,7 +243,7 @@ def handle_unexpected(e: Exception) -> Response:
         return handle_http_exception(e)  # type: ignore[return-value]
     if is_disk_full(e):
         return disk_full_response()
-    if _is_pool_timeout(e):
+    if is_pool_timeout(e):
         # Every database connection stayed busy for the pool's timeout: a load spike (thousands
         # of streams opening at once), not a fault. Say so, and when to try again.
         log.warning("Busy: no database connection free for %s %s", request.method, request.path)
@@ -260,18 +278,14 @@ def _is_database_unavailable(e: Exception) -> bool:
     return isinstance(e, OperationalError) or (isinstance(e, DBAPIError) and e.connection_invalidated)
 
 
-def _is_pool_timeout(e: Exception) -> bool:
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    return isinstance(e, PoolTimeout)
-
-
 def add_error_envelope(response: Response) -> Response:
     """Give MLflow's own JSON errors the ``error`` object too (after_request hook)."""
     from flask import request
 
     if response.status_code < 400 or not _is_api_path(request.path):
         return response
+    if response.status_code == 503 and "Retry-After" not in response.headers:
+        response.headers["Retry-After"] = "1"  # MLflow's own 503s (a busy or restarting store)
     if response.mimetype != "application/json" or response.is_streamed:
         return response
     body = response.get_json(silent=True)

@@ -58,6 +58,19 @@ class Settings:
         "SQLAlchemy URL of the database holding MLflow's and trainflow's tables. "
         "Empty: a SQLite file `trainflow.db` in the data directory.",
     )
+    database_pool_size: int = _setting(
+        "TRAINFLOW_DATABASE_POOL_SIZE",
+        10,
+        "Connections each server process keeps open to a PostgreSQL (or MySQL) database, for "
+        "trainflow and for MLflow's store each; unused with SQLite. PostgreSQL's "
+        "max_connections must allow twice (pool size + overflow) per server process.",
+    )
+    database_max_overflow: int = _setting(
+        "TRAINFLOW_DATABASE_MAX_OVERFLOW",
+        10,
+        "Connections each of those pools may open beyond its size under load (closed when given "
+        "back). A request that finds none free within 30 s is answered 503 with Retry-After.",
+    )
     secret_key: str = _setting(
         "TRAINFLOW_SECRET_KEY",
         "",
@@ -418,6 +431,8 @@ class Settings:
 _RANGES = [
     ("port", 1, 65535),
     ("workers", 1, 64),
+    ("database_pool_size", 1, 1000),
+    ("database_max_overflow", 0, 1000),
     ("access_token_minutes", 1, 24 * 60),
     ("refresh_token_days", 1, 365),
     ("auth_cache_seconds", 0, 3600),

@@ -13,7 +13,8 @@ concurrent writers correct without reading rows first.
 Dialects without an insert-ignore here fall back to MLflow's implementation.
 
 A write that fails for lack of space raises :class:`DiskFull`, which MLflow's handlers answer
-as 507 with a plain message (MLflow's own store would answer 503 with the SQL statement).
+as 507 with a plain message (MLflow's own store would answer 503 with the SQL statement); a
+pool with no connection free in time is a 503, where MLflow's handlers would answer 500.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from typing import Any
 
 from mlflow.entities import LifecycleStage, Metric, RunStatus
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST, RESOURCE_EXHAUSTED
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_DOES_NOT_EXIST,
+    RESOURCE_EXHAUSTED,
+    TEMPORARILY_UNAVAILABLE,
+)
 from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.validation import _validate_metric
@@ -32,7 +38,7 @@ from sqlalchemy import Table, and_, bindparam, select, tuple_, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
-from trainflow.errors import DISK_FULL_MESSAGE, is_disk_full
+from trainflow.errors import DISK_FULL_MESSAGE, is_disk_full, is_pool_timeout
 
 _METRICS: Table = SqlMetric.__table__  # type: ignore[assignment]
 _LATEST: Table = SqlLatestMetric.__table__  # type: ignore[assignment]
@@ -76,12 +82,22 @@ class DiskFull(MlflowException):  # type: ignore[misc]
 
 
 @contextmanager
-def _disk_full_as_507() -> Iterator[None]:
+def _storage_errors() -> Iterator[None]:
+    """A write refused for lack of space is 507; no pool connection free in time is 503.
+
+    MLflow's handlers answer an MlflowException with its own status; anything else they turn
+    into a 500 with the database's text.
+    """
     try:
         yield
     except Exception as e:
         if is_disk_full(e):
             raise DiskFull() from e
+        if is_pool_timeout(e):  # MLflow's managed session wraps it as an internal error
+            raise MlflowException(
+                "The server is busy (no database connection came free in time); try again in a moment.",
+                TEMPORARILY_UNAVAILABLE,
+            ) from e
         raise
 
 
@@ -94,7 +110,7 @@ class TrainflowTrackingStore(SqlAlchemyStore):  # type: ignore[misc]
 
         @contextmanager
         def managed_session(*args: Any, **kwargs: Any) -> Iterator[Any]:
-            with _disk_full_as_507(), managed(*args, **kwargs) as session:
+            with _storage_errors(), managed(*args, **kwargs) as session:
                 yield session
 
         self.ManagedSessionMaker = managed_session
@@ -106,7 +122,7 @@ class TrainflowTrackingStore(SqlAlchemyStore):  # type: ignore[misc]
 
     def mark_scheduled(self, run_id: str) -> None:
         """The run waits for its job: SCHEDULED (the job's own client makes it RUNNING)."""
-        with _disk_full_as_507(), self.engine.begin() as connection:
+        with _storage_errors(), self.engine.begin() as connection:
             connection.execute(
                 update(_RUNS)
                 .where(_RUNS.c.run_uuid == run_id)
@@ -115,13 +131,13 @@ class TrainflowTrackingStore(SqlAlchemyStore):  # type: ignore[misc]
 
     def add_new_tags(self, run_id: str, tags: dict[str, str]) -> None:
         """Tags the run does not have yet (trainflow's own, such as ``trainflow.job_id``)."""
-        with _disk_full_as_507(), self.engine.begin() as connection:
+        with _storage_errors(), self.engine.begin() as connection:
             connection.execute(
                 _TAGS.insert(), [{"key": k, "value": v, "run_uuid": run_id} for k, v in tags.items()]
             )
 
     def _log_metrics_once(self, run_id: str, metrics: Sequence[Metric]) -> None:
-        with _disk_full_as_507():
+        with _storage_errors():
             self._write_metrics(run_id, metrics)
 
     def _write_metrics(self, run_id: str, metrics: Sequence[Metric]) -> None:
