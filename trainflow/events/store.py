@@ -129,11 +129,11 @@ class EventWriter:
             os.truncate(path, size)
         rebuilt = bytearray()
         offset = start
-        for line in tail[:complete].splitlines(keepends=True):
+        for line in tail[:complete].split(b"\n")[:-1]:  # one record a line, as appended
             seq += 1
             if (seq - 1) % INDEX_EVERY == 0:
                 rebuilt += offset.to_bytes(8, "little")
-            offset += len(line)
+            offset += len(line) + 1
         kept = max(0, len(entries) - 1)  # the last entry is among those written again
         os.ftruncate(self._index, kept * 8)
         os.pwrite(self._index, bytes(rebuilt), kept * 8)
