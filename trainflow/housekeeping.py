@@ -5,7 +5,7 @@ uploads and job submissions are refused with 507 before anything is written (a b
 hook on those two routes), and queued jobs wait to start (as they do on a full disk with no
 watermark). What already runs goes on until the disk is really full; then each
 write that fails answers 507 too (:mod:`trainflow.errors`), and running jobs wait for room in
-their supervisor (:mod:`trainflow.jobs.supervisor`).
+their supervisor (:mod:`trainflow.runner.supervisor`).
 
 **Debris.** A server killed mid-request leaves what it was writing:
 

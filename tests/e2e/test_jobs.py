@@ -316,7 +316,7 @@ def _supervisor_of(job_id):
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"trainflow.jobs.supervisor" in cmdline and cmdline[-2].endswith(f"/jobs/{job_id}".encode()):
+            if b"trainflow.runner.supervisor" in cmdline and cmdline[-2].endswith(f"/jobs/{job_id}".encode()):
                 return int(pid)
     raise AssertionError("no supervisor process found")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from trainflow.events.notice import LocalPublisher, RedisPublisher
+from trainflow.runner.notice import LocalPublisher, RedisPublisher
 
 
 def _bind(path: Path) -> socket.socket:

@@ -6,7 +6,7 @@ import io
 
 from tqdm import tqdm
 
-from trainflow.events.progress import parse_bar, parse_marker
+from trainflow.runner.progress import parse_bar, parse_marker
 
 
 def _frames(**options) -> list[str]:

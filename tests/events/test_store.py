@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.filesystems import fill, small_tmpfs
-from trainflow.events.store import EVENTS, INDEX, EventCursor, EventWriter, fragment, last_seq
+from trainflow.runner.eventlog import EVENTS, INDEX, EventCursor, EventWriter, fragment, last_seq
 
 
 def _read_all(job_dir: Path, after: int = 0) -> list[dict]:

@@ -74,7 +74,7 @@ def finished_job_with_log(app: Flask, owner_id: int, script_id: int, lines: int)
     from trainflow.db import db, utcnow
     from trainflow.jobs.models import Job, JobStatus
     from trainflow.jobs.scheduler import executor_for
-    from trainflow.jobs.supervisor import INDEX_EVERY
+    from trainflow.runner.supervisor import INDEX_EVERY
 
     with app.app_context():
         job = Job(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from trainflow.jobs.logs import complete_lines
-from trainflow.jobs.supervisor import LogWriter
+from trainflow.runner.supervisor import LogWriter
 
 
 def write_log(path, count):

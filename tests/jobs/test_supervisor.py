@@ -32,7 +32,7 @@ def start(
         "grace_s": grace_s,
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
-    return subprocess.Popen([sys.executable, "-m", "trainflow.jobs.supervisor", str(tmp_path)])
+    return subprocess.Popen([sys.executable, "-m", "trainflow.runner.supervisor", str(tmp_path)])
 
 
 def run(tmp_path: Path, script: str, **kwargs) -> tuple[dict, list[dict]]:
@@ -168,7 +168,7 @@ def test_a_job_that_cannot_start(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     assert (
         subprocess.run(
-            [sys.executable, "-m", "trainflow.jobs.supervisor", str(tmp_path)], timeout=30
+            [sys.executable, "-m", "trainflow.runner.supervisor", str(tmp_path)], timeout=30
         ).returncode
         == 0
     )

@@ -14,8 +14,8 @@ import pytest
 
 from tests.filesystems import fill, small_tmpfs
 from tests.processes import wait_for
-from trainflow.events.store import fragment
-from trainflow.jobs.supervisor import EventSink
+from trainflow.runner.eventlog import fragment
+from trainflow.runner.supervisor import EventSink
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="tmpfs and process groups are POSIX")
 
@@ -65,7 +65,7 @@ def prepare(folder: Path, source: str, disk_full_s: float) -> None:
 
 
 def launch(folder: Path) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "trainflow.jobs.supervisor", str(folder)])
+    process = subprocess.Popen([sys.executable, "-m", "trainflow.runner.supervisor", str(folder)])
     STARTED.append(process)
     return process
 

@@ -53,7 +53,7 @@ def supervise(folder: Path, spec: dict) -> subprocess.Popen:
     spec = {"job": 1, "cwd": str(folder / "work"), "timeout_s": None, "grace_s": 2, **spec}
     spec.setdefault("env", {"PATH": os.environ["PATH"], "HOME": str(folder / "home")})
     (folder / "spec.json").write_text(json.dumps(spec))
-    return subprocess.Popen([sys.executable, "-m", "trainflow.jobs.supervisor", str(folder)])
+    return subprocess.Popen([sys.executable, "-m", "trainflow.runner.supervisor", str(folder)])
 
 
 def lines(folder: Path) -> list[str]:
@@ -463,7 +463,7 @@ def test_a_sandboxed_job_still_runs_threads_and_processes(bwrap, settings):
 
 def test_the_supervisor_and_the_sandbox_need_only_the_standard_library():
     root = str(Path(sandbox.PACKAGE).parent)
-    modules = "trainflow.jobs.supervisor, trainflow.runner.sandbox, trainflow.runner.launcher"
+    modules = "trainflow.runner.supervisor, trainflow.runner.sandbox, trainflow.runner.launcher"
     code = f"import sys; sys.path.insert(0, {root!r}); import {modules}"
     result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

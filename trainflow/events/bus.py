@@ -1,6 +1,6 @@
 """The bus: how notices reach every server process, locally or through Redis.
 
-A notice is a small JSON object (see :mod:`trainflow.events.notice`). Each server process
+A notice is a small JSON object (see :mod:`trainflow.runner.notice`). Each server process
 runs one listener that hands every notice to its :class:`~trainflow.events.hub.Hub`; the hub
 wakes the streams that wait on it. Publishing and receiving go through the same transport:
 
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from trainflow.events.notice import LocalPublisher, RedisPublisher, publisher_for
+from trainflow.runner.notice import LocalPublisher, RedisPublisher, publisher_for
 
 if TYPE_CHECKING:
     from trainflow.settings import Settings

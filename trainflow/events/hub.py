@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainflow.events.bus import Listener, Publisher, listener_for
 from trainflow.events.changes import ChangeLog, ChangeReader
-from trainflow.events.store import END_MARK, EventCursor, last_seq
+from trainflow.runner.eventlog import END_MARK, EventCursor, last_seq
 
 if TYPE_CHECKING:
     from flask import Flask

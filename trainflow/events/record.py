@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from trainflow.events.hub import hub_of
 from trainflow.events.models import JobChange
-from trainflow.events.store import EventWriter, fragment
+from trainflow.runner.eventlog import EventWriter, fragment
 
 if TYPE_CHECKING:
     from flask import Flask

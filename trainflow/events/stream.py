@@ -20,7 +20,7 @@ from typing import Any
 
 from trainflow.events.changes import PAGE, Change
 from trainflow.events.hub import Hub, Pushed
-from trainflow.events.store import END_MARK, EventCursor
+from trainflow.runner.eventlog import END_MARK, EventCursor
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"

@@ -11,10 +11,10 @@ from trainflow.db import MAX_ID, db
 from trainflow.errors import BadRequest
 from trainflow.events.hub import hub_of
 from trainflow.events.record import ensure_end, job_dir
-from trainflow.events.store import last_seq
 from trainflow.events.stream import HEADERS, SSE, Framing, job_events, job_statuses
 from trainflow.jobs import service
 from trainflow.jobs.models import JobStatus
+from trainflow.runner.eventlog import last_seq
 from trainflow.server import HANDLER_KEY
 
 TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"

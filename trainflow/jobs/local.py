@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainflow.jobs.supervisor import CANCEL_MARKER
+from trainflow.runner.supervisor import CANCEL_MARKER
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class LocalExecutor:
             json.dump(document, f)
         with open(folder / "supervisor.log", "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "trainflow.jobs.supervisor", str(folder)],
+                [sys.executable, "-m", "trainflow.runner.supervisor", str(folder)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from trainflow.jobs.supervisor import INDEX_EVERY
+from trainflow.runner.supervisor import INDEX_EVERY
 
 
 def complete_lines(path: Path, offset: int = 0) -> Iterator[bytes]:

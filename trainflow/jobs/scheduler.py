@@ -34,9 +34,9 @@ from trainflow.housekeeping import has_room_to_start
 from trainflow.jobs import environments, sandboxing, service
 from trainflow.jobs.local import LaunchSpec, LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
-from trainflow.jobs.supervisor import STORAGE_REASONS
 from trainflow.jobs.venv import python_of
 from trainflow.runner.limits import REASONS as LIMIT_REASONS
+from trainflow.runner.supervisor import STORAGE_REASONS
 from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
 
@@ -250,7 +250,7 @@ class JobScheduler:
         return bool(claimed)
 
     def _launch(self, job: Job, gpu_ids: list[str]) -> None:
-        from trainflow.accounts.auth import issue_job_token
+        from trainflow.jobs.tokens import issue_job_token
 
         try:
             script = db.session.get(Script, job.script_id)

@@ -1,6 +1,6 @@
 """The job supervisor: runs one job's process and records everything it prints and how it ends.
 
-Started by the web process as ``python -m trainflow.jobs.supervisor JOB_DIR`` in a session of
+Started by the web process as ``python -m trainflow.runner.supervisor JOB_DIR`` in a session of
 its own, so it outlives a restart (or a SIGKILL) of the web process. It uses the standard
 library only: it starts in tens of milliseconds and holds a few MB per job.
 
@@ -9,7 +9,7 @@ library only: it starts in tens of milliseconds and holds a few MB per job.
 - ``logs.ndjson``: one JSON record per output line: ``{"n", "ts", "stream", "line"}``, plus
   ``"partial": true`` when the line was cut (over 64 KB, or no newline for a second). A
   progress bar redrawn with ``\\r`` is kept as the line a terminal would finally show.
-- the job's event log (:mod:`trainflow.events.store`): a ``log`` event per line, and a
+- the job's event log (:mod:`trainflow.runner.eventlog`): a ``log`` event per line, and a
   ``progress`` event (at most ten a second) each time a tqdm-style bar is redrawn or the job
   prints a ``trainflow:progress {...}`` line. After each batch it publishes a notice on the
   bus (``spec["bus"]``) so that followers are woken.
@@ -66,12 +66,12 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
-from trainflow.events.notice import publisher_for
-from trainflow.events.progress import parse_bar, parse_marker
-from trainflow.events.store import EVENTS, PREFIX, EventWriter, fragment, last_seq
 from trainflow.runner import sandbox
 from trainflow.runner.enforcement import JobLimits, cgroup_name
+from trainflow.runner.eventlog import EVENTS, PREFIX, EventWriter, fragment, last_seq
 from trainflow.runner.limits import REASONS, Limits, apply_rlimits, message
+from trainflow.runner.notice import publisher_for
+from trainflow.runner.progress import parse_bar, parse_marker
 
 MAX_LINE = 64 * 1024
 IDLE_FLUSH_S = 1.0
@@ -770,7 +770,7 @@ def notify(path: str | None, message: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m trainflow.jobs.supervisor JOB_DIR", file=sys.stderr)
+        print("usage: python -m trainflow.runner.supervisor JOB_DIR", file=sys.stderr)
         return 2
     return Supervisor(Path(argv[1])).run()
 
