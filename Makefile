@@ -60,11 +60,14 @@ run: install
 ## Install everything and run the whole test suite.
 test: install-test install-browser
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial" --durations=15
 	$(BIN)/python -m pytest -m serial --durations=5
 
+## ruff, and the import contracts of pyproject.toml ([tool.importlinter]).
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check . || true
 
 ## Benchmarks (not part of `make test`): see bench/README.md.

@@ -9,5 +9,5 @@ plain script (``python -I -S launcher.py``) and loads its siblings (:mod:`.landl
 
 Nothing here imports the rest of trainflow or a third-party package, so a supervisor starts in
 tens of milliseconds and holds a few MB; the web process imports these modules too (the event
-log, the notices).
+log, the notices). An import contract in ``pyproject.toml`` (``make lint``) holds it so.
 """
