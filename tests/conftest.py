@@ -69,7 +69,7 @@ def dispose(app: Flask) -> None:
 
 
 def _migrate(data_dir: Path, url: str) -> None:
-    dispose(upgrade_all(Settings(data_dir=data_dir, database_url=url)))
+    dispose(upgrade_all(Settings(data_dir=data_dir, database_url=url), create_app))
 
 
 @pytest.fixture(scope="session")

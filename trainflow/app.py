@@ -15,6 +15,7 @@ from trainflow.db import db
 from trainflow.errors import PermissionDenied
 from trainflow.events import views as events_views
 from trainflow.events.record import record_metrics
+from trainflow.jobs import hooks as jobs_hooks
 from trainflow.jobs import sandboxing
 from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     Migrate(app, db, directory=str(MIGRATIONS_DIR), version_table=VERSION_TABLE)
     auth_state = auth.init_app(app, settings)
     mlflow_permissions.init_app(app, settings, auth_state.epoch)
+    jobs_hooks.init_app(app)
     errors.register(app)
 
     app.register_blueprint(accounts_views.bp)

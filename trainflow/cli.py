@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from trainflow.errors import ConfigError, TrainflowError
+from trainflow.events.types import EventType, JobStatus
 
 
 def _settings(**overrides: object):  # type: ignore[no-untyped-def]
@@ -62,7 +63,7 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     from trainflow.server import serve
 
     try:
-        app = upgrade_all(settings)
+        app = upgrade_all(settings, create_app)
         with app.app_context():
             generated = ensure_admin(settings)
             # What a crash left (partial uploads, folders without a row), before any request runs.
@@ -121,10 +122,11 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration (MLflow's schema and trainflow's)."""
+    from trainflow.app import create_app
     from trainflow.database import upgrade_all
 
     settings = _settings()
-    upgrade_all(settings)
+    upgrade_all(settings, create_app)
     click.echo(f"Database is up to date: {_redacted(settings.resolved_database_url)}")
 
 
@@ -175,7 +177,13 @@ server_option = click.option(
     help="The trainflow server (env TRAINFLOW_URL).",
 )
 # Ends of a followed job, as exit codes (as `ray job submit` reflects its job's end).
-EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "LOST": 1, "TIMED_OUT": 124, "CANCELLED": 130}
+EXIT_CODES = {
+    JobStatus.SUCCEEDED.value: 0,
+    JobStatus.FAILED.value: 1,
+    JobStatus.LOST.value: 1,
+    JobStatus.TIMED_OUT.value: 124,
+    JobStatus.CANCELLED.value: 130,
+}
 
 
 def _client(server: str):  # type: ignore[no-untyped-def]
@@ -305,26 +313,26 @@ def _follow(client, job_id: int) -> int:  # type: ignore[no-untyped-def]
     def stream() -> None:
         for event in client.follow_events(job_id):
             kind = event["type"]
-            if kind == "log":
+            if kind == EventType.LOG:
                 if show_progress and ending.pop("bar", None):
                     click.echo("\r\033[K", err=True, nl=False)
                 click.echo(event["line"], err=event["stream"] == "stderr", nl=not event.get("partial"))
-            elif kind == "progress" and show_progress:
+            elif kind == EventType.PROGRESS and show_progress:
                 click.echo("\r\033[K" + _progress_text(event), err=True, nl=False)
                 ending["bar"] = True
-            elif kind == "status":
+            elif kind == EventType.STATUS:
                 ending["reason"] = event.get("reason")
-            elif kind in ("end", "deleted"):
+            elif kind in (EventType.END, EventType.DELETED):
                 ending.update(event)
 
     _run(stream)
-    if ending.get("type") == "deleted":
+    if ending.get("type") == EventType.DELETED:
         click.echo(f"Job {job_id} was deleted.", err=True)
         return 1
-    status = ending.get("status", "LOST")
+    status = ending.get("status", JobStatus.LOST.value)
     reason = f" ({ending['reason']})" if ending.get("reason") else ""
     click.echo(f"Job {job_id} {status}{reason}", err=True)
-    if status == "FAILED" and ending.get("exit_code"):
+    if status == JobStatus.FAILED and ending.get("exit_code"):
         return min(int(ending["exit_code"]), 255)
     return EXIT_CODES.get(status, 1)
 
@@ -345,7 +353,7 @@ def _progress_text(event: dict[str, Any]) -> str:
 @server_option
 @click.option(
     "--status",
-    type=click.Choice(["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST"]),
+    type=click.Choice([status.value for status in JobStatus]),
     help="Only jobs in this state.",
 )
 @click.option("--page", type=click.IntRange(min=1), default=1)
@@ -401,7 +409,9 @@ def logs(server: str, job_id: int, follow: bool) -> None:
 def cancel(server: str, job_id: int) -> None:
     """Cancel a job (a finished job stays as it is)."""
     job = _run(lambda: _client(server).cancel(job_id))
-    click.echo(f"Job {job_id}: {job['status']}" + (" (stopping)" if job["status"] == "RUNNING" else ""))
+    click.echo(
+        f"Job {job_id}: {job['status']}" + (" (stopping)" if job["status"] == JobStatus.RUNNING else "")
+    )
 
 
 if __name__ == "__main__":

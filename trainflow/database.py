@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flask import Flask
 
     from trainflow.settings import Settings
@@ -22,15 +24,14 @@ def is_trainflow_table(name: str | None, type_: str, parent_names: object) -> bo
     return type_ != "table" or ((name or "").startswith(TABLE_PREFIX) and name != VERSION_TABLE)
 
 
-def upgrade_all(settings: Settings) -> Flask:
+def upgrade_all(settings: Settings, create_app: Callable[[Settings], Flask]) -> Flask:
     """Apply every pending migration of both schemas and return the app built on the result.
 
     MLflow's schema goes first: MLflow's store refuses to open an out-of-date database, and
-    the app opens that store. Safe to run on every start.
+    the app (made by ``create_app``, :func:`trainflow.app.create_app`, which imports this
+    module) opens that store. Safe to run on every start.
     """
     import flask_migrate
-
-    from trainflow.app import create_app
 
     settings.resolved_data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     upgrade_mlflow_schema(settings.resolved_database_url)

@@ -11,6 +11,7 @@ from trainflow.accounts import auth, service
 from trainflow.accounts.models import User
 from trainflow.db import db
 from trainflow.errors import Unauthenticated
+from trainflow.jobs import tokens
 from trainflow.jobs.models import Job
 
 RUN_ID = "a" * 32
@@ -95,13 +96,13 @@ def test_a_cached_basic_credential_of_a_deleted_user_is_forgotten(app, client, a
 
 def test_a_job_token_works_while_its_job_runs(app, alice):
     job = _running_job(app, alice.id)
-    principal = _authenticate(app, auth.issue_job_token(app, job))
+    principal = _authenticate(app, tokens.issue_job_token(app, job))
     assert principal.job_id == job.id
     assert principal.user_id == alice.id
 
 
 def test_a_deleted_users_job_token_does_not_work_for_a_later_user_with_the_same_ids(app, alice):
-    token = auth.issue_job_token(app, _running_job(app, alice.id))
+    token = tokens.issue_job_token(app, _running_job(app, alice.id))
     _delete(app, alice.id)
     # A new account with the same user id, running a job with the same job id and run id.
     _user_with_id(app, alice.id, "mallory")

@@ -244,7 +244,7 @@ def test_no_log_line_holds_a_credential(client, alice, caplog):
 
 def test_a_job_ending_keeps_users_cached_credentials(app, client, alice):
     """Forgetting job tokens must not send every user back through argon2 (issue 4 bench)."""
-    from trainflow.accounts.auth import forget_job_tokens
+    from trainflow.jobs.tokens import forget_job_tokens
 
     assert client.get("/api/me", headers=alice.basic).status_code == 200
     state = app.extensions["trainflow.auth"]

@@ -37,3 +37,13 @@ def test_two_jobs_of_one_script_get_runs_of_their_own(client, alice):
         )
         tags = {tag["key"]: tag["value"] for tag in run.json["run"]["data"]["tags"]}
         assert tags["trainflow.job_id"] == str(job["job"])
+
+
+def test_a_script_a_job_uses_is_kept(client, alice):
+    script = post_file(client, alice, "train.py", TRAIN_PY).json["script"]
+    assert client.post(JOBS, json={"script_id": script}, headers=alice.basic).status_code == 201
+    refused = client.delete(f"/ajax-api/2.0/mlflow/train/scripts/{script}", headers=alice.basic)
+    assert refused.status_code == 409, refused.json
+    assert "delete those jobs first" in refused.json["error"]["message"]
+    kept = client.get(f"/ajax-api/2.0/mlflow/train/scripts/{script}", headers=alice.basic)
+    assert kept.status_code == 200

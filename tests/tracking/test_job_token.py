@@ -13,8 +13,8 @@ import pytest
 
 from tests.records import running_job
 from tests.tracking.conftest import AJAX, API, ARTIFACTS, Mlflow
-from trainflow.accounts import auth
 from trainflow.db import db
+from trainflow.jobs import tokens
 from trainflow.jobs.models import Job, JobStatus
 
 
@@ -38,7 +38,7 @@ def job(app, alice, ids) -> Job:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def as_job(app, client, job) -> Mlflow:  # type: ignore[no-untyped-def]
-    return Mlflow(client, {"Authorization": f"Bearer {auth.issue_job_token(app, job)}"})
+    return Mlflow(client, {"Authorization": f"Bearer {tokens.issue_job_token(app, job)}"})
 
 
 def _metric(run_key: str = "run_id") -> dict[str, Any]:
@@ -196,7 +196,7 @@ def test_the_token_dies_when_the_job_ends(app, as_job, job, ids):
     with app.app_context():
         db.session.get(Job, job.id).status = JobStatus.SUCCEEDED.value
         db.session.commit()
-    auth.forget_job_tokens(app)
+    tokens.forget_job_tokens(app)
     response = as_job.call("POST", f"{API}/runs/log-metric", json={"run_id": ids["job_run"], **_metric()})
     assert response.status_code == 401
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.records import running_job
-from trainflow.accounts import auth
+from trainflow.jobs import tokens
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_an_unmodified_script_logs_with_its_job_token(app, live_url, alice, clie
     experiment_id = as_alice.experiment("job-exp")
     run_id = as_alice.run(experiment_id)
     job = running_job(app, alice.id, experiment_id=experiment_id, run_id=run_id)
-    token = auth.issue_job_token(app, job)
+    token = tokens.issue_job_token(app, job)
     result = run_client(live_url, JOB, MLFLOW_RUN_ID=run_id, MLFLOW_TRACKING_TOKEN=token)
     assert result == {"run_id": run_id, "listed": ["out/result.txt"]}
     run = as_alice.ok("GET", "/api/2.0/mlflow/runs/get", query={"run_id": run_id})["run"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -24,6 +25,9 @@ from trainflow.errors import Unauthenticated
 from trainflow.settings import Settings
 
 _EXTENSION = "trainflow.auth"
+# Access tokens that name something other than a person's session, by the claim that marks
+# them (jobs register "job"); see register_scoped_token.
+_SCOPED_TOKENS: dict[str, Callable[[dict[str, object]], Principal]] = {}
 SIGN_IN_HINT = (
     "Sign in: send `Authorization: Bearer <access token>` from POST /api/login, "
     "or `Authorization: Basic` with your username and password."
@@ -36,8 +40,8 @@ class AuthState:
     def __init__(self, settings: Settings) -> None:
         self.epoch = AuthEpoch(settings.resolved_data_dir / "auth_epoch")
         self.cache = CredentialCache(self.epoch, settings.auth_cache_seconds, settings.auth_cache_size)
-        # Jobs' tokens have their own cache and epoch: a job ending forgets those alone, so it
-        # never sends every signed-in user back through a password check.
+        # Scoped tokens (jobs') have their own cache and epoch: a job ending forgets those
+        # alone, so it never sends every signed-in user back through a password check.
         self.job_epoch = AuthEpoch(settings.resolved_data_dir / "job_epoch")
         self.job_cache = CredentialCache(
             self.job_epoch, settings.auth_cache_seconds, settings.auth_cache_size
@@ -244,11 +248,12 @@ def _from_bearer(token: str, expected_type: str) -> Principal:
             return principal
     epoch, job_epoch = state.epoch.current(), state.job_epoch.current()
     claims = decode_jwt(token, expected_type)
-    if "job" in claims:
-        principal = _job_principal(claims)
-        state.job_cache.put(key, principal, job_epoch)
-        return principal
-    user = _user_named_by(claims)
+    for claim, resolve in _SCOPED_TOKENS.items():
+        if claim in claims:
+            principal = resolve(claims)
+            state.job_cache.put(key, principal, job_epoch)
+            return principal
+    user = user_named_by(claims)
     is_revoked = db.session.scalar(select(RevokedToken.jti).where(RevokedToken.jti == claims.get("jti")))
     if user is None or claims.get("tv") != user.token_version or is_revoked:
         raise Unauthenticated("The token was revoked; log in again.")
@@ -257,43 +262,14 @@ def _from_bearer(token: str, expected_type: str) -> Principal:
         user.username,
         user.is_admin,
         token_id=str(claims["jti"]),
-        token_expires=_int(claims["exp"]),
+        token_expires=claim_int(claims["exp"]),
         public_id=user.public_id,
     )
     state.cache.put(key, principal, epoch)
     return principal
 
 
-def _job_principal(claims: dict[str, object]) -> Principal:
-    """A job's token is good while its job runs, for that job's run only."""
-    from trainflow.jobs.models import Job, JobStatus
-
-    job = db.session.get(Job, _int(claims["job"]))
-    user = _user_named_by(claims)
-    if (
-        job is None
-        or user is None
-        or job.owner_id != user.id
-        or job.status != JobStatus.RUNNING.value
-        or job.run_id != claims.get("run")
-        # A password change or "log out everywhere" by the owner ends their jobs' tokens too.
-        or claims.get("tv") != user.token_version
-    ):
-        raise Unauthenticated("This job token is no longer valid: its job has ended.")
-    return Principal(
-        user.id,
-        user.username,
-        is_admin=False,
-        token_id=str(claims["jti"]),
-        token_expires=_int(claims["exp"]),
-        job_id=job.id,
-        run_scope=job.run_id,
-        experiment_scope=job.experiment_id,
-        public_id=user.public_id,
-    )
-
-
-def _user_named_by(claims: dict[str, object]) -> User | None:
+def user_named_by(claims: dict[str, object]) -> User | None:
     """The account a token's subject names: its random public id, never a reusable row id."""
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
@@ -301,24 +277,18 @@ def _user_named_by(claims: dict[str, object]) -> User | None:
     return db.session.scalar(select(User).where(User.public_id == subject))
 
 
-def issue_job_token(app: Flask, job: object) -> str:
-    """An access token for a job's process: MLflow calls on its own run, until the job ends."""
-    with app.app_context():
-        owner = db.session.get(User, job.owner_id)  # type: ignore[attr-defined]
-        return create_access_token(
-            # The owner's public id: the job's row id alone could name a later user's job.
-            identity=owner.public_id if owner is not None else "",
-            additional_claims={
-                "job": job.id,  # type: ignore[attr-defined]
-                "run": job.run_id,  # type: ignore[attr-defined]
-                "tv": owner.token_version if owner is not None else -1,
-            },
-            expires_delta=timedelta(days=31),
-        )
+def register_scoped_token(claim: str, resolve: Callable[[dict[str, object]], Principal]) -> None:
+    """Accept access tokens that carry ``claim``: ``resolve`` turns their claims into a Principal.
+
+    Such tokens (a job's, from :mod:`trainflow.jobs.tokens`) name something other than a
+    person's session; they have a cache and an epoch of their own, which
+    :func:`forget_scoped_tokens` moves. ``resolve`` raises Unauthenticated to refuse one.
+    """
+    _SCOPED_TOKENS[claim] = resolve
 
 
-def forget_job_tokens(app: Flask) -> None:
-    """Every process drops every cached job token (a job ended: its token must stop working)."""
+def forget_scoped_tokens(app: Flask) -> None:
+    """Every process drops every cached scoped token (a job ended: its token must stop working)."""
     app.extensions[_EXTENSION].job_cache.forget_all()
 
 
@@ -343,7 +313,7 @@ def revoke_token(token: str, expected_type: str, principal: Principal) -> None:
     user_id = principal.user_id
     jti = str(claims["jti"])
     if db.session.get(RevokedToken, jti) is None:
-        expires = datetime.fromtimestamp(_int(claims["exp"]), UTC)
+        expires = datetime.fromtimestamp(claim_int(claims["exp"]), UTC)
         db.session.add(RevokedToken(jti=jti, user_id=user_id, expires_at=expires))
         db.session.commit()
     forget_credentials()
@@ -365,7 +335,7 @@ def jwt_config(settings: Settings, secret_key: str) -> dict[str, object]:
     }
 
 
-def _int(value: object) -> int:
+def claim_int(value: object) -> int:
     try:
         return int(value)  # type: ignore[call-overload,no-any-return]
     except (TypeError, ValueError):

@@ -25,6 +25,7 @@ from trainflow.accounts.schemas import (
     UserPage,
     UserView,
 )
+from trainflow.accounts.signals import user_deleting
 from trainflow.api import endpoint, json_response
 from trainflow.db import db
 from trainflow.errors import PermissionDenied, Unauthenticated, ValidationFailed
@@ -294,10 +295,7 @@ def delete_user(user_id: int) -> Response:
     _require_self_or_admin(user_id, "delete")
     user = service.get_user(db.session, user_id)
     service.ensure_not_last_admin(db.session, user)
-    from trainflow.jobs.scheduler import executor_for
-    from trainflow.jobs.service import purge_owner
-
-    purge_owner(db.session, current_app.config["TRAINFLOW"], executor_for(current_app), user.id)
+    user_deleting.send(current_app._get_current_object(), user_id=user.id)  # what they own goes first
     service.delete_user(db.session, user)
     auth.forget_credentials()
     return Response(status=204)

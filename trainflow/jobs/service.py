@@ -207,7 +207,7 @@ def finish(
     session.commit()
     if not updated:
         return False
-    from trainflow.accounts.auth import forget_job_tokens
+    from trainflow.jobs.tokens import forget_job_tokens
 
     # Before the artifacts are copied (which can take seconds): a cached token of the job must
     # not keep writing to its run once the job has ended.

@@ -21,6 +21,7 @@ from trainflow.scripts import service
 from trainflow.scripts.models import Script
 from trainflow.scripts.multipart import read_multipart
 from trainflow.scripts.schemas import ScriptOut, ScriptPage, UploadForm
+from trainflow.scripts.signals import script_deleting
 from trainflow.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -222,8 +223,6 @@ def script_content(script_id: int) -> Response:
 )
 def delete_script(script_id: int) -> Response:
     script = service.get_script(db.session, current_principal(), script_id)
-    from trainflow.jobs.service import ensure_script_unused
-
-    ensure_script_unused(db.session, script.id)
+    script_deleting.send(current_app._get_current_object(), script_id=script.id)  # 409 while a job uses it
     service.delete_script(db.session, _settings(), script)
     return Response(status=204)

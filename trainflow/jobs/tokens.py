@@ -1,0 +1,74 @@
+"""A job's access token: MLflow calls on its own run, while the job runs.
+
+The token is a JWT whose ``job`` claim names the job; accounts accept it through
+:func:`trainflow.accounts.auth.register_scoped_token` (see :func:`init_app`) without knowing
+what a job is.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Flask
+from flask_jwt_extended import create_access_token
+
+from trainflow.accounts import auth
+from trainflow.accounts.credentials import Principal
+from trainflow.accounts.models import User
+from trainflow.db import db, get_by_id
+from trainflow.errors import Unauthenticated
+from trainflow.jobs.models import Job, JobStatus
+
+CLAIM = "job"
+
+
+def init_app(app: Flask) -> None:
+    auth.register_scoped_token(CLAIM, principal_of)
+
+
+def issue_job_token(app: Flask, job: Job) -> str:
+    """An access token for a job's process: MLflow calls on its own run, until the job ends."""
+    with app.app_context():
+        owner = db.session.get(User, job.owner_id)
+        return create_access_token(
+            # The owner's public id: the job's row id alone could name a later user's job.
+            identity=owner.public_id if owner is not None else "",
+            additional_claims={
+                CLAIM: job.id,
+                "run": job.run_id,
+                "tv": owner.token_version if owner is not None else -1,
+            },
+            expires_delta=timedelta(days=31),
+        )
+
+
+def principal_of(claims: dict[str, object]) -> Principal:
+    """A job's token is good while its job runs, for that job's run only."""
+    job = get_by_id(db.session, Job, auth.claim_int(claims[CLAIM]))
+    user = auth.user_named_by(claims)
+    if (
+        job is None
+        or user is None
+        or job.owner_id != user.id
+        or job.status != JobStatus.RUNNING.value
+        or job.run_id != claims.get("run")
+        # A password change or "log out everywhere" by the owner ends their jobs' tokens too.
+        or claims.get("tv") != user.token_version
+    ):
+        raise Unauthenticated("This job token is no longer valid: its job has ended.")
+    return Principal(
+        user.id,
+        user.username,
+        is_admin=False,
+        token_id=str(claims["jti"]),
+        token_expires=auth.claim_int(claims["exp"]),
+        job_id=job.id,
+        run_scope=job.run_id,
+        experiment_scope=job.experiment_id,
+        public_id=user.public_id,
+    )
+
+
+def forget_job_tokens(app: Flask) -> None:
+    """Every process drops every cached job token (a job ended: its token must stop working)."""
+    auth.forget_scoped_tokens(app)
