@@ -17,9 +17,10 @@ from typing import Any, BinaryIO
 
 import requests
 
+from trainflow.events.types import EventType
+
 TRAIN = "/ajax-api/2.0/mlflow/train"
 RETRY_STATUSES = (502, 503, 504)  # a stream is asked for again after these
-FINISHED = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST"}
 
 
 class ClientError(Exception):
@@ -266,10 +267,10 @@ class Client:
                             if seq <= after:
                                 continue
                             after = seq
-                        if event["type"] in ("heartbeat", "resync"):
+                        if event["type"] in (EventType.HEARTBEAT, EventType.RESYNC):
                             continue
                         yield event
-                        if event["type"] in ("end", "deleted"):
+                        if event["type"] in (EventType.END, EventType.DELETED):
                             return
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError):
                 time.sleep(delay)

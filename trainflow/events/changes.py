@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from trainflow.events.models import JobChange
+from trainflow.events.types import EventType
 
 log = logging.getLogger(__name__)
 PAGE = 500  # changes per database read
@@ -45,7 +46,7 @@ class Change(NamedTuple):
 def event_of(row: Any) -> dict[str, Any]:
     """The stream's event for one row of ``tf_job_changes``."""
     event: dict[str, Any] = {"type": row.kind, "seq": row.id, "job_id": row.job_id}
-    if row.kind == "status":
+    if row.kind == EventType.STATUS:
         event["status"] = row.status
         for name in ("reason", "exit_code"):
             if getattr(row, name) is not None:

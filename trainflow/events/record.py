@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from trainflow.events.hub import hub_of
 from trainflow.events.models import JobChange
+from trainflow.events.types import EventType, JobStatus
 from trainflow.runner.eventlog import EventWriter, fragment
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def add_change(
     session: Session,
     job_id: int,
     owner_id: int,
-    kind: str = "status",
+    kind: str = EventType.STATUS,
     *,
     status: str | None = None,
     reason: str | None = None,
@@ -47,13 +48,14 @@ def add_change(
 ) -> int:
     """Add a status change (or deletion) to the sequence, in the caller's transaction; its seq.
 
-    The caller commits at once: on PostgreSQL a lock is held from here to the commit, so that
-    changes commit in the order of their ids.
+    ``kind`` is :attr:`EventType.STATUS` or :attr:`EventType.DELETED`. The caller commits at
+    once: on PostgreSQL a lock is held from here to the commit, so that changes commit in the
+    order of their ids.
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(CHANGES_LOCK)))
     change = JobChange(
-        job_id=job_id, owner_id=owner_id, kind=kind, status=status, reason=reason, exit_code=exit_code
+        job_id=job_id, owner_id=owner_id, kind=str(kind), status=status, reason=reason, exit_code=exit_code
     )
     session.add(change)
     session.flush()
@@ -80,11 +82,9 @@ def record_status(app: Flask, job: Job, change: int | None = None) -> None:
     ``change`` is the seq :func:`add_change` gave the status change, committed already: the
     notice that wakes the all-jobs streams carries it.
     """
-    from trainflow.jobs.models import JobStatus
-
     status = JobStatus(job.status)
     fields: dict[str, Any] = {"status": status.value, "reason": job.reason, "exit_code": job.exit_code}
-    fragments = [fragment("status", **fields)]
+    fragments = [fragment(EventType.STATUS, **fields)]
     try:
         if status.is_finished:
             seq = _append_end(app, job.id, fragments, status.value, job.exit_code)
@@ -107,7 +107,7 @@ def _append_end(
     folder = job_dir(app, job_id)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     with EventWriter(folder) as writer:
-        end = fragment("end", status=status, exit_code=exit_code)
+        end = fragment(EventType.END, status=status, exit_code=exit_code)
         return writer.append([*fragments, end], unless_ended=True)
 
 
@@ -125,7 +125,7 @@ def record_metrics(app: Flask, job_id: int, metrics: list[dict[str, Any]]) -> No
             continue
         fragments.append(
             fragment(
-                "metric",
+                EventType.METRIC,
                 key=metric["key"],
                 value=_float(metric.get("value")),
                 step=_int(metric.get("step")) or 0,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
@@ -10,21 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from trainflow.db import TABLE_PREFIX, UTCDateTime, db, utcnow
-
-
-class JobStatus(enum.StrEnum):
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-    TIMED_OUT = "TIMED_OUT"
-    LOST = "LOST"
-
-    @property
-    def is_finished(self) -> bool:
-        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
-
+from trainflow.events.types import JobStatus as JobStatus  # defined in the event catalogue
 
 # How each end of a job shows in MLflow.
 MLFLOW_RUN_STATUS = {

@@ -13,6 +13,7 @@ from trainflow.api import endpoint, json_response
 from trainflow.db import db, utcnow
 from trainflow.errors import BadRequest
 from trainflow.events.record import add_change, announce_deleted
+from trainflow.events.types import EventType
 from trainflow.jobs import service
 from trainflow.jobs.logs import complete_lines
 from trainflow.jobs.models import Job, JobStatus
@@ -162,7 +163,7 @@ def delete_job(job_id: int) -> Response:
     service.ensure_deletable(job)
     owner_id = job.owner_id
     db.session.delete(job)
-    change = add_change(db.session, job_id, owner_id, "deleted")
+    change = add_change(db.session, job_id, owner_id, EventType.DELETED)
     db.session.commit()
     _executor().remove(job_id)
     announce_deleted(current_app, job_id, owner_id, change)  # ends the streams that follow it
