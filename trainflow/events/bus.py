@@ -42,6 +42,22 @@ def run_folder(settings: Settings) -> Path:
     return Path(tempfile.gettempdir()) / f"trainflow-{digest}"
 
 
+def private_folder(folder: Path) -> Path:
+    """``folder``, made if needed, refused unless this user alone owns and may enter it.
+
+    A fallback under /tmp has a name others can guess: one made first by another user would
+    let them replace the sockets in it, or read what is sent to them.
+    """
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise RuntimeError(
+            f"{folder} must belong to this user (uid {os.getuid()}) with mode 0700; remove it, or "
+            "choose a shorter TRAINFLOW_DATA_DIR so that the sockets live under it"
+        )
+    return folder
+
+
 def describe(settings: Settings) -> dict[str, Any]:
     """The bus as the supervisor's spec carries it: enough to publish, nothing more."""
     if settings.redis_url:
@@ -65,7 +81,7 @@ class LocalListener:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_folder(self.folder)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

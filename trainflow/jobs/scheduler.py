@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import threading
 from collections import Counter
 from pathlib import Path
@@ -29,6 +28,7 @@ from sqlalchemy import select, update
 from trainflow.db import db, utcnow
 from trainflow.errors import is_disk_full
 from trainflow.events.bus import describe as describe_bus
+from trainflow.events.bus import private_folder, run_folder
 from trainflow.events.record import add_change, record_status
 from trainflow.housekeeping import has_room_to_start
 from trainflow.jobs import environments, sandboxing, service
@@ -51,11 +51,8 @@ EXTENSION = "trainflow.scheduler"
 
 
 def notify_socket_path(settings: Settings) -> Path:
-    """Where the scheduler listens; a short path, since AF_UNIX paths are limited to ~100 bytes."""
-    path = settings.resolved_data_dir / "run" / "notify.sock"
-    if len(str(path)) < 100:
-        return path
-    return Path(tempfile.mkdtemp(prefix="trainflow-")) / "notify.sock"
+    """Where the scheduler listens: beside the bus's sockets, the same path for every process."""
+    return run_folder(settings) / "notify.sock"
 
 
 class JobScheduler:
@@ -329,7 +326,7 @@ def _set_run_running(run_id: str) -> None:
 
 
 def _bind(path: Path) -> socket.socket:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_folder(path.parent)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
