@@ -11,9 +11,10 @@ and sets on every batch, so a wake-up cannot fall between a follower's check and
 A follower that has caught up, served by gevent's pywsgi, hands its socket to the feed
 (:class:`Pushed`): the feed frames each new batch once and writes it to every such socket
 itself, without a wait, a greenlet switch or the WSGI write path per follower, and sends
-their heartbeats. That is what lets one process keep 10,000 followers of a job current. A
-socket that would block (a slow reader), fails (a gone one), or is sent the ``end`` goes back
-to its own greenlet, which finishes the write and carries on as before.
+their heartbeats, framed as the streams frame theirs (:mod:`trainflow.events.framing`). That
+is what lets one process keep 10,000 followers of a job current. A socket that would block
+(a slow reader), fails (a gone one), or is sent the ``end`` goes back to its own greenlet,
+which finishes the write and carries on as before.
 
 The all-jobs stream (every job's status changes) reads a :class:`~trainflow.events.changes.ChangeLog`
 instead: a window of the numbered changes stored in the database, one per process.
@@ -21,7 +22,6 @@ instead: a window of the numbered changes stored in the database, one per proces
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from trainflow.events.bus import Listener, Publisher, listener_for
 from trainflow.events.changes import ChangeLog, ChangeReader
+from trainflow.events.framing import Framing, chunk
 from trainflow.runner.eventlog import END_MARK, EventCursor, last_seq
 
 if TYPE_CHECKING:
@@ -72,20 +73,6 @@ class Pushed:
             self.pending = frame[written:]
             return False
         return True
-
-
-def frame(payload: bytes, is_chunked: bool) -> bytes:
-    """The bytes on the wire for one write of a response body (HTTP/1.1 chunked or not)."""
-    return b"%x\r\n%s\r\n" % (len(payload), payload) if is_chunked else payload
-
-
-def sse_payload(records: list[tuple[int, bytes]]) -> bytes:
-    return b"".join(b"id: %d\ndata: %s\n" % (seq, record) for seq, record in records)
-
-
-def heartbeat_payload(is_sse: bool) -> bytes:
-    line = json.dumps({"type": "heartbeat", "ts": round(time.time(), 3)}, separators=(",", ":")).encode()
-    return b"data: " + line + b"\n\n" if is_sse else line + b"\n"
 
 
 class JobFeed:
@@ -174,8 +161,7 @@ class JobFeed:
             kind = (pushed.is_sse, pushed.is_chunked)
             data = frames.get(kind)
             if data is None:
-                payload = sse_payload(records) if pushed.is_sse else b"".join(r for _, r in records)
-                data = frames[kind] = frame(payload, pushed.is_chunked)
+                data = frames[kind] = chunk(Framing.of(pushed.is_sse).events(records), pushed.is_chunked)
             try:
                 written = write(pushed.fd, data)
             except BlockingIOError:
@@ -204,7 +190,7 @@ class JobFeed:
             kind = (pushed.is_sse, pushed.is_chunked)
             data = frames.get(kind)
             if data is None:
-                data = frames[kind] = frame(heartbeat_payload(pushed.is_sse), pushed.is_chunked)
+                data = frames[kind] = chunk(Framing.of(pushed.is_sse).heartbeat(), pushed.is_chunked)
             if pushed.write(data):
                 pushed.written_at = now
             else:

@@ -3,64 +3,20 @@
 Each is a generator the WSGI server writes out as it yields (chunked). Between batches a
 stream sleeps on its feed's ``changed`` event; after ``heartbeat_s`` of silence it sends a
 heartbeat, which is also when a write to a vanished client fails and the stream is closed.
-
-Two framings of the same events: NDJSON (``application/x-ndjson``, one object per line) and
-Server-Sent Events (``text/event-stream``, ``id:`` = seq, so ``Last-Event-ID`` resumes).
-On a job's stream, events without a seq (heartbeat, resync, deleted) carry no ``id:``; on the
-all-jobs stream every line has one (its heartbeats say how far the stream has come).
+How each is framed (NDJSON or Server-Sent Events) is :mod:`trainflow.events.framing`'s.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trainflow.events.changes import PAGE, Change
+from trainflow.events.changes import PAGE
+from trainflow.events.framing import RETRY, Framing
 from trainflow.events.hub import Hub, Pushed
 from trainflow.runner.eventlog import END_MARK, EventCursor
-
-NDJSON = "application/x-ndjson"
-SSE = "text/event-stream"
-HEADERS = {
-    "Cache-Control": "no-cache, no-transform",
-    "X-Accel-Buffering": "no",  # nginx: do not buffer this response
-    "X-Content-Type-Options": "nosniff",
-}
-
-
-class Framing:
-    def __init__(self, is_sse: bool) -> None:
-        self.is_sse = is_sse
-        self.mimetype = SSE if is_sse else NDJSON
-
-    def events(self, records: list[tuple[int, bytes]]) -> bytes:
-        if not self.is_sse:
-            return b"".join(record for _, record in records)
-        return b"".join(b"id: %d\ndata: %s\n" % (seq, record) for seq, record in records)
-
-    def other(self, event: dict[str, Any]) -> bytes:
-        line = json.dumps(event, separators=(",", ":")).encode() + b"\n"
-        return b"data: " + line + b"\n" if self.is_sse else line
-
-    def heartbeat(self) -> bytes:
-        return self.other({"type": "heartbeat", "ts": round(time.time(), 3)})
-
-    def position(self, seq: int) -> bytes:
-        """The all-jobs stream's heartbeat: how far it has come (SSE: as the id to resume from)."""
-        line = json.dumps(
-            {"type": "heartbeat", "seq": seq, "ts": round(time.time(), 3)}, separators=(",", ":")
-        )
-        if not self.is_sse:
-            return line.encode() + b"\n"
-        return b"id: %d\ndata: %s\n\n" % (seq, line.encode())
-
-    def changes(self, changes: list[Change]) -> bytes:
-        if not self.is_sse:
-            return b"".join(change.line for change in changes)
-        return b"".join(b"id: %d\ndata: %s\n" % (change.seq, change.line) for change in changes)
 
 
 def job_events(
@@ -85,7 +41,7 @@ def job_events(
     feed = hub.follow(job_id, job_dir)
     try:
         if framing.is_sse:
-            yield b"retry: 1000\n\n"
+            yield RETRY
         sent = after
         is_live = False
         cursor: EventCursor | None = None
@@ -93,14 +49,12 @@ def job_events(
         while True:
             changed = feed.changed
             if feed.is_deleted:
-                yield framing.other(
-                    {"type": "deleted", "job_id": job_id, "message": f"Job {job_id} was deleted."}
-                )
+                yield framing.deleted(job_id)
                 return
             batch = feed.since(sent)
             if batch is None:
                 if is_live:
-                    yield framing.other({"type": "resync", "seq": sent})
+                    yield framing.resync(sent)
                     return
                 if cursor is None or cursor.seq != sent:
                     cursor = EventCursor(job_dir, sent)
@@ -119,9 +73,7 @@ def job_events(
                 continue
             is_live = True
             if feed.is_deleted:
-                yield framing.other(
-                    {"type": "deleted", "job_id": job_id, "message": f"Job {job_id} was deleted."}
-                )
+                yield framing.deleted(job_id)
                 return
             if not wrote_any:
                 yield framing.heartbeat()  # the headers go out with the first bytes
@@ -171,7 +123,7 @@ def job_statuses(
             log.refresh()
         sent = log.window.last if after is None else min(after, log.window.last)
         if framing.is_sse:
-            yield b"retry: 1000\n\n"
+            yield RETRY
         yield framing.position(sent)
         written_at = time.monotonic()
         owner_id = None if is_admin else user_id

@@ -9,18 +9,19 @@ from trainflow.accounts.auth import current_principal
 from trainflow.api import endpoint
 from trainflow.db import MAX_ID, db
 from trainflow.errors import BadRequest
+from trainflow.events.framing import HEADERS, NDJSON, SSE, Framing
 from trainflow.events.hub import hub_of
 from trainflow.events.record import ensure_end, job_dir
-from trainflow.events.stream import HEADERS, SSE, Framing, job_events, job_statuses
+from trainflow.events.stream import job_events, job_statuses
+from trainflow.events.types import JobStatus
 from trainflow.jobs import service
-from trainflow.jobs.models import JobStatus
 from trainflow.runner.eventlog import last_seq
 from trainflow.server import HANDLER_KEY
 
 TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
 bp = Blueprint("events", __name__, url_prefix=TRAIN_PREFIX)
 TAG = "events"
-STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
+STREAM_TYPES = (NDJSON, SSE)
 FORMATS = (
     "NDJSON (`application/x-ndjson`), one JSON object per line; Server-Sent Events instead when "
     "the request says `Accept: text/event-stream`. A heartbeat line (`type: heartbeat`, no seq) "
@@ -130,7 +131,7 @@ def all_jobs_stream(query: ChangesQuery) -> Response:
 
 
 def _framing() -> Framing:
-    return Framing(is_sse=SSE in request.headers.get("Accept", ""))
+    return Framing.of(SSE in request.headers.get("Accept", ""))
 
 
 def _last_event_id() -> int | None:
