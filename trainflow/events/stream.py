@@ -8,15 +8,18 @@ How each is framed (NDJSON or Server-Sent Events) is :mod:`trainflow.events.fram
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 from trainflow.events.changes import PAGE
 from trainflow.events.framing import RETRY, Framing
-from trainflow.events.hub import Hub, Pushed
+from trainflow.events.hub import Hub, JobFeed, Pushed
 from trainflow.runner.eventlog import END_MARK, EventCursor
+
+Records = list[tuple[int, bytes]]
 
 
 def job_events(
@@ -40,65 +43,120 @@ def job_events(
     """
     feed = hub.follow(job_id, job_dir)
     try:
-        if framing.is_sse:
+        yield from _Follower(feed, job_id, job_dir, after, framing, heartbeat_s, handler).run()
+    finally:
+        hub.unfollow(job_id, feed)
+
+
+class _Follower:
+    """One response following one job: the last seq it sent, and whether it has caught up."""
+
+    def __init__(
+        self,
+        feed: JobFeed,
+        job_id: int,
+        job_dir: Path,
+        after: int,
+        framing: Framing,
+        heartbeat_s: float,
+        handler: Any,
+    ) -> None:
+        self.feed = feed
+        self.job_id = job_id
+        self.job_dir = job_dir
+        self.framing = framing
+        self.heartbeat_s = heartbeat_s
+        self.handler = handler
+        self.sent = after
+        self.is_live = False
+        self.cursor: EventCursor | None = None
+        self.wrote_any = framing.is_sse  # SSE's retry line sends the headers
+
+    def run(self) -> Iterator[bytes]:
+        """Batch after batch until the end; a resync or the job's deletion ends it too."""
+        if self.framing.is_sse:
             yield RETRY
-        sent = after
-        is_live = False
-        cursor: EventCursor | None = None
-        wrote_any = framing.is_sse
         while True:
-            changed = feed.changed
-            if feed.is_deleted:
-                yield framing.deleted(job_id)
+            changed = self.feed.changed  # before looking, so a batch added meanwhile wakes us
+            if self.feed.is_deleted:
+                yield self.framing.deleted(self.job_id)
                 return
-            batch = feed.since(sent)
+            batch = self._next_batch()
             if batch is None:
-                if is_live:
-                    yield framing.resync(sent)
-                    return
-                if cursor is None or cursor.seq != sent:
-                    cursor = EventCursor(job_dir, sent)
-                batch = cursor.read()
-                if not batch:
-                    feed.refresh()  # the log has nothing beyond the feed: the feed is behind
-                    batch = feed.since(sent) or []
-            else:
-                is_live = True
+                yield self.framing.resync(self.sent)
+                return
             if batch:
-                yield framing.events(batch)
-                wrote_any = True
-                sent = batch[-1][0]
+                yield self.framing.events(batch)
+                self.wrote_any = True
+                self.sent = batch[-1][0]
                 if END_MARK in batch[-1][1]:
                     return
                 continue
-            is_live = True
-            if feed.is_deleted:
-                yield framing.deleted(job_id)
+            self.is_live = True
+            is_ended = yield from self._idle(changed)
+            if is_ended:
                 return
-            if not wrote_any:
-                yield framing.heartbeat()  # the headers go out with the first bytes
-                wrote_any = True
-                continue
-            if handler is not None and handler.headers_sent:
-                pushed = Pushed(handler.socket.fileno(), handler.response_use_chunked, framing.is_sse, sent)
-                if feed.push_to(pushed):
-                    try:
-                        pushed.wake.wait()
-                    finally:
-                        feed.hand_back(pushed)
-                    if pushed.is_dead:
-                        return
-                    if pushed.pending:
-                        handler.socket.sendall(pushed.pending)  # framed already: straight to the socket
-                    sent = pushed.sent
-                    if pushed.is_ended:
-                        return
-                    continue
-            if not changed.wait(heartbeat_s):
-                feed.refresh_if_stale()  # in case a notice was lost
-                yield framing.heartbeat()
-    finally:
-        hub.unfollow(job_id, feed)
+
+    def _next_batch(self) -> Records | None:
+        """The events after ``sent``: live from the feed, else replayed from the log.
+
+        None: the follower is live and the feed no longer holds its next event (resync).
+        """
+        batch = self.feed.since(self.sent)
+        if batch is not None:
+            self.is_live = True
+            return batch
+        if self.is_live:
+            return None
+        return self._replay()
+
+    def _replay(self) -> Records:
+        """The next batch from the job's log, at the client's pace; [] if there is none yet."""
+        if self.cursor is None or self.cursor.seq != self.sent:
+            self.cursor = EventCursor(self.job_dir, self.sent)
+        batch = self.cursor.read()
+        if not batch:
+            self.feed.refresh()  # the log has nothing beyond the feed: the feed is behind
+            batch = self.feed.since(self.sent) or []
+        return batch
+
+    def _idle(self, changed: threading.Event) -> Generator[bytes, None, bool]:
+        """Caught up: wait for more, pushed by the feed or here; True if the stream ends."""
+        if self.feed.is_deleted:
+            yield self.framing.deleted(self.job_id)
+            return True
+        if not self.wrote_any:
+            yield self.framing.heartbeat()  # the headers go out with the first bytes
+            self.wrote_any = True
+            return False
+        if self.handler is not None and self.handler.headers_sent:
+            is_ended = self._hand_over()
+            if is_ended is not None:
+                return is_ended
+        if not changed.wait(self.heartbeat_s):
+            self.feed.refresh_if_stale()  # in case a notice was lost
+            yield self.framing.heartbeat()
+        return False
+
+    def _hand_over(self) -> bool | None:
+        """Let the feed write to the socket until it gives it back; whether the stream ends.
+
+        None: the feed did not take it (the follower is not caught up after all).
+        """
+        handler = self.handler
+        pushed = Pushed(handler.socket.fileno(), handler.response_use_chunked, self.framing.is_sse, self.sent)
+        if not self.feed.push_to(pushed):
+            return None
+        try:
+            pushed.wake.wait()
+        finally:
+            self.feed.hand_back(pushed)
+        if pushed.is_dead:
+            return True
+        if pushed.pending:
+            handler.socket.sendall(pushed.pending)  # framed already: straight to the socket
+        self.sent = pushed.sent
+        return pushed.is_ended
 
 
 def job_statuses(
