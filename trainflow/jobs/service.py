@@ -20,6 +20,7 @@ from trainflow.accounts.models import User
 from trainflow.db import get_by_id, utcnow
 from trainflow.errors import BadRequest, Conflict, NotFound, PermissionDenied
 from trainflow.events.record import add_change, announce_deleted, record_status
+from trainflow.events.types import EventType
 from trainflow.jobs.models import MLFLOW_RUN_STATUS, Job, JobStatus
 from trainflow.jobs.quota import check_jobs_quota
 from trainflow.jobs.sandboxing import ensure_may_run_jobs
@@ -277,7 +278,7 @@ def purge_owner(session: Session, settings: Any, executor: Any, user_id: int) ->
     scripts_owned = session.scalars(select(Script).where(Script.owner_id == user_id)).all()
     session.execute(delete(Job).where(Job.owner_id == user_id))
     session.execute(delete(Script).where(Script.owner_id == user_id))
-    changes = {job.id: add_change(session, job.id, user_id, "deleted") for job in jobs}
+    changes = {job.id: add_change(session, job.id, user_id, EventType.DELETED) for job in jobs}
     session.commit()
     for job in jobs:
         if job.id not in running:  # a running job's supervisor still writes in its folder
