@@ -34,8 +34,27 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(") ")[1].startswith("Z"))
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except FileNotFoundError:
+        return False  # it ended between the two looks
+    return state != "Z"
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether ``ancestor`` is ``pid``'s parent, or its parent's, and so on.
+
+    Tests run side by side (pytest-xdist): a process found by its name or its pid inside a
+    job's namespace may belong to another test's server; this keeps a test to its own.
+    """
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[1])
+        except (FileNotFoundError, IndexError, ValueError):
+            return False
+    return False
 
 
 def wait_for(predicate: Callable[[], object], seconds: float = 20.0) -> None:

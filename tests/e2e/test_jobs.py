@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import alive, wait_for
+from tests.processes import alive, descends_from, wait_for
 
 pytestmark = pytest.mark.e2e
 TRAIN = "/ajax-api/2.0/mlflow/train"
@@ -20,8 +20,9 @@ PASSWORD = "a-users-password"
 
 
 class Api:
-    def __init__(self, url: str, auth: tuple[str, str]) -> None:
+    def __init__(self, url: str, auth: tuple[str, str], server_pid: int | None = None) -> None:
         self.url, self.auth = url, auth
+        self.server_pid = server_pid  # to find the processes of this server's jobs
 
     def call(self, method: str, path: str, **kwargs) -> requests.Response:
         return requests.request(method, f"{self.url}{path}", auth=self.auth, timeout=30, **kwargs)
@@ -75,7 +76,7 @@ def start(server_factory, tmp_path, database_url):
 def api(start):
     server = start()
     requests.post(f"{server.url}/api/register", json={"username": "alice", "password": PASSWORD}, timeout=10)
-    return Api(server.url, ("alice", PASSWORD))
+    return Api(server.url, ("alice", PASSWORD), server.process.pid)
 
 
 TRAIN_PY = """
@@ -203,13 +204,17 @@ def _child_pid(api, job_id):
     while time.monotonic() < deadline:
         for line in api.lines(job_id):
             if line.startswith("child "):
-                return _host_pid(int(line.split()[1]), b"time.sleep(120)")
+                return _host_pid(int(line.split()[1]), b"time.sleep(120)", api.server_pid)
         time.sleep(0.1)
     raise AssertionError("the job never printed its child's pid")
 
 
-def _host_pid(pid: int, marker: bytes) -> int:
-    """The pid, as this test sees it, of the process a sandboxed job knows as ``pid`` (issue 10)."""
+def _host_pid(pid: int, marker: bytes, server_pid: int) -> int:
+    """The pid, as this test sees it, of the process a sandboxed job knows as ``pid`` (issue 10).
+
+    Only among ``server_pid``'s descendants: every sandboxed job has a namespace of its own, so
+    another test's job may know one of its processes by the same pid.
+    """
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -219,7 +224,7 @@ def _host_pid(pid: int, marker: bytes) -> int:
         except OSError:
             continue
         nspids = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
-        if nspids and nspids[-1] == str(pid) and marker in cmdline:
+        if nspids and nspids[-1] == str(pid) and marker in cmdline and descends_from(int(entry), server_pid):
             return int(entry)
     raise AssertionError(f"no process is pid {pid} in a job's namespace")
 
@@ -299,24 +304,28 @@ def test_a_running_job_survives_a_killed_web_process(start, server_factory, tmp_
 
 def test_a_job_whose_supervisor_died_is_lost(start):
     server = start()
-    api = Api(server.url, ADMIN)
+    api = Api(server.url, ADMIN, server.process.pid)
     job = api.submit(SLEEPER)
     child = _child_pid(api, job["job"])
-    supervisor = _supervisor_of(job["job"])
+    supervisor = _supervisor_of(job["job"], server.process.pid)
     os.kill(supervisor, signal.SIGKILL)
     done = api.wait(job["job"], "LOST", "FAILED", "CANCELLED", seconds=30)
     assert done["status"] == "LOST" and "supervisor" in done["reason"]
     wait_for(lambda: not alive(child), 10)
 
 
-def _supervisor_of(job_id):
+def _supervisor_of(job_id, server_pid):
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"trainflow.runner.supervisor" in cmdline and cmdline[-2].endswith(f"/jobs/{job_id}".encode()):
+            if (
+                b"trainflow.runner.supervisor" in cmdline
+                and cmdline[-2].endswith(f"/jobs/{job_id}".encode())
+                and descends_from(int(pid), server_pid)
+            ):
                 return int(pid)
     raise AssertionError("no supervisor process found")
 

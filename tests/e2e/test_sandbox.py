@@ -320,7 +320,7 @@ def _run_attack(root: Path, data: Path, database_url: str, identity: str) -> Ite
         mallory = _register(server.url, "mallory")
         victim = bob.submit(VICTIM)
         victim_ns_pid = int(_lines_until(bob, victim["job"], "victim ").split()[1])
-        victim_pid = _host_pid(victim_ns_pid, b"train.py")
+        victim_pid = _host_pid(victim_ns_pid, b"train.py", server.process.pid)
         victim_job = data / "jobs" / str(victim["job"])
         upload = next(p for p in (data / "uploads").glob("*/original"))
         # The hostile job's own id is the next one.
