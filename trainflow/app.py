@@ -16,7 +16,7 @@ from trainflow.errors import PermissionDenied
 from trainflow.events import views as events_views
 from trainflow.events.record import record_metrics
 from trainflow.jobs import hooks as jobs_hooks
-from trainflow.jobs import sandboxing
+from trainflow.jobs import sandboxing, stream_views
 from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
 from trainflow.meta import bp as meta_bp
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(meta_bp)
     app.register_blueprint(scripts_views.bp)
     app.register_blueprint(jobs_views.bp)
+    app.register_blueprint(stream_views.bp)
     app.register_blueprint(events_views.bp)
     app.register_blueprint(web_views.bp)
     # Run before MLflow's own hooks would touch a store, after its host-header check.

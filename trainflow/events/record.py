@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
 
@@ -27,7 +27,16 @@ if TYPE_CHECKING:
     from flask import Flask
     from sqlalchemy.orm import Session
 
-    from trainflow.jobs.models import Job
+
+class Job(Protocol):
+    """What the event log needs of a job (a row of ``tf_jobs`` has it): events know no job model."""
+
+    id: int
+    owner_id: int
+    status: str
+    reason: str | None
+    exit_code: int | None
+
 
 log = logging.getLogger(__name__)
 # pg_advisory_xact_lock key ("tfchange") held from a change's insert to its commit: on

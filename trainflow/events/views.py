@@ -1,4 +1,8 @@
-"""The live streams: one job's events, and the status changes of every job one may see."""
+"""The status changes of every job one may see, live; and what every stream's view shares.
+
+A job's own stream (``/jobs/<id>/events``) is served by :mod:`trainflow.jobs.stream_views`,
+which checks the job is the caller's: events know no job model.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,7 @@ from trainflow.db import MAX_ID, db
 from trainflow.errors import BadRequest
 from trainflow.events.framing import HEADERS, NDJSON, SSE, Framing
 from trainflow.events.hub import hub_of
-from trainflow.events.record import ensure_end, job_dir
-from trainflow.events.stream import job_events, job_statuses
-from trainflow.events.types import JobStatus
-from trainflow.jobs import service
-from trainflow.runner.eventlog import last_seq
-from trainflow.server import HANDLER_KEY
+from trainflow.events.stream import job_statuses
 
 TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
 bp = Blueprint("events", __name__, url_prefix=TRAIN_PREFIX)
@@ -27,18 +26,6 @@ FORMATS = (
     "the request says `Accept: text/event-stream`. A heartbeat line (`type: heartbeat`, no seq) "
     "follows every silence of TRAINFLOW_STREAM_HEARTBEAT_SECONDS."
 )
-
-
-class EventsQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    after: int | None = Field(
-        default=None,
-        ge=0,
-        le=MAX_ID,
-        description="Send only the events after this seq (the last one received). "
-        "Default: every event from the start; with SSE, the `Last-Event-ID` header.",
-    )
 
 
 class ChangesQuery(BaseModel):
@@ -53,45 +40,6 @@ class ChangesQuery(BaseModel):
         "header; without either, from now on (the first line says where that is). A seq beyond "
         "the newest change counts as the newest.",
     )
-
-
-@endpoint(
-    bp,
-    "/jobs/<int:job_id>/events",
-    "GET",
-    summary="Follow a job live: status, log lines, metrics, progress, until its end",
-    tag=TAG,
-    query=EventsQuery,
-    errors=(400, 401, 404),
-    responses={204: "The job has ended and nothing comes after `after`: do not reconnect."},
-    media_types=STREAM_TYPES,
-    description="Every event of the job in order, each with `seq` (1, 2, 3 ...), `type` and `ts`: "
-    "`status`, `log`, `metric`, `progress` and finally `end`, after which the response ends. "
-    "Stored events come first, then live ones, with no gap and no repeat. A follower that falls "
-    'too far behind gets `{"type": "resync", "seq": N}` and should reconnect with '
-    '`after=N`; a job deleted meanwhile ends the stream with `{"type": "deleted"}`. ' + FORMATS,
-)
-def job_events_stream(job_id: int, query: EventsQuery) -> Response:
-    job = service.get_job(db.session, current_principal(), job_id)
-    framing = _framing()
-    after = query.after if query.after is not None else (_last_event_id() or 0)
-    settings = current_app.config["TRAINFLOW"]
-    if JobStatus(job.status).is_finished:
-        ensure_end(current_app, job)  # normally there already; not if the server stopped meanwhile
-        if after >= last_seq(job_dir(current_app, job.id))[0]:
-            # Nothing will come after that: 204 also tells an EventSource not to reconnect.
-            db.session.remove()
-            return Response(status=204)
-    stream = job_events(
-        hub_of(current_app),
-        job.id,
-        job_dir(current_app, job.id),
-        after,
-        framing,
-        settings.stream_heartbeat_seconds,
-        request.environ.get(HANDLER_KEY),
-    )
-    return _streaming(stream, framing)
 
 
 @endpoint(
@@ -116,8 +64,8 @@ def job_events_stream(job_id: int, query: EventsQuery) -> Response:
 )
 def all_jobs_stream(query: ChangesQuery) -> Response:
     principal = current_principal()
-    framing = _framing()
-    after = query.after if query.after is not None else _last_event_id()
+    framing = request_framing()
+    after = query.after if query.after is not None else last_event_id()
     settings = current_app.config["TRAINFLOW"]
     stream = job_statuses(
         hub_of(current_app),
@@ -127,14 +75,15 @@ def all_jobs_stream(query: ChangesQuery) -> Response:
         framing,
         settings.stream_heartbeat_seconds,
     )
-    return _streaming(stream, framing)
+    return streaming_response(stream, framing)
 
 
-def _framing() -> Framing:
+def request_framing() -> Framing:
+    """NDJSON, or Server-Sent Events when the request accepts them."""
     return Framing.of(SSE in request.headers.get("Accept", ""))
 
 
-def _last_event_id() -> int | None:
+def last_event_id() -> int | None:
     raw = request.headers.get("Last-Event-ID", "").strip()
     if not raw:
         return None
@@ -143,7 +92,7 @@ def _last_event_id() -> int | None:
     return int(raw)
 
 
-def _streaming(stream: object, framing: Framing) -> Response:
+def streaming_response(stream: object, framing: Framing) -> Response:
     response = Response(stream, mimetype=framing.mimetype, direct_passthrough=True)
     response.headers.update(HEADERS)
     db.session.remove()  # the stream may last hours: give the connection back to the pool now
