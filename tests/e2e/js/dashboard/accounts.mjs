@@ -28,8 +28,10 @@ export default async function accounts({ page, options, step, shot }) {
   await row.waitFor();
 
   step("changes their role, which survives a reload");
+  // Listen before the change: a fast answer could come before a wait set up after it.
+  const saved = page.waitForResponse((r) => r.url().includes("/api/users/") && r.request().method() === "PATCH");
   await row.getByLabel(`Role of ${newUser}`).selectOption("admin");
-  await page.waitForResponse((r) => r.url().includes("/api/users/") && r.request().method() === "PATCH");
+  await saved;
   await page.reload();
   result.roleAfterReload = await row.getByLabel(`Role of ${newUser}`).inputValue();
   result.ownDeleteHidden = await page.locator('#users tr[data-user="admin"] button').isHidden();
