@@ -165,6 +165,16 @@ def test_a_strangers_failures_do_not_lock_the_victim_out_elsewhere(app, client, 
     assert client.get("/api/me", headers=alice.basic, environ_base=VICTIM).status_code == 200
 
 
+def test_a_locked_pair_is_refused_its_right_password_even_from_the_cache(app, client, alice):
+    """A sign-in that takes the password from the cache must not tell a locked-out guesser it was right."""
+    assert login(client, "alice", PASSWORD).status_code == 200  # verified: now in the cache
+    for _ in range(app.config["TRAINFLOW"].login_attempts):
+        assert login(client, "alice", WRONG).status_code == 401
+    assert login(client, "alice", PASSWORD).status_code == 429
+    assert login(client, "alice", WRONG).status_code == 429
+    assert login(client, "alice", PASSWORD, VICTIM).status_code == 200
+
+
 def test_a_verified_basic_client_keeps_working_while_its_address_is_locked(app, client, alice):
     assert client.get("/api/me", headers=alice.basic, environ_base=STRANGER).status_code == 200
     for _ in range(app.config["TRAINFLOW"].login_attempts):

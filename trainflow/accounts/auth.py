@@ -177,7 +177,8 @@ def recall_password(username: str, password: str) -> User | None:
 
     The same cache as Basic credentials': a person who signs up and signs in at once, or signs
     in again from a new tab, costs one hash, not one each time. A wrong password is never in
-    it, so guesses still meet the hash and the failed-login limits.
+    it, so guesses still meet the hash and the failed-login limits; and a pair (username,
+    client) locked by failed guesses gets its 429 for the right password too.
     """
     if ":" in username:
         return None
@@ -186,6 +187,7 @@ def recall_password(username: str, password: str) -> User | None:
     principal = state.cache.get(key) or _renew(state.cache, key, state.epoch.current())
     if principal is None:
         return None
+    state.limiter.refuse_if_locked(username, addresses.limit_key(client_address()))
     user = db.session.get(User, principal.user_id)
     return user if user is not None and user.public_id == principal.public_id else None
 

@@ -237,10 +237,32 @@ class LoginLimiter:
         self._known: OrderedDict[tuple[bytes, str], float] = OrderedDict()
         self._lock = threading.Lock()
 
+    def refuse_if_locked(self, username: str, address: str) -> None:
+        """Raise :class:`TooManyRequests` if this pair has met its failed-login limit.
+
+        For a sign-in whose password is taken from the cache, which costs no check: a locked
+        pair must get the same 429 for its right password as for a wrong one, or the cache
+        would tell a guesser which guess was right.
+        """
+        key = self._key(username, address)
+        now = time.monotonic()
+        with self._lock:
+            pair = self._pairs.get(key)
+            if pair is None:
+                return
+            pair.prune(now - self._window)
+            if len(pair.failures) >= self._attempts:
+                wait = pair.failures[0] + self._window - now
+                raise _too_many("Too many failed logins for this username from your address", wait)
+
+    @staticmethod
+    def _key(username: str, address: str) -> tuple[bytes, str]:
+        # A digest: a Basic header may carry a username of kilobytes, and keys are kept.
+        return (hashlib.sha256(username.casefold().encode("utf-8", "surrogatepass")).digest(), address)
+
     def reserve(self, username: str, address: str) -> LoginAttempt:
         """Take one check for this pair and address, or raise :class:`TooManyRequests`."""
-        # A digest: a Basic header may carry a username of kilobytes, and keys are kept.
-        key = (hashlib.sha256(username.casefold().encode("utf-8", "surrogatepass")).digest(), address)
+        key = self._key(username, address)
         now = time.monotonic()
         with self._lock:
             pair = self._pairs.get(key)
