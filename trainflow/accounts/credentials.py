@@ -244,16 +244,18 @@ class LoginLimiter:
         pair must get the same 429 for its right password as for a wrong one, or the cache
         would tell a guesser which guess was right.
         """
-        key = self._key(username, address)
         now = time.monotonic()
         with self._lock:
-            pair = self._pairs.get(key)
-            if pair is None:
-                return
-            pair.prune(now - self._window)
-            if len(pair.failures) >= self._attempts:
-                wait = pair.failures[0] + self._window - now
-                raise _too_many("Too many failed logins for this username from your address", wait)
+            pair = self._pairs.get(self._key(username, address))
+            if pair is not None:
+                pair.prune(now - self._window)
+                self._refuse_locked(pair, now)
+
+    def _refuse_locked(self, pair: _PairCount, now: float) -> None:
+        """Raise while ``pair`` (pruned) holds as many failures as the window allows."""
+        if len(pair.failures) >= self._attempts:
+            wait = pair.failures[0] + self._window - now
+            raise _too_many("Too many failed logins for this username from your address", wait)
 
     @staticmethod
     def _key(username: str, address: str) -> tuple[bytes, str]:
@@ -270,10 +272,7 @@ class LoginLimiter:
                 pair.prune(now - self._window)
                 if len(pair.failures) + pair.pending >= self._attempts:
                     # Checks still running will end within seconds; failures only with the window.
-                    is_locked = len(pair.failures) >= self._attempts
-                    if is_locked:
-                        wait = pair.failures[0] + self._window - now
-                        raise _too_many("Too many failed logins for this username from your address", wait)
+                    self._refuse_locked(pair, now)
                     raise _too_many(
                         "Too many sign-ins for this username from your address are being checked at once",
                         1.0,
