@@ -24,6 +24,10 @@ from trainflow.jobs.scheduler import JobScheduler
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="signals and /proc are POSIX")
 
 CANCEL = "/ajax-api/2.0/mlflow/train/jobs/{}/cancel"
+NO_HANDLER_YET = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_DFL); "
+    "print('ready', flush=True); time.sleep(60)"
+)
 
 
 def _running_job(app, client, user, settings, supervisor_pid: int | None = None) -> int:
@@ -59,9 +63,13 @@ def test_a_supervisor_killed_by_the_cancel_before_its_handler_is_set_ends_cancel
 ):
     job_id = _running_job(app, client, alice, settings)
     # A process in the supervisor's place that has no SIGTERM handler yet: the signal kills it.
+    # (It sets the default action itself: a process started with SIGTERM ignored passes that on.)
     job_dir = settings.jobs_dir / str(job_id)
-    starting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(job_dir)])
+    starting = subprocess.Popen(
+        [sys.executable, "-c", NO_HANDLER_YET, str(job_dir)], stdout=subprocess.PIPE, text=True
+    )
     try:
+        assert starting.stdout.readline() == "ready\n"
         with app.app_context():
             db.session.get(Job, job_id).supervisor_pid = starting.pid
             db.session.commit()
@@ -69,6 +77,8 @@ def test_a_supervisor_killed_by_the_cancel_before_its_handler_is_set_ends_cancel
         assert starting.wait(timeout=10) == -15
     finally:
         starting.kill()
+        starting.wait()
+        starting.stdout.close()
     job = _observe(app, JobScheduler(app, settings), job_id)
     assert job.status == JobStatus.CANCELLED.value, job.reason
     assert job.reason == "Cancelled."
