@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import PASSWORD, dispose
+from tests.conftest import PASSWORD, basic_auth, dispose
 from trainflow.accounts import passwords
 from trainflow.accounts.addresses import client_address, limit_key, parse_networks
 from trainflow.accounts.credentials import LoginLimiter
@@ -180,6 +180,18 @@ def test_a_verified_basic_client_keeps_working_while_its_address_is_locked(app, 
     for _ in range(app.config["TRAINFLOW"].login_attempts):
         login(client, "alice", WRONG)
     assert client.get("/api/me", headers=alice.basic, environ_base=STRANGER).status_code == 200
+
+
+def test_a_cached_basic_credential_tells_a_guesser_at_another_address_nothing(app, client, alice):
+    """alice's own client (VICTIM) has her password cached; a guesser (STRANGER) locks himself out."""
+    assert client.get("/api/me", headers=alice.basic, environ_base=VICTIM).status_code == 200
+    for _ in range(app.config["TRAINFLOW"].login_attempts):
+        login(client, "alice", WRONG)
+    right = client.get("/api/me", headers=alice.basic, environ_base=STRANGER)
+    wrong = client.get("/api/me", headers=basic_auth("alice", WRONG), environ_base=STRANGER)
+    assert (right.status_code, wrong.status_code) == (429, 429)
+    assert right.json["error_code"] == wrong.json["error_code"]
+    assert client.get("/api/me", headers=alice.basic, environ_base=VICTIM).status_code == 200
 
 
 def test_spraying_random_usernames_runs_out_of_the_address_budget(make_app, alice):

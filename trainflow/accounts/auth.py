@@ -147,10 +147,21 @@ def refund_anonymous_hash(key: str) -> None:
 
 def _from_basic(credential: str) -> Principal:
     state = auth_state()
+    username, password = _decode_basic(credential)
     key = CredentialCache.key("Basic " + credential)
-    principal = state.cache.get(key)
+    address = addresses.limit_key(client_address())
+    epoch = state.epoch.current()
+    principal = state.cache.get(key) or _renew(state.cache, key, epoch)
     if principal is not None:
+        _refuse_a_new_address_if_locked(state, key, username, address)
         return principal
+    user = check_password_login(username, password)
+    principal = Principal(user.id, user.username, user.is_admin, public_id=user.public_id)
+    state.cache.put(key, principal, epoch, CredentialCache.proof(user.password_hash), address)
+    return principal
+
+
+def _decode_basic(credential: str) -> tuple[str, str]:
     try:
         decoded = base64.b64decode(credential, validate=True)
     except (binascii.Error, ValueError):
@@ -162,14 +173,21 @@ def _from_basic(credential: str) -> Principal:
     username, separator, password = text.partition(":")
     if not separator or not username or "\x00" in text:
         raise Unauthenticated("The Basic credential must be `username:password`.")
-    epoch = state.epoch.current()
-    renewed = _renew(state.cache, key, epoch)
-    if renewed is not None:
-        return renewed
-    user = check_password_login(username, password)
-    principal = Principal(user.id, user.username, user.is_admin, public_id=user.public_id)
-    state.cache.put(key, principal, epoch, CredentialCache.proof(user.password_hash))
-    return principal
+    return username, password
+
+
+def _refuse_a_new_address_if_locked(state: AuthState, key: bytes, username: str, address: str) -> None:
+    """A cached credential used from a client it was not used from before meets the lock.
+
+    A client that verified the credential keeps working while its (username, address) pair
+    is locked by someone's wrong guesses. From any other address a right password must get
+    the same 429 as a wrong one, or the cache would tell a locked-out guesser which guess was
+    right (the cache costs no hash, so it is asked at no cost).
+    """
+    if state.cache.used_from(key, address):
+        return
+    state.limiter.refuse_if_locked(username, address)
+    state.cache.add_address(key, address)
 
 
 def recall_password(username: str, password: str) -> User | None:
@@ -208,7 +226,8 @@ def remember_password(username: str, password: str, user: User, epoch: int) -> N
         return  # no Basic header can carry it
     principal = Principal(user.id, user.username, user.is_admin, public_id=user.public_id)
     proof = CredentialCache.proof(user.password_hash)
-    auth_state().cache.put(_basic_key(username, password), principal, epoch, proof)
+    address = addresses.limit_key(client_address())
+    auth_state().cache.put(_basic_key(username, password), principal, epoch, proof, address)
 
 
 def current_epoch() -> int:

@@ -92,6 +92,16 @@ class _file_lock:  # noqa: N801 - used as a context manager
             os.close(self._fd)
 
 
+@dataclass
+class _Entry:
+    principal: Principal
+    epoch: int
+    expires: float
+    proof: bytes | None
+    # Client addresses (limit keys) the credential was verified or accepted from.
+    addresses: set[str] = field(default_factory=set)
+
+
 class CredentialCache:
     """Bounded LRU of verified credentials, trusted only under the epoch they were stored in.
 
@@ -100,13 +110,20 @@ class CredentialCache:
     the same epoch, and the caller renews it if the account's stored hash is still that one: a
     password that verified against a hash verifies against it again, so a database read
     replaces a new argon2 run (every Basic client would otherwise cost a hash a minute).
+
+    An entry also remembers the client addresses it was used from (up to
+    ``MAX_ADDRESSES``), so that a client keeps working while a guesser elsewhere, or at its
+    own address, has locked the username, while a hit from any other address is checked
+    against the lock like a guess (see ``trainflow.accounts.auth``).
     """
+
+    MAX_ADDRESSES = 8
 
     def __init__(self, epoch: AuthEpoch, ttl_seconds: float, max_entries: int) -> None:
         self._epoch = epoch
         self._ttl = ttl_seconds
         self._max = max_entries
-        self._entries: OrderedDict[bytes, tuple[Principal, int, float, bytes | None]] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -123,28 +140,60 @@ class CredentialCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        principal, epoch, expires, proof = entry
-        if epoch != self._epoch.current() or (time.monotonic() >= expires and proof is None):
+        is_spent = time.monotonic() >= entry.expires and entry.proof is None
+        if entry.epoch != self._epoch.current() or is_spent:
             self._entries.pop(key, None)
             return None
-        return principal if time.monotonic() < expires else None
+        return entry.principal if time.monotonic() < entry.expires else None
 
     def renewable(self, key: bytes) -> tuple[Principal, bytes] | None:
         """An entry whose time is up, with its proof, if it was stored under the current epoch."""
         entry = self._entries.get(key)
-        if entry is None or entry[3] is None or entry[1] != self._epoch.current():
+        if entry is None or entry.proof is None or entry.epoch != self._epoch.current():
             return None
-        return entry[0], entry[3]
+        return entry.principal, entry.proof
 
-    def put(self, key: bytes, principal: Principal, epoch: int, proof: bytes | None = None) -> None:
-        """Remember ``principal``; ``epoch`` is the one read *before* verifying the credential."""
+    def put(
+        self,
+        key: bytes,
+        principal: Principal,
+        epoch: int,
+        proof: bytes | None = None,
+        address: str | None = None,
+    ) -> None:
+        """Remember ``principal``; ``epoch`` is the one read *before* verifying the credential.
+
+        ``address`` is the client's that the credential was verified from; the addresses of
+        an entry it renews (same account, same epoch) are kept.
+        """
         if self._ttl <= 0:
             return
         with self._lock:
-            self._entries[key] = (principal, epoch, time.monotonic() + self._ttl, proof)
+            previous = self._entries.get(key)
+            addresses: set[str] = set()
+            if (
+                previous is not None
+                and previous.epoch == epoch
+                and previous.principal.public_id == principal.public_id
+            ):
+                addresses = previous.addresses
+            if address is not None and len(addresses) < self.MAX_ADDRESSES:
+                addresses.add(address)
+            self._entries[key] = _Entry(principal, epoch, time.monotonic() + self._ttl, proof, addresses)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
+
+    def used_from(self, key: bytes, address: str) -> bool:
+        """Whether the entry was verified or accepted from ``address`` before."""
+        entry = self._entries.get(key)
+        return entry is not None and address in entry.addresses
+
+    def add_address(self, key: bytes, address: str) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and len(entry.addresses) < self.MAX_ADDRESSES:
+                entry.addresses.add(address)
 
     def forget_all(self) -> None:
         """Invalidate every process's cache (this one's at once, the others' on their next read)."""
