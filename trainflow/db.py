@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, MetaData, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Session, scoped_session
 from sqlalchemy.types import TypeDecorator
 
 T = TypeVar("T")
@@ -35,9 +35,9 @@ db = SQLAlchemy(model_class=Base)
 MAX_ID = 2**63 - 1  # the largest integer key any of our databases stores
 
 
-def get_by_id(session: Any, model: type[T], row_id: int) -> T | None:
+def get_by_id(session: Session | scoped_session[Any], model: type[T], row_id: int) -> T | None:
     """``session.get``, except that an id no database could hold is not found rather than an error."""
-    return session.get(model, row_id) if 0 < row_id <= MAX_ID else None  # type: ignore[no-any-return]
+    return session.get(model, row_id) if 0 < row_id <= MAX_ID else None
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -251,7 +251,7 @@ def sweep_at_start(app: Flask) -> Swept:
     grace = 0.0 if settings.run_jobs else float(settings.debris_grace_seconds)
     with app.app_context():
         try:
-            return sweep_logged(settings, db.session, grace, "at start-up")
+            return sweep_logged(settings, db.session(), grace, "at start-up")
         finally:
             db.session.remove()
 
@@ -281,7 +281,10 @@ class Sweeper:
             with self.app.app_context():
                 try:
                     sweep_logged(
-                        self.settings, db.session, float(self.settings.debris_grace_seconds), "periodic sweep"
+                        self.settings,
+                        db.session(),
+                        float(self.settings.debris_grace_seconds),
+                        "periodic sweep",
                     )
                 except Exception:
                     log.exception("The debris sweep failed; it will try again")

@@ -16,7 +16,7 @@ ADMIN_USERNAME = "admin"
 
 def ensure_admin(settings: Settings) -> str | None:
     """Create ``admin`` when there are no users; return its password if it was generated."""
-    if service.count_users(db.session) > 0:
+    if service.count_users(db.session()) > 0:
         return None
     if settings.admin_password:
         try:
@@ -24,5 +24,5 @@ def ensure_admin(settings: Settings) -> str | None:
         except ValueError as e:
             raise ConfigError(f"TRAINFLOW_ADMIN_PASSWORD {e}.") from None
     password = settings.admin_password or secrets.token_urlsafe(16)
-    service.create_user(db.session, username=ADMIN_USERNAME, password=password, role=Role.ADMIN.value)
+    service.create_user(db.session(), username=ADMIN_USERNAME, password=password, role=Role.ADMIN.value)
     return None if settings.admin_password else password

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Blueprint, Response, current_app, request, url_for
 
@@ -29,6 +29,10 @@ from trainflow.accounts.signals import user_deleting
 from trainflow.api import endpoint, json_response
 from trainflow.db import db
 from trainflow.errors import PermissionDenied, Unauthenticated, ValidationFailed
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from werkzeug.local import LocalProxy
 
 bp = Blueprint("accounts", __name__, url_prefix="/api")
 TAG = "accounts"
@@ -88,7 +92,7 @@ def register(body: RegisterRequest) -> Response:
     budget = auth.charge_anonymous_hash()
     epoch = auth.current_epoch()
     try:
-        user = service.create_user(db.session, **body.model_dump())
+        user = service.create_user(db.session(), **body.model_dump())
     except Exception:
         auth.refund_anonymous_hash(budget)
         raise
@@ -133,7 +137,7 @@ def refresh_token(body: RefreshRequest) -> Response:
     if not token:
         raise Unauthenticated("Send the refresh token as `refresh_token` or `Authorization: Bearer`.")
     principal = auth.principal_from_refresh_token(token)
-    user = service.get_user(db.session, principal.user_id)
+    user = service.get_user(db.session(), principal.user_id)
     access, expires_in = auth.issue_access_token(user)
     return json_response(AccessToken(access_token=access, expires_in=expires_in))
 
@@ -156,7 +160,7 @@ def _bearer_from_header() -> str | None:
 def logout(body: LogoutRequest) -> Response:
     principal = auth.current_principal()
     if body.all:
-        user = service.get_user(db.session, principal.user_id)
+        user = service.get_user(db.session(), principal.user_id)
         user.token_version += 1
         db.session.commit()
         auth.forget_credentials()
@@ -170,7 +174,7 @@ def logout(body: LogoutRequest) -> Response:
 
 @endpoint(bp, "/me", "GET", summary="The signed-in user", tag=TAG, response=UserOut, errors=(401,))
 def me() -> Response:
-    return json_response(user_out(service.get_user(db.session, auth.current_principal().user_id)))
+    return json_response(user_out(service.get_user(db.session(), auth.current_principal().user_id)))
 
 
 @endpoint(
@@ -186,7 +190,7 @@ def me() -> Response:
 def change_password(body: ChangePasswordRequest) -> Response:
     principal = auth.current_principal()
     user = auth.check_password_login(principal.username, body.old_password)
-    service.change_password(db.session, user, body.new_password)
+    service.change_password(db.session(), user, body.new_password)
     auth.forget_credentials()
     # Fresh tokens, so the session that changed the password carries on.
     return json_response(_token_pair(user))
@@ -203,7 +207,7 @@ def change_password(body: ChangePasswordRequest) -> Response:
     errors=(400, 401),
 )
 def list_users(query: PageQuery) -> Response:
-    total, users = service.list_users(db.session, query.page, query.size)
+    total, users = service.list_users(db.session(), query.page, query.size)
     page = UserPage(total=total, page=query.page, size=query.size, list=[user_view(u) for u in users])
     return json_response(page)
 
@@ -222,14 +226,14 @@ def list_users(query: PageQuery) -> Response:
 def create_user(body: CreateUserRequest) -> Response:
     if not auth.current_principal().is_admin:
         raise PermissionDenied("Only an admin can create users; others register at /api/register.")
-    return _created(service.create_user(db.session, **body.model_dump()))
+    return _created(service.create_user(db.session(), **body.model_dump()))
 
 
 @endpoint(
     bp, "/users/<int:user_id>", "GET", summary="One user", tag=TAG, response=UserView, errors=(401, 404)
 )
 def get_user(user_id: int) -> Response:
-    return json_response(user_view(service.get_user(db.session, user_id)))
+    return json_response(user_view(service.get_user(db.session(), user_id)))
 
 
 @endpoint(
@@ -274,9 +278,9 @@ def raise_invalid(field: str) -> None:
 
 def _update(user_id: int, changes: dict[str, Any]) -> Response:
     _require_self_or_admin(user_id, "change")
-    user = service.get_user(db.session, user_id)
+    user = service.get_user(db.session(), user_id)
     principal = auth.current_principal()
-    if service.update_user(db.session, user, changes, acting_admin=principal.is_admin):
+    if service.update_user(db.session(), user, changes, acting_admin=principal.is_admin):
         if "role" in changes or "username" in changes:
             auth.forget_credentials()
     return json_response(user_out(user))
@@ -293,9 +297,11 @@ def _update(user_id: int, changes: dict[str, Any]) -> Response:
 )
 def delete_user(user_id: int) -> Response:
     _require_self_or_admin(user_id, "delete")
-    user = service.get_user(db.session, user_id)
-    service.ensure_not_last_admin(db.session, user)
-    user_deleting.send(current_app._get_current_object(), user_id=user.id)  # what they own goes first
-    service.delete_user(db.session, user)
+    user = service.get_user(db.session(), user_id)
+    service.ensure_not_last_admin(db.session(), user)
+    # current_app is typed as the Flask app it stands for; the signal's sender is that app itself.
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
+    user_deleting.send(app, user_id=user.id)  # what they own goes first
+    service.delete_user(db.session(), user)
     auth.forget_credentials()
     return Response(status=204)

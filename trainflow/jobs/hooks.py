@@ -27,10 +27,10 @@ def _purge_owner(app: Flask, user_id: int, **_: Any) -> None:
     from trainflow.jobs.scheduler import executor_for
     from trainflow.jobs.service import purge_owner
 
-    purge_owner(db.session, app.config["TRAINFLOW"], executor_for(app), user_id)
+    purge_owner(db.session(), app.config["TRAINFLOW"], executor_for(app), user_id)
 
 
 def _keep_used_script(app: Flask, script_id: int, **_: Any) -> None:
     from trainflow.jobs.service import ensure_script_unused
 
-    ensure_script_unused(db.session, script_id)
+    ensure_script_unused(db.session(), script_id)

@@ -57,7 +57,7 @@ class EventsQuery(BaseModel):
     '`after=N`; a job deleted meanwhile ends the stream with `{"type": "deleted"}`. ' + FORMATS,
 )
 def job_events_stream(job_id: int, query: EventsQuery) -> Response:
-    job = service.get_job(db.session, current_principal(), job_id)
+    job = service.get_job(db.session(), current_principal(), job_id)
     framing = request_framing()
     after = query.after if query.after is not None else (last_event_id() or 0)
     settings = current_app.config["TRAINFLOW"]

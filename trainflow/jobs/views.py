@@ -15,9 +15,10 @@ from trainflow.errors import BadRequest
 from trainflow.events.record import add_change, announce_deleted
 from trainflow.events.types import EventType
 from trainflow.jobs import service
+from trainflow.jobs.local import LocalExecutor
 from trainflow.jobs.logs import complete_lines
 from trainflow.jobs.models import Job, JobStatus
-from trainflow.jobs.scheduler import EXTENSION, LocalExecutor, executor_for, wake_scheduler
+from trainflow.jobs.scheduler import EXTENSION, executor_for, wake_scheduler
 from trainflow.jobs.schemas import JobListQuery, JobOut, JobPage, LogLine, LogPage, LogQuery, SubmitJobRequest
 from trainflow.settings import Settings
 
@@ -27,18 +28,19 @@ TAG = "jobs"
 
 
 def _settings() -> Settings:
-    return current_app.config["TRAINFLOW"]  # type: ignore[no-any-return]
+    settings: Settings = current_app.config["TRAINFLOW"]
+    return settings
 
 
 def _executor() -> LocalExecutor:
-    return executor_for(current_app)  # type: ignore[arg-type]
+    return executor_for(current_app)
 
 
 def jobs_out(jobs: list[Job]) -> list[JobOut]:
-    users = service.usernames(db.session, jobs)
-    scripts = service.script_names(db.session, jobs)
+    users = service.usernames(db.session(), jobs)
+    scripts = service.script_names(db.session(), jobs)
     positions = (
-        service.queue_positions(db.session) if any(j.status == JobStatus.QUEUED.value for j in jobs) else {}
+        service.queue_positions(db.session()) if any(j.status == JobStatus.QUEUED.value for j in jobs) else {}
     )
     out = []
     for job in jobs:
@@ -48,9 +50,9 @@ def jobs_out(jobs: list[Job]) -> list[JobOut]:
         out.append(
             JobOut(
                 job=job.id,
-                status=job.status,
+                status=JobStatus(job.status).value,
                 reason=job.reason,
-                exit_code=job.exit_code,  # type: ignore[arg-type]
+                exit_code=job.exit_code,
                 queue_position=positions.get(job.id),
                 user=users.get(job.owner_id, ""),
                 script_id=job.script_id,
@@ -95,9 +97,9 @@ def submit(body: SubmitJobRequest) -> Response:
             f"timeout_s: at most {settings.job_max_seconds} s on this server (TRAINFLOW_JOB_MAX_SECONDS)."
         )
     job = service.submit(
-        db.session, current_principal(), body, current_app.extensions["trainflow.mlflow_authorizer"]
+        db.session(), current_principal(), body, current_app.extensions["trainflow.mlflow_authorizer"]
     )
-    wake_scheduler(current_app)  # type: ignore[arg-type]
+    wake_scheduler(current_app)
     response = json_response(jobs_out([job])[0], 201)
     response.headers["Location"] = f"{TRAIN_PREFIX}/jobs/{job.id}"
     return response
@@ -115,14 +117,14 @@ def submit(body: SubmitJobRequest) -> Response:
 )
 def list_jobs(query: JobListQuery) -> Response:
     total, jobs = service.list_jobs(
-        db.session, current_principal(), query.page, query.size, query.status, query.user
+        db.session(), current_principal(), query.page, query.size, query.status, query.user
     )
     return json_response(JobPage(total=total, page=query.page, size=query.size, list=jobs_out(jobs)))
 
 
 @endpoint(bp, "/jobs/<int:job_id>", "GET", summary="One job", tag=TAG, response=JobOut, errors=(401, 404))
 def get_job(job_id: int) -> Response:
-    return json_response(jobs_out([service.get_job(db.session, current_principal(), job_id)])[0])
+    return json_response(jobs_out([service.get_job(db.session(), current_principal(), job_id)])[0])
 
 
 @endpoint(
@@ -138,10 +140,12 @@ def get_job(job_id: int) -> Response:
     "group), then SIGKILL after the grace period. Cancelling a finished job changes nothing.",
 )
 def cancel(job_id: int) -> Response:
-    job = service.get_job(db.session, current_principal(), job_id)
+    job = service.get_job(db.session(), current_principal(), job_id)
     scheduler = current_app.extensions.get(EXTENSION)
     if job.status == JobStatus.QUEUED.value:
-        service.finish(db.session, job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled while queued.")
+        service.finish(
+            db.session(), job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled while queued."
+        )
     elif job.status == JobStatus.RUNNING.value:
         _executor().cancel(job.id, job.supervisor_pid)
         if scheduler is not None:
@@ -159,11 +163,11 @@ def cancel(job_id: int) -> Response:
     errors=(401, 404, 409),
 )
 def delete_job(job_id: int) -> Response:
-    job = service.get_job(db.session, current_principal(), job_id)
+    job = service.get_job(db.session(), current_principal(), job_id)
     service.ensure_deletable(job)
     owner_id = job.owner_id
     db.session.delete(job)
-    change = add_change(db.session, job_id, owner_id, EventType.DELETED)
+    change = add_change(db.session(), job_id, owner_id, EventType.DELETED)
     db.session.commit()
     _executor().remove(job_id)
     announce_deleted(current_app, job_id, owner_id, change)  # ends the streams that follow it
@@ -181,8 +185,8 @@ def delete_job(job_id: int) -> Response:
     errors=(400, 401, 404),
 )
 def logs(job_id: int, query: LogQuery) -> Response:
-    job = service.get_job(db.session, current_principal(), job_id)
-    lines = []
+    job = service.get_job(db.session(), current_principal(), job_id)
+    lines: list[LogLine] = []
     for raw in complete_lines(_log_path(job.id), query.offset):
         if len(lines) >= query.limit:
             break
@@ -204,7 +208,7 @@ def logs(job_id: int, query: LogQuery) -> Response:
     media_types=("text/plain",),
 )
 def download_logs(job_id: int) -> Response:
-    job = service.get_job(db.session, current_principal(), job_id)
+    job = service.get_job(db.session(), current_principal(), job_id)
     path = _log_path(job.id)  # read now: the generator runs after the request context is gone
 
     def generate() -> Iterator[bytes]:

@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, cast
 
 from flask import Blueprint, Response, current_app, request, send_file
 
@@ -24,6 +25,10 @@ from trainflow.scripts.schemas import ScriptOut, ScriptPage, UploadForm
 from trainflow.scripts.signals import script_deleting
 from trainflow.settings import Settings
 
+if TYPE_CHECKING:
+    from flask import Flask
+    from werkzeug.local import LocalProxy
+
 log = logging.getLogger(__name__)
 TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
 bp = Blueprint("scripts", __name__, url_prefix=TRAIN_PREFIX)
@@ -33,7 +38,8 @@ MB = 1024 * 1024
 
 
 def _settings() -> Settings:
-    return current_app.config["TRAINFLOW"]  # type: ignore[no-any-return]
+    settings: Settings = current_app.config["TRAINFLOW"]
+    return settings
 
 
 class UploadSlots:
@@ -70,10 +76,10 @@ class UploadSlots:
 
 
 def _upload_slots() -> UploadSlots:
-    slots = current_app.extensions.get("trainflow.upload_slots")
+    slots: UploadSlots | None = current_app.extensions.get("trainflow.upload_slots")
     if slots is None:
         slots = current_app.extensions["trainflow.upload_slots"] = UploadSlots(_settings().uploads_per_user)
-    return slots  # type: ignore[no-any-return]
+    return slots
 
 
 def script_out(script: Script, owner: str | None = None) -> ScriptOut:
@@ -135,7 +141,7 @@ def _receive_upload(principal: Principal) -> Response:
                 f"Unknown form fields: {', '.join(unknown)}; send 'file' and optionally 'entrypoint'."
             )
         script = service.create_script(
-            db.session,
+            db.session(),
             settings,
             principal.user_id,
             received,
@@ -160,7 +166,7 @@ def _receive_upload(principal: Principal) -> Response:
     errors=(400, 401),
 )
 def list_scripts(query: PageQuery) -> Response:
-    total, rows = service.list_scripts(db.session, current_principal(), query.page, query.size)
+    total, rows = service.list_scripts(db.session(), current_principal(), query.page, query.size)
     page = ScriptPage(
         total=total,
         page=query.page,
@@ -180,7 +186,7 @@ def list_scripts(query: PageQuery) -> Response:
     errors=(401, 404),
 )
 def get_script(script_id: int) -> Response:
-    return json_response(script_out(service.get_script(db.session, current_principal(), script_id)))
+    return json_response(script_out(service.get_script(db.session(), current_principal(), script_id)))
 
 
 @endpoint(
@@ -193,7 +199,7 @@ def get_script(script_id: int) -> Response:
     media_types=("text/x-python", "application/octet-stream"),
 )
 def script_content(script_id: int) -> Response:
-    script = service.get_script(db.session, current_principal(), script_id)
+    script = service.get_script(db.session(), current_principal(), script_id)
     path = service.original_path(_settings(), script)
     if not path.is_file():
         # The row outlived its file (removed by hand, or a restore without the data dir).
@@ -222,7 +228,9 @@ def script_content(script_id: int) -> Response:
     errors=(401, 404, 409),
 )
 def delete_script(script_id: int) -> Response:
-    script = service.get_script(db.session, current_principal(), script_id)
-    script_deleting.send(current_app._get_current_object(), script_id=script.id)  # 409 while a job uses it
-    service.delete_script(db.session, _settings(), script)
+    script = service.get_script(db.session(), current_principal(), script_id)
+    # current_app is typed as the Flask app it stands for; the signal's sender is that app itself.
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
+    script_deleting.send(app, script_id=script.id)  # 409 while a job uses it
+    service.delete_script(db.session(), _settings(), script)
     return Response(status=204)
