@@ -58,7 +58,7 @@ class AuthState:
             settings.password_hash_queue,
         )
         self.hash_pool = passwords.POOL
-        self.flights = SingleFlight()
+        self.flights: SingleFlight[int] = SingleFlight()
         passwords.prepare()
 
 
@@ -68,7 +68,8 @@ def init_app(app: Flask, settings: Settings) -> AuthState:
 
 
 def auth_state() -> AuthState:
-    return current_app.extensions[_EXTENSION]  # type: ignore[no-any-return]
+    state: AuthState = current_app.extensions[_EXTENSION]
+    return state
 
 
 def current_principal() -> Principal:
@@ -126,7 +127,7 @@ def check_password_login(username: str, password: str) -> User:
 
 def _verify_password_login(state: AuthState, username: str, password: str, address: str) -> int:
     with state.limiter.reserve(username, address) as attempt:
-        user = service.authenticate(db.session, username, password)
+        user = service.authenticate(db.session(), username, password)
         if user is None:
             attempt.failed()
             raise Unauthenticated("Wrong username or password.")
@@ -324,7 +325,8 @@ def issue_access_token(user: User) -> tuple[str, int]:
 
 
 def issue_refresh_token(user: User) -> str:
-    return create_refresh_token(identity=user.public_id, additional_claims={"tv": user.token_version})
+    token: str = create_refresh_token(identity=user.public_id, additional_claims={"tv": user.token_version})
+    return token
 
 
 def revoke_token(token: str, expected_type: str, principal: Principal) -> None:

@@ -24,7 +24,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Generic, TypeVar
 
 from trainflow.errors import TooManyRequests
 
@@ -69,7 +69,8 @@ class AuthEpoch:
         self._lock = threading.Lock()
 
     def current(self) -> int:
-        return struct.unpack_from("<Q", self._map)[0]  # type: ignore[no-any-return]
+        epoch: int = struct.unpack_from("<Q", self._map)[0]
+        return epoch
 
     def bump(self) -> None:
         with self._lock, _file_lock(self._path):
@@ -205,14 +206,14 @@ class CredentialCache:
         return len(self._entries)
 
 
-class SingleFlight:
+class SingleFlight(Generic[T]):
     """Concurrent calls with one key share the first caller's run: its result or its error."""
 
     WAIT_SECONDS = 120.0
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._flights: dict[bytes, _Flight] = {}
+        self._flights: dict[bytes, _Flight[T]] = {}
 
     @property
     def waiting(self) -> int:
@@ -234,10 +235,10 @@ class SingleFlight:
                 raise TooManyRequests("The server is busy checking passwords; try again in 1 s.", 1)
             if flight.error is not None:
                 raise flight.error
-            return flight.value  # type: ignore[no-any-return]
+            return flight.value
         try:
             flight.value = fn()
-            return flight.value  # type: ignore[no-any-return]
+            return flight.value
         except BaseException as e:
             flight.error = e
             raise
@@ -248,9 +249,9 @@ class SingleFlight:
 
 
 @dataclass
-class _Flight:
+class _Flight(Generic[T]):
     done: threading.Event
-    value: object = None
+    value: T = field(init=False)  # set before done, unless error is
     error: BaseException | None = None
     waiters: int = 0
 
@@ -422,7 +423,7 @@ class _PairCount:
             self.failures.popleft()
 
 
-def _trim(entries: OrderedDict, most: int) -> None:  # type: ignore[type-arg]
+def _trim(entries: OrderedDict[Any, Any], most: int) -> None:
     while len(entries) > most:
         entries.popitem(last=False)
 

@@ -16,12 +16,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from trainflow.errors import TooManyRequests
+
+if TYPE_CHECKING:
+    from gevent.threadpool import ThreadPool
 
 T = TypeVar("T")
 
@@ -95,7 +98,7 @@ class HashPool:
         self.max_waiting = max_waiting
         # Made on first use, so that under gevent they are gevent's (the server patches first).
         self._slots: Any = None
-        self._threads: Any = None
+        self._threads: ThreadPool | None = None
 
     def run(self, fn: Callable[..., T], *args: object) -> T:
         with self._lock:
@@ -123,7 +126,8 @@ class HashPool:
             if threads is None:  # no event loop to keep free: run here
                 return fn(*args)
             # argon2 releases the GIL: the hash runs beside the event loop, not in it.
-            return threads.apply(_at_low_priority, (fn, args))  # type: ignore[no-any-return]
+            result: T = threads.apply(_at_low_priority, (fn, args))
+            return result
         finally:
             with self._lock:
                 self._busy -= 1
@@ -135,7 +139,7 @@ class HashPool:
         return self._busy
 
 
-def _thread_pool(size: int) -> Any:
+def _thread_pool(size: int) -> ThreadPool | None:
     """Threads of our own under gevent (not the hub's, whose threads do other work too)."""
     if _is_gevent_serving():
         from gevent.threadpool import ThreadPool
