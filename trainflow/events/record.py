@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from flask import Flask
     from sqlalchemy.orm import Session
 
+    from trainflow.settings import Settings
+
 
 class Job(Protocol):
     """What the event log needs of a job (a row of ``tf_jobs`` has it): events know no job model."""
@@ -72,7 +74,8 @@ def add_change(
 
 
 def job_dir(app: Flask, job_id: int) -> Path:
-    return app.config["TRAINFLOW"].jobs_dir / str(job_id)  # type: ignore[no-any-return]
+    settings: Settings = app.config["TRAINFLOW"]
+    return settings.jobs_dir / str(job_id)
 
 
 def _append(app: Flask, job_id: int, fragments: list[bytes], *, create: bool = False) -> int | None:

@@ -6,6 +6,8 @@ which checks the job is the caller's: events know no job model.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -92,7 +94,7 @@ def last_event_id() -> int | None:
     return int(raw)
 
 
-def streaming_response(stream: object, framing: Framing) -> Response:
+def streaming_response(stream: Iterator[bytes], framing: Framing) -> Response:
     response = Response(stream, mimetype=framing.mimetype, direct_passthrough=True)
     response.headers.update(HEADERS)
     db.session.remove()  # the stream may last hours: give the connection back to the pool now

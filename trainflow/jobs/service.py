@@ -9,7 +9,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -28,6 +28,11 @@ from trainflow.jobs.schemas import SubmitJobRequest
 from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
 
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
+
+    from trainflow.tracking_store import TrainflowTrackingStore
+
 log = logging.getLogger(__name__)
 
 
@@ -39,7 +44,8 @@ def submit(session: Session, principal: Principal, request: SubmitJobRequest, au
     from mlflow.entities import Param, RunStatus, RunTag
     from mlflow.server.handlers import _get_tracking_store
 
-    store = _get_tracking_store()
+    # MLflow types its store an AbstractStore; the server's is trainflow's (trainflow.mlflow_app).
+    store = cast("TrainflowTrackingStore", _get_tracking_store())
     experiment_name = request.experiment_name or f"{principal.username}/{Path(script.filename).stem}"
     experiment_id = _experiment_for(store, principal, experiment_name, authorizer)
     run = store.create_run(
@@ -190,7 +196,7 @@ def finish(
     output_dir: Path | None = None,
 ) -> bool:
     """Record the end of a job and of its MLflow run, once; return whether this call did it."""
-    updated = session.execute(
+    result = session.execute(
         Job.__table__.update()
         .where(Job.id == job.id, Job.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
         .values(
@@ -199,7 +205,9 @@ def finish(
             reason=reason,
             finished_at=datetime.fromtimestamp(finished_at, UTC) if finished_at else utcnow(),
         )
-    ).rowcount
+    )
+    # A Session types what it returns a Result; an UPDATE's is a CursorResult, with a rowcount.
+    updated = cast("CursorResult[Any]", result).rowcount
     change = (
         add_change(session, job.id, job.owner_id, status=status.value, reason=reason, exit_code=exit_code)
         if updated

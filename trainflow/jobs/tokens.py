@@ -30,7 +30,7 @@ def issue_job_token(app: Flask, job: Job) -> str:
     """An access token for a job's process: MLflow calls on its own run, until the job ends."""
     with app.app_context():
         owner = db.session.get(User, job.owner_id)
-        return create_access_token(
+        token: str = create_access_token(
             # The owner's public id: the job's row id alone could name a later user's job.
             identity=owner.public_id if owner is not None else "",
             additional_claims={
@@ -40,6 +40,7 @@ def issue_job_token(app: Flask, job: Job) -> str:
             },
             expires_delta=timedelta(days=31),
         )
+        return token
 
 
 def principal_of(claims: dict[str, object]) -> Principal:

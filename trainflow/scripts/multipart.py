@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import parse_options_header
@@ -52,7 +52,7 @@ class ReceivedForm:
 
 
 def read_multipart(
-    stream: BinaryIO, content_type: str | None, content_length: int | None, spool_dir: Path, max_bytes: int
+    stream: IO[bytes], content_type: str | None, content_length: int | None, spool_dir: Path, max_bytes: int
 ) -> ReceivedForm:
     """Parse the body; file parts go to temporary files in ``spool_dir``."""
     mimetype, options = parse_options_header(content_type or "")
@@ -80,7 +80,12 @@ def read_multipart(
 
 
 def _decode(
-    stream: BinaryIO, boundary: bytes, spool_dir: Path, max_bytes: int, limit_message: str, form: ReceivedForm
+    stream: IO[bytes],
+    boundary: bytes,
+    spool_dir: Path,
+    max_bytes: int,
+    limit_message: str,
+    form: ReceivedForm,
 ) -> None:
     # The decoder's own limit bounds what it buffers between events (part headers included).
     decoder = MultipartDecoder(boundary, max_form_memory_size=4 * CHUNK, max_parts=MAX_PARTS)
@@ -167,7 +172,7 @@ def _next_event(decoder: MultipartDecoder) -> object:
         raise PayloadTooLarge("A form field or the number of parts is over the limit.") from None
 
 
-def _feed(decoder: MultipartDecoder, stream: BinaryIO) -> None:
+def _feed(decoder: MultipartDecoder, stream: IO[bytes]) -> None:
     if decoder.complete:
         raise BadRequest("The upload ended early: the multipart body is truncated.")
     try:

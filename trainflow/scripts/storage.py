@@ -18,7 +18,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -204,7 +204,7 @@ def _tar_members(path: Path) -> list[_Member]:
     return members
 
 
-def _check_count(infos: list[object]) -> None:
+def _check_count(infos: Sized) -> None:
     if len(infos) > MAX_MEMBERS:
         raise BadRequest(f"The archive has more than {MAX_MEMBERS} members.")
 
