@@ -22,10 +22,14 @@ import os
 import signal
 import socket
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
+    from io import BufferedIOBase
+
     from flask import Flask
+    from gevent.pywsgi import WSGIServer
 
     from trainflow.settings import Settings
 
@@ -110,7 +114,7 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def]
+def make_server(sock: socket.socket, app: Flask) -> WSGIServer:
     import gevent
     from gevent.pywsgi import Input, WSGIHandler, WSGIServer
     from werkzeug.exceptions import ClientDisconnected, RequestTimeout
@@ -120,18 +124,19 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
     idle_timeout = settings.idle_timeout_seconds
     write_timeout = settings.write_timeout_seconds
 
-    class TimedInput(Input):  # type: ignore[misc]
+    class TimedInput(Input):
         """The request body (``wsgi.input``): each read waits at most the read timeout."""
 
         __slots__ = ("handler",)
+        handler: QuietHandler
 
         def read(self, length: int | None = None) -> bytes:
-            return self._timed(super().read, length)  # type: ignore[no-any-return]
+            return self._timed(super().read, length)
 
         def readline(self, size: int | None = None) -> bytes:
-            return self._timed(super().readline, size)  # type: ignore[no-any-return]
+            return self._timed(super().readline, size)
 
-        def _timed(self, read: Any, argument: int | None) -> Any:
+        def _timed(self, read: Callable[[int | None], bytes], argument: int | None) -> bytes:
             handler = self.handler
             if handler.is_body_timed_out:
                 raise RequestTimeout(_body_timeout_message(read_timeout))
@@ -157,7 +162,7 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
             if self.handler.close_connection:
                 return
             try:
-                super()._discard()
+                super()._discard()  # type: ignore[misc]  # pywsgi's own, private: not in its stubs
             except RequestTimeout:
                 self.handler.close_connection = True
 
@@ -167,7 +172,7 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
                 return self.chunk_length != 0
             return (self.content_length or 0) - self.position > DRAIN_BYTES
 
-    class QuietHandler(WSGIHandler):  # type: ignore[misc]
+    class QuietHandler(WSGIHandler):
         is_body_timed_out = False
         head_deadline: Any = None
 
@@ -181,7 +186,7 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
             # The whole head, too, within the read timeout: a client trickling a byte at a
             # time (slowloris) never waits long enough for the timeout of a single read.
             self.head_deadline = gevent.Timeout.start_new(read_timeout, _HeadTimedOut("head too slow"))
-            return super().read_requestline()  # type: ignore[no-any-return]
+            return super().read_requestline()
 
         def _end_head_deadline(self) -> None:
             if self.head_deadline is not None:
@@ -189,7 +194,8 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
                 self.head_deadline = None
 
         def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 - pywsgi's name
-            message = super().MessageClass(_LimitedHead(fp, MAX_HEAD_BYTES), *args)
+            # pywsgi's stubs ask for a BufferedIOBase; http.client only calls readline on it.
+            message = super().MessageClass(cast("BufferedIOBase", _LimitedHead(fp, MAX_HEAD_BYTES)), *args)
             if message.status == "Line too long":
                 raise _HeadTooLarge("a header line over 64 KB")
             return message
@@ -200,15 +206,16 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
                 return "431", EARLY_ERRORS["431"]
             if isinstance(ex, TimeoutError):
                 return "408", EARLY_ERRORS["408"]
-            return super()._handle_client_error(ex)
+            return super()._handle_client_error(ex)  # type: ignore[misc]  # private: not in pywsgi's stubs
 
-        def get_environ(self):  # type: ignore[no-untyped-def]
+        def get_environ(self) -> dict[str, Any]:
             # Event streams write to a caught-up follower's socket from one loop
             # (trainflow.events.hub), past the WSGI write path, once the headers are out.
             self._end_head_deadline()  # the head is in; the app's reads time out one by one
             environ = super().get_environ()
             environ[HANDLER_KEY] = self
             plain = self.wsgi_input
+            assert plain is not None  # pywsgi's get_environ just made it
             timed = TimedInput(
                 plain.rfile, plain.content_length, socket=plain.socket, chunked_input=plain.chunked_input
             )
@@ -235,12 +242,15 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
         def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             # An error answered before a large body (a refused or stalled upload) was read:
             # close rather than read megabytes nobody wants, or wait on a client that stopped.
-            if status.startswith(("4", "5")) and (self.is_body_timed_out or self.wsgi_input.is_unread_large):
+            if status.startswith(("4", "5")) and (
+                self.is_body_timed_out
+                or (isinstance(self.wsgi_input, TimedInput) and self.wsgi_input.is_unread_large)
+            ):
                 if not any(name.lower() == "connection" for name, _ in headers):
                     headers = [*headers, ("Connection", "close")]
             return super().start_response(status, headers, exc_info)
 
-        def handle_one_request(self):  # type: ignore[no-untyped-def]
+        def handle_one_request(self) -> tuple[str, bytes] | Literal[True] | None:
             # pywsgi answers a request line over 8 KB (414) or one it cannot parse (400) itself,
             # before the app, with an empty untyped body: give those the API's JSON error shape.
             try:
@@ -260,7 +270,11 @@ def make_server(sock: socket.socket, app: Flask):  # type: ignore[no-untyped-def
     return WSGIServer(sock, app, handler_class=QuietHandler, log=None, error_log=log)
 
 
-def serve(app_factory, settings: Settings, on_ready=None) -> None:  # type: ignore[no-untyped-def]
+def serve(
+    app_factory: Callable[[int], Flask],
+    settings: Settings,
+    on_ready: Callable[[socket.socket], object] | None = None,
+) -> None:
     """Bind, then serve ``app_factory(slot)`` in ``settings.workers`` processes until SIGTERM/SIGINT."""
     sock = listen(settings.host, settings.port)
     if on_ready is not None:
@@ -301,10 +315,10 @@ def serve(app_factory, settings: Settings, on_ready=None) -> None:  # type: igno
             break
         except InterruptedError:
             continue
-        slot = children.pop(pid, None)
-        if slot is not None and not stopping:
+        exited = children.pop(pid, None)
+        if exited is not None and not stopping:
             log.warning("Worker %d exited (status %d); starting another.", pid, status)
-            spawn(slot)
+            spawn(exited)
 
 
 def _serve_one(sock: socket.socket, app: Flask) -> None:
