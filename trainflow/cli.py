@@ -5,16 +5,25 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from trainflow.errors import ConfigError, TrainflowError
 from trainflow.events.types import EventType, JobStatus
 
+if TYPE_CHECKING:
+    from flask import Flask
 
-def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+    from trainflow.client import Client
+    from trainflow.settings import Settings
+
+T = TypeVar("T")
+
+
+def _settings(**overrides: object) -> Settings:
     from trainflow.settings import Settings
 
     try:
@@ -98,7 +107,7 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     gc.freeze()
     gc.enable()
 
-    def app_factory(slot: int):  # type: ignore[no-untyped-def]
+    def app_factory(slot: int) -> Flask:
         # The app built for migrations serves the first (or only) process.
         served = first_app.pop() if first_app and settings.workers <= 1 else create_app(settings)
         if slot == 0 and settings.run_jobs:  # one scheduler (and debris sweeper) per data directory
@@ -160,7 +169,7 @@ def create_user(username: str, is_admin: bool, password: str) -> None:
     app = create_app(_settings())
     with app.app_context():
         try:
-            user = service.create_user(database.session, **request.model_dump())
+            user = service.create_user(database.session(), **request.model_dump())
         except TrainflowError as e:
             raise click.ClickException(str(e)) from None
         click.echo(f"Created user {user.username!r} (id {user.id}, role {user.role}).")
@@ -186,13 +195,13 @@ EXIT_CODES = {
 }
 
 
-def _client(server: str):  # type: ignore[no-untyped-def]
+def _client(server: str) -> Client:
     from trainflow.client import Client
 
     return Client(server)
 
 
-def _run(action):  # type: ignore[no-untyped-def]
+def _run(action: Callable[[], T]) -> T:
     """Turn a server's refusal or an unreachable server into a one-line error, not a traceback."""
     import requests
 
@@ -305,7 +314,7 @@ def _pack(folder: Path) -> Path:
     return target
 
 
-def _follow(client, job_id: int) -> int:  # type: ignore[no-untyped-def]
+def _follow(client: Client, job_id: int) -> int:
     """Print the job's lines as they come; return the exit code its end maps to."""
     show_progress = sys.stderr.isatty()
     ending: dict[str, Any] = {}
@@ -340,7 +349,7 @@ def _follow(client, job_id: int) -> int:  # type: ignore[no-untyped-def]
 def _progress_text(event: dict[str, Any]) -> str:
     current, total = event.get("current"), event.get("total")
     text = f"{event.get('desc', 'progress')}: {current}" + (f"/{total}" if total else "")
-    if total:
+    if total and current is not None:
         text += f" ({100 * current / total:.0f}%)"
     if event.get("rate"):
         text += f", {event['rate']:.3g}/s"

@@ -50,7 +50,8 @@ class CredentialStore:
 
     def _all(self) -> dict[str, Any]:
         try:
-            return json.loads(self.path.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+            entries: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
+            return entries
         except (FileNotFoundError, ValueError):
             return {}
 
@@ -84,12 +85,9 @@ class MultipartFile:
             f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; '
             f'filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
         ).encode()
-        self._parts: list[bytes | BinaryIO] = [
-            head,
-            open(path, "rb"),
-            f"\r\n--{self.boundary}--\r\n".encode(),
-        ]
-        self._length = len(head) + path.stat().st_size + len(self._parts[2])  # type: ignore[arg-type]
+        tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self._parts: list[bytes | BinaryIO] = [head, open(path, "rb"), tail]
+        self._length = len(head) + path.stat().st_size + len(tail)
         self._on_read = on_read
 
     @property
@@ -221,19 +219,24 @@ class Client:
             if response.status_code == 401 and attempt == 0 and self._refresh():
                 continue
             break
-        return self._checked(response)  # type: ignore[no-any-return]
+        script: dict[str, Any] = self._checked(response)
+        return script
 
     def submit(self, **body: Any) -> dict[str, Any]:
-        return self.call("POST", f"{TRAIN}/jobs", json=body)  # type: ignore[no-any-return]
+        job: dict[str, Any] = self.call("POST", f"{TRAIN}/jobs", json=body)
+        return job
 
     def job(self, job_id: int) -> dict[str, Any]:
-        return self.call("GET", f"{TRAIN}/jobs/{job_id}")  # type: ignore[no-any-return]
+        job: dict[str, Any] = self.call("GET", f"{TRAIN}/jobs/{job_id}")
+        return job
 
     def jobs(self, **query: Any) -> dict[str, Any]:
-        return self.call("GET", f"{TRAIN}/jobs", params={k: v for k, v in query.items() if v})  # type: ignore[no-any-return]
+        page: dict[str, Any] = self.call("GET", f"{TRAIN}/jobs", params={k: v for k, v in query.items() if v})
+        return page
 
     def cancel(self, job_id: int) -> dict[str, Any]:
-        return self.call("POST", f"{TRAIN}/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
+        job: dict[str, Any] = self.call("POST", f"{TRAIN}/jobs/{job_id}/cancel")
+        return job
 
     def follow_events(
         self, job_id: int, after: int = 0, read_timeout: float = 60.0
