@@ -51,7 +51,7 @@ def configure_stores(settings: Settings) -> None:
     handlers._model_registry_store = None
     handlers._artifact_repo = None
     # Our store subclass, set first so that MLflow's own initialisation keeps it.
-    handlers._tracking_store = TrainflowTrackingStore(uri, DEFAULT_ARTIFACT_ROOT)
+    handlers._tracking_store = TrainflowTrackingStore(uri, DEFAULT_ARTIFACT_ROOT)  # type: ignore[assignment]
     tracking_utils.set_tracking_uri(uri)
     handlers.initialize_backend_stores(uri, uri, DEFAULT_ARTIFACT_ROOT)
 

@@ -40,10 +40,10 @@ from sqlalchemy.sql.dml import Insert
 
 from trainflow.errors import DISK_FULL_MESSAGE, is_disk_full, is_pool_timeout
 
-_METRICS: Table = SqlMetric.__table__  # type: ignore[assignment]
-_LATEST: Table = SqlLatestMetric.__table__  # type: ignore[assignment]
-_RUNS: Table = SqlRun.__table__  # type: ignore[assignment]
-_TAGS: Table = SqlTag.__table__  # type: ignore[assignment]
+_METRICS: Table = SqlMetric.__table__
+_LATEST: Table = SqlLatestMetric.__table__
+_RUNS: Table = SqlRun.__table__
+_TAGS: Table = SqlTag.__table__
 
 _INSERT_IGNORING_DUPLICATES: dict[str, Callable[[Table], Insert]] = {
     "sqlite": lambda table: sqlite.insert(table).on_conflict_do_nothing(),
@@ -71,7 +71,7 @@ _ADVANCE_LATEST = (
 )
 
 
-class DiskFull(MlflowException):  # type: ignore[misc]
+class DiskFull(MlflowException):
     """A write failed for lack of space: 507 from MLflow's handlers, without the SQL text."""
 
     def __init__(self) -> None:
@@ -101,11 +101,11 @@ def _storage_errors() -> Iterator[None]:
         raise
 
 
-class TrainflowTrackingStore(SqlAlchemyStore):  # type: ignore[misc]
+class TrainflowTrackingStore(SqlAlchemyStore):
     """MLflow's ``SqlAlchemyStore`` with a faster ``_log_metrics_once``, and disk-full as 507."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # MLflow's, unannotated
         managed = self.ManagedSessionMaker
 
         @contextmanager
@@ -143,7 +143,7 @@ class TrainflowTrackingStore(SqlAlchemyStore):  # type: ignore[misc]
     def _write_metrics(self, run_id: str, metrics: Sequence[Metric]) -> None:
         insert_ignoring = _INSERT_IGNORING_DUPLICATES.get(self.engine.dialect.name)
         if insert_ignoring is None:
-            super()._log_metrics_once(run_id, metrics)
+            super()._log_metrics_once(run_id, metrics)  # type: ignore[no-untyped-call]  # MLflow's, unannotated
             return
         rows = self._metric_rows(run_id, metrics)
         with self.engine.begin() as connection:

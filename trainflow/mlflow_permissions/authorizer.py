@@ -14,7 +14,7 @@ from collections import OrderedDict
 from typing import Any
 
 from flask import Response, g, request
-from sqlalchemy import delete, select, update
+from sqlalchemy import Row, delete, select, update
 
 from trainflow.accounts.credentials import AuthEpoch, Principal
 from trainflow.db import db
@@ -360,7 +360,7 @@ def _logged_model(model_id: str) -> tuple[str, str | None]:
     """A logged model's experiment id and source run ("" and None when there is no such model)."""
     from mlflow.store.tracking.dbmodels.models import SqlLoggedModel
 
-    row = db.session.execute(
+    row: Row[Any, Any] | None = db.session.execute(
         select(SqlLoggedModel.experiment_id, SqlLoggedModel.source_run_id).where(
             SqlLoggedModel.model_id == model_id
         )

@@ -36,7 +36,8 @@ def _message_class(dotted: str) -> type:
     import importlib
 
     module, _, name = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    message_class: type = getattr(importlib.import_module(module), name)
+    return message_class
 
 
 class PermissionMiddleware:

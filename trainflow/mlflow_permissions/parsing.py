@@ -149,7 +149,8 @@ def _parse_message(message_class: type) -> Message:
     if not _reads_query():
         _refuse_body_protobuf_cannot_hold(message_class)
     try:
-        return _original_get_request_message()(message_class(), flask_request=request)  # type: ignore[no-any-return]
+        message: Message = _original_get_request_message()(message_class(), flask_request=request)
+        return message
     except MlflowException as e:
         raise MlflowRequestError(e.message, e.get_http_status_code(), str(e.error_code)) from None
     except (ValueError, TypeError, json.JSONDecodeError) as e:
@@ -473,7 +474,8 @@ def _original_get_request_message() -> Callable[..., Any]:
     from mlflow.server import handlers
 
     function = handlers._get_request_message
-    return getattr(function, "__wrapped__", function)  # type: ignore[no-any-return]
+    original: Callable[..., Any] = getattr(function, "__wrapped__", function)
+    return original
 
 
 def install() -> None:
@@ -482,7 +484,7 @@ def install() -> None:
 
     if getattr(handlers._get_request_message, _WRAPPED_MARKER, False):
         return
-    original = handlers._get_request_message
+    original: Callable[..., Any] = handlers._get_request_message
 
     def shared_get_request_message(
         request_message: Any, flask_request: Any = request, schema: Any = None
