@@ -32,7 +32,7 @@ stderr, which is the job's log: the job never runs with less isolation than aske
 
 from __future__ import annotations
 
-import _signal  # not ``signal``: it imports ``enum``, which takes milliseconds
+import _signal  # type: ignore[import-not-found]  # not ``signal`` (it imports ``enum``: milliseconds)
 import ctypes
 import errno
 import marshal
@@ -125,7 +125,7 @@ def apply(config: dict[str, object]) -> dict[str, object]:
         applied["landlock"] = landlock.restrict(
             read=sandbox.get("read") or [],
             write=sandbox.get("write") or [],
-            connect_ports=sandbox.get("tcp"),  # type: ignore[arg-type]
+            connect_ports=sandbox.get("tcp"),
         )
     except OSError as e:
         if sandbox.get("require_landlock"):

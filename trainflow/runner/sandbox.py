@@ -298,7 +298,7 @@ def spawn(
         popen["env"] = without_loader_variables(popen["env"])
     read_end, write_end = os.pipe()
     filter_fd = seccomp.filter_fd()
-    inherited = (write_end,) if filter_fd is None else (write_end, filter_fd)
+    inherited: tuple[int, ...] = (write_end,) if filter_fd is None else (write_end, filter_fd)
 
     def before_exec() -> None:
         ignore_sigterm()

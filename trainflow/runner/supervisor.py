@@ -62,7 +62,7 @@ import socket
 import subprocess
 import sys
 import time
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 
@@ -467,7 +467,7 @@ class Supervisor:
             if code != 0 or self.reason == "cancelled":
                 self.limits.close()
                 lost = self._close_log(log)
-                reason = self.reason or "setup_failed"
+                reason: str | None = self.reason or "setup_failed"
                 self._final_status(
                     state="exited",
                     exit_code=code,
@@ -535,7 +535,7 @@ class Supervisor:
         """What status.json says of the limits: which mechanism held each, and the one exceeded."""
         status: dict[str, Any] = {"limits": self.limits.mechanisms()}
         if reason in REASONS:
-            status["message"] = message(reason, self.limits.limits)  # type: ignore[arg-type]
+            status["message"] = message(reason, self.limits.limits)
         elif reason in STORAGE_REASONS:
             waited = self.disk_full_s if self.storage_ended else None
             status["message"] = self.trouble.message(waited, exit_code, lost)
