@@ -117,5 +117,5 @@ def push_job_metrics(response: Response) -> Response:
 
         metrics = body.get("metrics") if request.path.endswith("log-batch") else [body]
         if isinstance(metrics, list):
-            record_metrics(current_app, principal.job_id, metrics)  # type: ignore[arg-type]
+            record_metrics(current_app, principal.job_id, metrics)
     return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from flask import Blueprint, Response, current_app, send_from_directory
 from sqlalchemy import text
@@ -32,6 +33,7 @@ def health() -> Response:
 
     started = time.perf_counter()
     database: dict[str, str | float] = {"backend": db.engine.dialect.name}
+    status: Literal["ok", "degraded"]
     try:
         db.session.execute(text("SELECT 1"))
         database.update(state="ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))

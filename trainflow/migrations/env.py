@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 from alembic import context
 from flask import current_app
 
 from trainflow.database import VERSION_TABLE, is_trainflow_table
 from trainflow.db import UTCDateTime, db
 
+if TYPE_CHECKING:
+    from alembic.autogenerate.api import AutogenContext
+
 config = context.config
 
 
-def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+def render_item(type_: str, obj: object, autogen_context: AutogenContext) -> str | Literal[False]:
     # Migrations stay self-contained: our UTC wrapper is a plain DateTime column in the schema.
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime()"

@@ -13,6 +13,7 @@ static endpoint (``web.static``), which the hook also lets through.
 from __future__ import annotations
 
 from flask import Blueprint, Response, send_from_directory
+from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import PathConverter
 
 from trainflow.api import endpoint
@@ -32,7 +33,11 @@ class PagePath(PathConverter):
     part_isolating = False  # it spans segments (Werkzeug guesses from a "/" in the regex)
 
 
-bp.record_once(lambda state: state.app.url_map.converters.setdefault("page", PagePath))
+def _add_page_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("page", PagePath)
+
+
+bp.record_once(_add_page_converter)
 
 # Nothing inline, nothing from another origin. Styles set from JS through the CSSOM
 # (element.style.width = ...) are allowed by style-src 'self'; style="" in markup is not.
