@@ -61,13 +61,15 @@ run: install
 test: install-test install-browser
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial" --durations=15
 	$(BIN)/python -m pytest -m serial --durations=5
 
-## ruff, and the import contracts of pyproject.toml ([tool.importlinter]).
+## ruff, the import contracts of pyproject.toml ([tool.importlinter]) and mypy --strict ([tool.mypy]).
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/ruff format --check . || true
 
 ## Benchmarks (not part of `make test`): see bench/README.md.
