@@ -12,12 +12,13 @@ from trainflow.accounts.auth import current_principal
 from trainflow.api import endpoint, json_response
 from trainflow.db import db, utcnow
 from trainflow.errors import BadRequest
-from trainflow.events.record import add_change, announce_deleted
+from trainflow.events.record import add_change, announce_deleted, job_dir
 from trainflow.events.types import EventType
 from trainflow.jobs import service
+from trainflow.jobs.executors import Executor
 from trainflow.jobs.logs import complete_lines
 from trainflow.jobs.models import Job, JobStatus
-from trainflow.jobs.scheduler import EXTENSION, LocalExecutor, executor_for, wake_scheduler
+from trainflow.jobs.scheduler import EXTENSION, executor_for, wake_scheduler
 from trainflow.jobs.schemas import JobListQuery, JobOut, JobPage, LogLine, LogPage, LogQuery, SubmitJobRequest
 from trainflow.settings import Settings
 
@@ -30,8 +31,8 @@ def _settings() -> Settings:
     return current_app.config["TRAINFLOW"]  # type: ignore[no-any-return]
 
 
-def _executor() -> LocalExecutor:
-    return executor_for(current_app)  # type: ignore[arg-type]
+def _executor() -> Executor:
+    return executor_for(current_app)
 
 
 def jobs_out(jobs: list[Job]) -> list[JobOut]:
@@ -220,4 +221,4 @@ def download_logs(job_id: int) -> Response:
 
 
 def _log_path(job_id: int) -> Path:
-    return _executor().job_dir(job_id) / "logs.ndjson"
+    return job_dir(current_app, job_id) / "logs.ndjson"
