@@ -51,7 +51,7 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
         pass
     started = time.monotonic()
     settings = _settings(host=host, port=port, workers=workers)
-    from trainflow.logs import configure_logging
+    from trainflow.server_logging import configure_logging
 
     configure_logging(settings.log_level)
     from trainflow.accounts.bootstrap import ADMIN_USERNAME, ensure_admin
