@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from tests.conftest import _admin_execute, _with_database, basic_auth
 from trainflow.cli import main
-from trainflow.database import MIGRATIONS_DIR
+from trainflow.migrate import MIGRATIONS_DIR
 from trainflow.mlflow_app import dispose_stores
 from trainflow.settings import normalize_database_url
 

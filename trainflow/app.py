@@ -10,7 +10,6 @@ from trainflow import errors, experiment_names, housekeeping, mlflow_permissions
 from trainflow.accounts import auth
 from trainflow.accounts import views as accounts_views
 from trainflow.api import operation_of
-from trainflow.database import MIGRATIONS_DIR, VERSION_TABLE
 from trainflow.db import db
 from trainflow.errors import PermissionDenied
 from trainflow.events import views as events_views
@@ -20,6 +19,7 @@ from trainflow.jobs import sandboxing, stream_views
 from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
 from trainflow.meta import bp as meta_bp
+from trainflow.migrate import MIGRATIONS_DIR, VERSION_TABLE
 from trainflow.mlflow_app import configure_stores, mlflow_flask_app, pool_options
 from trainflow.scripts import views as scripts_views
 from trainflow.settings import Settings

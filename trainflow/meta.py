@@ -1,4 +1,8 @@
-"""Routes about the server itself: health, the OpenAPI document and its docs page."""
+"""Routes about the server itself: health, the OpenAPI document and its docs page.
+
+The blueprint's static folder, ``trainflow/static/api/``, is served under /api/static/: the docs
+page's assets and the public browser stream client, ``js/events.js``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from trainflow.api import endpoint, json_response
 from trainflow.db import db
 from trainflow.openapi import build_spec
 
-bp = Blueprint("meta", __name__, url_prefix="/api", static_folder="static")
+bp = Blueprint("meta", __name__, url_prefix="/api", static_folder="static/api", static_url_path="/static")
 TAG = "server"
 
 

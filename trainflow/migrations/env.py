@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from flask import current_app
 
-from trainflow.database import VERSION_TABLE, is_trainflow_table
 from trainflow.db import UTCDateTime, db
+from trainflow.migrate import VERSION_TABLE, is_trainflow_table
 
 config = context.config
 
