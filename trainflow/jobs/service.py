@@ -91,8 +91,8 @@ def submit(session: Session, principal: Principal, request: SubmitJobRequest, au
 def _experiment_for(store: Any, principal: Principal, name: str, authorizer: Any) -> str:
     from mlflow.exceptions import MlflowException
 
-    from trainflow.experiment_names import check_experiment_name, may_use_name
-    from trainflow.mlflow_permissions import Permission
+    from trainflow.tracking.experiment_names import check_experiment_name, may_use_name
+    from trainflow.tracking.permissions import Permission
 
     experiment = store.get_experiment_by_name(name)
     if experiment is None:
