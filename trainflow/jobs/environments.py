@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trainflow.jobs.models import Job
+from trainflow.tracking import mlflow_version
 
 PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")  # from the server's environment, and no more
 
@@ -60,9 +61,7 @@ _INDEX_OPTIONS = (
 
 def venv_constraints() -> list[str]:
     """What holds a listed MLflow to the server's version."""
-    import mlflow
-
-    version = mlflow.__version__
+    version = mlflow_version()
     return [f"mlflow=={version}", f"mlflow-skinny=={version}", f"mlflow-tracing=={version}"]
 
 
