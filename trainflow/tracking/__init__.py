@@ -9,8 +9,9 @@
 - :mod:`.schema`: MLflow's tables, brought up to date.
 - :mod:`.hosts`: the Host headers MLflow's server allows.
 
-MLflow is imported when first used, not with this package: it takes seconds, and the CLI and
-the database upgrade import parts of this package.
+ruff's banned-import rule (TID251) and an import-linter contract in ``pyproject.toml`` keep
+``mlflow`` in here. MLflow is imported when first used, not with this package: it takes
+seconds, and the CLI and the database upgrade import parts of this package.
 """
 
 from __future__ import annotations
