@@ -59,8 +59,8 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     from trainflow.db import db
     from trainflow.housekeeping import start_sweeper, sweep_at_start
     from trainflow.migrate import upgrade_all
-    from trainflow.mlflow_app import dispose_stores
     from trainflow.server import serve
+    from trainflow.tracking.app import dispose_stores
 
     try:
         app = upgrade_all(settings, create_app)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trainflow.jobs.executors.base import Launch
+from trainflow.tracking import mlflow_version
 
 PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")  # from the server's environment, and no more
 
@@ -61,9 +62,7 @@ _INDEX_OPTIONS = (
 
 def venv_constraints() -> list[str]:
     """What holds a listed MLflow to the server's version."""
-    import mlflow
-
-    version = mlflow.__version__
+    version = mlflow_version()
     return [f"mlflow=={version}", f"mlflow-skinny=={version}", f"mlflow-tracing=={version}"]
 
 

@@ -281,11 +281,10 @@ def _is_admin(user_id: int) -> bool:
 
 
 def _set_run_running(run_id: str) -> None:
-    from mlflow.entities import RunStatus
-    from mlflow.server.handlers import _get_tracking_store
+    from trainflow.tracking.runs import set_run_status
 
     try:
-        _get_tracking_store().update_run_info(run_id, RunStatus.RUNNING, end_time=None, run_name=None)
+        set_run_status(run_id, "RUNNING")
     except Exception:
         log.exception("Could not mark run %s RUNNING", run_id)
 
