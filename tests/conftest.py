@@ -23,11 +23,11 @@ from sqlalchemy.engine import make_url
 
 from trainflow.accounts import service
 from trainflow.app import create_app
-from trainflow.database import upgrade_all
 from trainflow.db import db
 from trainflow.events.hub import EXTENSION as EVENTS_EXTENSION
-from trainflow.mlflow_app import dispose_stores
+from trainflow.migrate import upgrade_all
 from trainflow.settings import Settings, normalize_database_url
+from trainflow.tracking.app import dispose_stores
 
 IS_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -10,8 +10,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from trainflow.accounts import service
-from trainflow.database import MIGRATIONS_DIR, is_trainflow_table
 from trainflow.db import db
+from trainflow.migrate import MIGRATIONS_DIR, is_trainflow_table
 
 
 def test_the_migrations_match_the_models(app):

@@ -6,23 +6,24 @@ from flask import Flask, Response, g, request
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 
-from trainflow import errors, experiment_names, housekeeping, mlflow_permissions, web_security
+from trainflow import errors, housekeeping, web_security
 from trainflow.accounts import auth
 from trainflow.accounts import views as accounts_views
 from trainflow.api import operation_of
-from trainflow.database import MIGRATIONS_DIR, VERSION_TABLE
 from trainflow.db import db
 from trainflow.errors import PermissionDenied
 from trainflow.events import views as events_views
-from trainflow.events.record import record_metrics
 from trainflow.jobs import hooks as jobs_hooks
 from trainflow.jobs import sandboxing, stream_views
 from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
 from trainflow.meta import bp as meta_bp
-from trainflow.mlflow_app import configure_stores, mlflow_flask_app, pool_options
+from trainflow.migrate import MIGRATIONS_DIR, VERSION_TABLE
 from trainflow.scripts import views as scripts_views
 from trainflow.settings import Settings
+from trainflow.tracking import experiment_names, permissions
+from trainflow.tracking.app import configure_stores, mlflow_flask_app, pool_options
+from trainflow.tracking.metric_events import push_job_metrics
 from trainflow.web import views as web_views
 
 
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     JWTManager(app)
     Migrate(app, db, directory=str(MIGRATIONS_DIR), version_table=VERSION_TABLE)
     auth_state = auth.init_app(app, settings)
-    mlflow_permissions.init_app(app, settings, auth_state.epoch)
+    permissions.init_app(app, settings, auth_state.epoch)
     jobs_hooks.init_app(app)
     errors.register(app)
 
@@ -79,7 +80,7 @@ def authenticate_and_authorize() -> None:
             if g.principal.job_id is not None:
                 raise PermissionDenied("A job's token works only for its own MLflow run.")
         return None
-    if request.endpoint in mlflow_permissions.PUBLIC_ENDPOINTS or request.endpoint.endswith(".static"):
+    if request.endpoint in permissions.PUBLIC_ENDPOINTS or request.endpoint.endswith(".static"):
         return None
     g.principal = auth.authenticate_request()
     current_app.extensions["trainflow.mlflow_authorizer"].authorize(g.principal)
@@ -95,27 +96,4 @@ def record_mlflow_creator(response: Response) -> Response:
     principal = g.get("principal")
     if principal is not None and operation_of(current_app.view_functions.get(request.endpoint or "")) is None:
         current_app.extensions["trainflow.mlflow_authorizer"].record_creator(response, principal)
-    return response
-
-
-METRIC_PATHS = ("/runs/log-metric", "/runs/log-batch")
-
-
-def push_job_metrics(response: Response) -> Response:
-    """A job's metrics go to its followers the moment its MLflow client has logged them."""
-    principal = g.get("principal")
-    if (
-        principal is None
-        or principal.job_id is None
-        or response.status_code != 200
-        or not request.path.endswith(METRIC_PATHS)
-    ):
-        return response
-    body = request.get_json(silent=True, force=True)
-    if isinstance(body, dict):
-        from flask import current_app
-
-        metrics = body.get("metrics") if request.path.endswith("log-batch") else [body]
-        if isinstance(metrics, list):
-            record_metrics(current_app, principal.job_id, metrics)
     return response

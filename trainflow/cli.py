@@ -60,16 +60,16 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
         pass
     started = time.monotonic()
     settings = _settings(host=host, port=port, workers=workers)
-    from trainflow.logs import configure_logging
+    from trainflow.server_logging import configure_logging
 
     configure_logging(settings.log_level)
     from trainflow.accounts.bootstrap import ADMIN_USERNAME, ensure_admin
     from trainflow.app import create_app
-    from trainflow.database import upgrade_all
     from trainflow.db import db
     from trainflow.housekeeping import start_sweeper, sweep_at_start
-    from trainflow.mlflow_app import dispose_stores
+    from trainflow.migrate import upgrade_all
     from trainflow.server import serve
+    from trainflow.tracking.app import dispose_stores
 
     try:
         app = upgrade_all(settings, create_app)
@@ -132,7 +132,7 @@ def db() -> None:
 def db_upgrade() -> None:
     """Apply every pending migration (MLflow's schema and trainflow's)."""
     from trainflow.app import create_app
-    from trainflow.database import upgrade_all
+    from trainflow.migrate import upgrade_all
 
     settings = _settings()
     upgrade_all(settings, create_app)

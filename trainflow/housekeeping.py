@@ -226,9 +226,9 @@ def _job_rows(session: Session, ids: list[int]) -> set[int]:
 
 def _is_supervised(settings: Settings, job_id: int) -> bool:
     """Whether a supervisor still runs this job (a deleted user's job ending, say)."""
-    from trainflow.jobs.local import LocalExecutor
+    from trainflow.jobs.executors.local import LocalExecutor
 
-    executor = LocalExecutor(settings.jobs_dir, None)
+    executor = LocalExecutor(settings)
     status = executor.status(job_id)
     if status is None or status.get("state") == "exited":
         return False

@@ -1,4 +1,8 @@
-"""Routes about the server itself: health, the OpenAPI document and its docs page."""
+"""Routes about the server itself: health, the OpenAPI document and its docs page.
+
+The blueprint's static folder, ``trainflow/static/api/``, is served under /api/static/: the docs
+page's assets and the public browser stream client, ``js/events.js``.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ from trainflow.accounts.schemas import Health
 from trainflow.api import endpoint, json_response
 from trainflow.db import db
 from trainflow.openapi import build_spec
+from trainflow.tracking import mlflow_version
 
-bp = Blueprint("meta", __name__, url_prefix="/api", static_folder="static")
+bp = Blueprint("meta", __name__, url_prefix="/api", static_folder="static/api", static_url_path="/static")
 TAG = "server"
 
 
@@ -29,8 +34,6 @@ TAG = "server"
     description="503 when the database does not answer.",
 )
 def health() -> Response:
-    import mlflow
-
     started = time.perf_counter()
     database: dict[str, str | float] = {"backend": db.engine.dialect.name}
     status: Literal["ok", "degraded"]
@@ -42,7 +45,7 @@ def health() -> Response:
         db.session.rollback()
         database.update(state="unavailable", error=type(e).__name__)
         status, code = "degraded", 503
-    body = Health(status=status, version=__version__, mlflow_version=mlflow.__version__, database=database)
+    body = Health(status=status, version=__version__, mlflow_version=mlflow_version(), database=database)
     return json_response(body, code)
 
 

@@ -13,7 +13,7 @@ send state-changing requests. Here:
   credentialed CORS. A state-changing request whose ``Origin`` is neither this server nor a
   configured origin is refused (403), whatever the origin's host.
 - **Host header** checks (DNS rebinding) as MLflow does them: ``MLFLOW_SERVER_ALLOWED_HOSTS``, by
-  default localhost and private addresses.
+  default localhost and private addresses (MLflow's rule, in :mod:`trainflow.tracking.hosts`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from flask import Response, current_app, request
 
 from trainflow.errors import ConfigError, error_response
+from trainflow.tracking.hosts import allowed_hosts, is_allowed_host
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -122,9 +123,7 @@ def init_app(app: Flask, settings: Settings) -> None:
             methods=CORS_METHODS,
             vary_header=True,
         )
-    from mlflow.server.security import get_allowed_hosts
-
-    app.extensions["trainflow.allowed_hosts"] = tuple(get_allowed_hosts())  # read once, at start
+    app.extensions["trainflow.allowed_hosts"] = allowed_hosts()  # read once, at start
     app.before_request(check_host)
     app.before_request(check_origin)
     app.after_request(add_headers)
@@ -132,12 +131,10 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def check_host() -> Response | None:
     """Refuse a Host header the operator did not allow (DNS rebinding), as MLflow does."""
-    from mlflow.server.security_utils import is_allowed_host_header
-
-    allowed = list(current_app.extensions["trainflow.allowed_hosts"])
+    allowed = current_app.extensions["trainflow.allowed_hosts"]
     if "*" in allowed or request.path in HEALTH_PATHS:
         return None
-    if is_allowed_host_header(allowed, request.headers.get("Host", "")):
+    if is_allowed_host(allowed, request.headers.get("Host", "")):
         return None
     log.warning("Refused a request with an unexpected Host header")
     return error_response(

@@ -22,7 +22,7 @@ RUNNER = Path(__file__).parent / "js" / "run_page.mjs"
 CHROMIUM = Path("/usr/bin/chromium")
 IS_CI = os.environ.get("CI", "").lower() == "true"
 JS = Path(__file__).parent / "js"
-EVENTS_JS = ROOT / "trainflow" / "static" / "js" / "events.js"
+EVENTS_JS = ROOT / "trainflow" / "static" / "api" / "js" / "events.js"
 EVENTS_JS_URL = "/api/static/js/events.js"  # where the server serves it (meta blueprint's static folder)
 # A test page and its script are answered inside the browser, never by the server.
 TEST_PAGE, TEST_SCRIPT = "/__test__/page.html", "/__test__/page.js"

@@ -18,7 +18,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.e2e.browser import CHROMIUM, IS_CI, ROOT, PageFailed, chromium, run_node
-from trainflow.web.views import CONTENT_SECURITY_POLICY
+from trainflow.web.views import ASSETS, CONTENT_SECURITY_POLICY
 
 pytestmark = pytest.mark.e2e
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -105,8 +105,7 @@ def test_the_dashboard_never_writes_markup_from_strings():
     The one parser of markup is highlight.js's output, read in an inert document and rebuilt
     from spans and text (js/highlight.js). Vendored libraries are checked by their own tests.
     """
-    static = ROOT / "trainflow" / "web" / "static"
-    for path in (static / "js").rglob("*.js"):
+    for path in (ASSETS / "js").rglob("*.js"):
         source = path.read_text(encoding="utf-8")
         code = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("*", "//")))
         forbidden = [
@@ -120,28 +119,27 @@ def test_the_dashboard_never_writes_markup_from_strings():
             forbidden.append(r"DOMParser")
         for pattern in forbidden:
             assert not re.search(pattern, code), f"{path.relative_to(ROOT)} uses {pattern}"
-    html = (static / "index.html").read_text(encoding="utf-8")
+    html = (ASSETS / "index.html").read_text(encoding="utf-8")
     assert "<script>" not in html and "style=" not in html and "<style" not in html
 
 
 def _catalogue(name: str) -> set[str]:
-    source = (ROOT / "trainflow" / "web" / "static" / "js" / "messages" / name).read_text(encoding="utf-8")
+    source = (ASSETS / "js" / "messages" / name).read_text(encoding="utf-8")
     return set(re.findall(r'^  "([\w.]+)":', source, flags=re.MULTILINE))
 
 
 def test_both_languages_have_every_message_the_code_asks_for():
     english, chinese = _catalogue("en.js"), _catalogue("zh-CN.js")
     assert english == chinese, sorted(english ^ chinese)
-    static = ROOT / "trainflow" / "web" / "static" / "js"
     used = {
         key
-        for path in static.rglob("*.js")
+        for path in (ASSETS / "js").rglob("*.js")
         for key in re.findall(r'\bt\("([\w.]+)"', path.read_text("utf-8"))
     }
     assert used and used <= english, sorted(used - english)
 
 
-# Files copied unmodified from npm packages into trainflow/web/static/vendor/<folder>/:
+# Files copied unmodified from npm packages into trainflow/static/dashboard/vendor/<folder>/:
 # npm package -> (folder, paths inside the package).
 VENDORED = {
     "uplot": ("uplot", ("dist/uPlot.esm.js", "dist/uPlot.min.css", "LICENSE")),
@@ -156,7 +154,7 @@ def test_vendored_libraries_are_the_locked_npm_release_byte_for_byte(name: str):
         json.loads((ROOT / "package.json").read_text("utf-8"))["devDependencies"][name] == locked["version"]
     )
     folder, files = VENDORED[name]
-    vendor = ROOT / "trainflow" / "web" / "static" / "vendor" / folder
+    vendor = ASSETS / "vendor" / folder
     assert sorted(p.name for p in vendor.iterdir()) == sorted(Path(f).name for f in files)
     installed = ROOT / "node_modules" / name
     if not installed.is_dir():

@@ -1,6 +1,6 @@
 """The event catalogue, and the JavaScript held to it: no event type or status named only there (#12).
 
-The dashboard (``trainflow/web/static``) and the public ``events.js`` (``trainflow/static``)
+The dashboard (``trainflow/static/dashboard``) and the public ``events.js`` (``trainflow/static/api``)
 have no build step that could import the catalogue, so this test reads their sources: every
 event type they compare or switch on, every status they compare, list or label, must be one
 the server defines in :mod:`trainflow.events.types`.
@@ -20,7 +20,7 @@ from trainflow.events.types import FINISHED, EventType, JobStatus
 from trainflow.jobs import models, schemas
 
 PACKAGE = Path(trainflow.__file__).parent
-JS_FOLDERS = (PACKAGE / "web" / "static", PACKAGE / "static")
+STATIC = PACKAGE / "static"  # the dashboard's assets and the API's, events.js among them
 EVENT_TYPES = {event_type.value for event_type in EventType}
 STATUSES = {status.value for status in JobStatus}
 
@@ -37,8 +37,7 @@ STATUS_LIST = re.compile(r"\bexport\s+const\s+(STATUSES|FINISHED)\s*=\s*(?:new\s
 def _sources() -> dict[str, str]:
     return {
         str(path.relative_to(PACKAGE)): path.read_text(encoding="utf-8")
-        for folder in JS_FOLDERS
-        for path in sorted(folder.rglob("*.js"))
+        for path in sorted(STATIC.rglob("*.js"))
         if "vendor" not in path.parts
     }
 
@@ -120,7 +119,11 @@ def test_the_cli_maps_every_finished_status_to_an_exit_code() -> None:
 
 def test_the_scan_reads_the_dashboard_and_events_js(sources: dict[str, str]) -> None:
     # A scan that found nothing would pass every test below: make sure it reads what it should.
-    assert {"static/js/events.js", "web/static/js/pages/job.js", "web/static/js/jobs.js"} <= set(sources)
+    assert {
+        "static/api/js/events.js",
+        "static/dashboard/js/pages/job.js",
+        "static/dashboard/js/jobs.js",
+    } <= set(sources)
 
 
 def test_js_compares_only_event_types_from_the_catalogue(sources: dict[str, str]) -> None:
@@ -151,5 +154,5 @@ def test_js_finished_statuses_are_the_catalogues(sources: dict[str, str]) -> Non
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])
 def test_js_labels_exactly_the_catalogues_statuses(sources: dict[str, str], language: str) -> None:
-    labels = STATUS_LABEL.findall(sources[f"web/static/js/messages/{language}.js"])
+    labels = STATUS_LABEL.findall(sources[f"static/dashboard/js/messages/{language}.js"])
     assert sorted(labels) == sorted(STATUSES)

@@ -41,7 +41,7 @@ from tests.fuzz.conftest import FUZZ_SETTINGS
 from tests.processes import free_port
 from trainflow.accounts import service
 from trainflow.db import db
-from trainflow.mlflow_permissions.rules import build_routes
+from trainflow.tracking.permissions.rules import build_routes
 
 # Routes left out: they reach the network or a provider (the AI gateway, webhooks and their
 # test call), start MLflow's jobs (prompt optimisation), or manage workspaces; trainflow lets

@@ -17,7 +17,7 @@ import pytest
 from tests.processes import wait_for
 from tests.scripts.test_upload import TRAIN_PY, post_file
 from trainflow.db import db
-from trainflow.jobs.local import LaunchSpec
+from trainflow.jobs.executors.local import LaunchSpec
 from trainflow.jobs.models import Job, JobStatus
 from trainflow.jobs.scheduler import JobScheduler
 
@@ -94,7 +94,7 @@ def test_a_job_cancelled_before_its_supervisor_starts_never_runs(app, client, al
     (work / "train.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
     scheduler = JobScheduler(app, settings)
     executor = scheduler.executor
-    pid = executor.start(
+    pid = executor.start_supervisor(
         LaunchSpec(job_id, [sys.executable, "train.py"], {"PATH": os.environ["PATH"]}, None, 1.0)
     )
     with app.app_context():

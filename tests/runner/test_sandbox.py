@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import IS_CI
 from tests.processes import wait_for
+from tests.runner.supervision import read_status, supervisor_command, write_spec
 from trainflow.jobs import sandboxing
 from trainflow.runner import landlock, sandbox, seccomp
 from trainflow.settings import Settings
@@ -50,19 +51,14 @@ def job_folder(settings: Settings, job_id: int = 1) -> Path:
 
 
 def supervise(folder: Path, spec: dict) -> subprocess.Popen:
-    spec = {"job": 1, "cwd": str(folder / "work"), "timeout_s": None, "grace_s": 2, **spec}
-    spec.setdefault("env", {"PATH": os.environ["PATH"], "HOME": str(folder / "home")})
-    (folder / "spec.json").write_text(json.dumps(spec))
-    return subprocess.Popen([sys.executable, "-m", "trainflow.runner.supervisor", str(folder)])
+    env = {"PATH": os.environ["PATH"], "HOME": str(folder / "home")}
+    write_spec(folder, **{"grace_s": 2, "env": env, **spec})
+    return subprocess.Popen(supervisor_command(folder))
 
 
 def lines(folder: Path) -> list[str]:
     path = folder / "logs.ndjson"
     return [json.loads(line)["line"] for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def status(folder: Path) -> dict:
-    return json.loads((folder / "status.json").read_text())
 
 
 def run_job(settings: Settings, script: str, **spec) -> Path:
@@ -269,7 +265,7 @@ def test_the_launcher_reports_what_it_applied(tmp_path):
 def test_a_sandboxed_job_runs_and_its_status_says_what_was_applied(bwrap, settings):
     folder = run_job(settings, "print('hello from inside')\n")
     assert lines(folder) == ["hello from inside"]
-    final = status(folder)
+    final = read_status(folder)
     assert final["exit_code"] == 0
     assert final["sandbox"]["no_new_privs"] is True
 
@@ -283,8 +279,8 @@ def test_a_sandboxed_job_has_no_capabilities(bwrap, settings):
 
 def test_a_job_killed_by_a_signal_is_recorded_as_that_signal(bwrap, settings):
     folder = run_job(settings, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
-    assert status(folder)["signal"] == signal.SIGKILL
-    assert status(folder)["exit_code"] is None
+    assert read_status(folder)["signal"] == signal.SIGKILL
+    assert read_status(folder)["exit_code"] is None
 
 
 def test_a_cancelled_sandboxed_job_gets_sigterm_and_can_end_cleanly(bwrap, settings):
@@ -310,7 +306,7 @@ def test_a_cancelled_sandboxed_job_gets_sigterm_and_can_end_cleanly(bwrap, setti
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(timeout=30) == 0
     assert "saving a checkpoint" in lines(folder)
-    assert status(folder)["reason"] == "cancelled"
+    assert read_status(folder)["reason"] == "cancelled"
     assert time.monotonic() - started < 10  # it ended on SIGTERM, not on the SIGKILL 20 s later
 
 
@@ -318,7 +314,7 @@ def test_a_sandboxed_job_that_cannot_start_fails(bwrap, settings):
     folder = job_folder(settings)
     policy = sandboxing.job_policy(settings, folder, None, None)
     supervise(folder, {"argv": ["/nonexistent/python"], "sandbox": policy}).wait(timeout=60)
-    assert status(folder)["exit_code"] == 127
+    assert read_status(folder)["exit_code"] == 127
     assert any("could not start the job" in line for line in lines(folder))
 
 

@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.processes import alive, wait_for
+from tests.runner.supervision import read_status, supervisor_command, write_job, write_spec
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and signals are POSIX")
 
@@ -21,27 +20,13 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups and s
 def start(
     tmp_path: Path, script: str, timeout_s: float | None = None, grace_s: float = 2
 ) -> subprocess.Popen:
-    (tmp_path / "work").mkdir()
-    (tmp_path / "work" / "train.py").write_text(textwrap.dedent(script))
-    spec = {
-        "job": 1,
-        "argv": [sys.executable, "-u", "train.py"],
-        "cwd": str(tmp_path / "work"),
-        "env": {"PATH": os.environ["PATH"]},
-        "timeout_s": timeout_s,
-        "grace_s": grace_s,
-    }
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    return subprocess.Popen([sys.executable, "-m", "trainflow.runner.supervisor", str(tmp_path)])
+    write_job(tmp_path, script, timeout_s=timeout_s, grace_s=grace_s)
+    return subprocess.Popen(supervisor_command(tmp_path))
 
 
 def run(tmp_path: Path, script: str, **kwargs) -> tuple[dict, list[dict]]:
     assert start(tmp_path, script, **kwargs).wait(timeout=60) == 0
-    return status(tmp_path), records(tmp_path)
-
-
-def status(tmp_path: Path) -> dict:
-    return json.loads((tmp_path / "status.json").read_text())
+    return read_status(tmp_path), records(tmp_path)
 
 
 def records(tmp_path: Path) -> list[dict]:
@@ -151,26 +136,14 @@ def test_sigterm_cancels_and_escalates_to_sigkill(tmp_path):
     started = time.monotonic()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
-    final = status(tmp_path)
+    final = read_status(tmp_path)
     assert final["reason"] == "cancelled" and final["signal"] == signal.SIGKILL
     assert time.monotonic() - started < 10
 
 
 def test_a_job_that_cannot_start(tmp_path):
     (tmp_path / "work").mkdir()
-    spec = {
-        "job": 1,
-        "argv": ["/nonexistent/python"],
-        "cwd": str(tmp_path / "work"),
-        "env": {},
-        "timeout_s": None,
-    }
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    assert (
-        subprocess.run(
-            [sys.executable, "-m", "trainflow.runner.supervisor", str(tmp_path)], timeout=30
-        ).returncode
-        == 0
-    )
-    assert status(tmp_path)["reason"] == "start_failed"
+    write_spec(tmp_path, argv=["/nonexistent/python"], env={})
+    assert subprocess.run(supervisor_command(tmp_path), timeout=30).returncode == 0
+    assert read_status(tmp_path)["reason"] == "start_failed"
     assert "could not start" in records(tmp_path)[0]["line"]

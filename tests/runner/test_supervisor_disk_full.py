@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 
 from tests.filesystems import fill, small_tmpfs
 from tests.processes import wait_for
+from tests.runner.supervision import read_status, supervisor_command, write_job
 from trainflow.runner.eventlog import fragment
 from trainflow.runner.supervisor import EventSink
 
@@ -51,21 +50,11 @@ def start(folder: Path, source: str, disk_full_s: float) -> subprocess.Popen:
 
 
 def prepare(folder: Path, source: str, disk_full_s: float) -> None:
-    (folder / "work" / "train.py").write_text(textwrap.dedent(source))
-    spec = {
-        "job": 1,
-        "argv": [sys.executable, "-u", "train.py"],
-        "cwd": str(folder / "work"),
-        "env": {"PATH": os.environ["PATH"]},
-        "timeout_s": None,
-        "grace_s": 1,
-        "disk_full_s": disk_full_s,
-    }
-    (folder / "spec.json").write_text(json.dumps(spec))
+    write_job(folder, source, grace_s=1, disk_full_s=disk_full_s)
 
 
 def launch(folder: Path) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "trainflow.runner.supervisor", str(folder)])
+    process = subprocess.Popen(supervisor_command(folder))
     STARTED.append(process)
     return process
 
@@ -90,7 +79,7 @@ def test_output_held_while_the_disk_is_full_is_written_once_room_returns(job_dir
     time.sleep(1.5)  # the job keeps printing; nothing of it has room
     filler.unlink()
     assert supervisor.wait(timeout=60) == 0
-    status = json.loads((job_dir / "status.json").read_text())
+    status = read_status(job_dir)
     assert status["exit_code"] == 0
     assert status["reason"] is None
     expected = [f"line {n}" for n in range(1, 3001)]
@@ -104,7 +93,7 @@ def test_a_disk_that_stays_full_ends_the_job_with_a_reason_naming_it(job_dir):
     before = log_lines(job_dir)
     fill(job_dir.parent.parent / "filler")
     assert supervisor.wait(timeout=60) == 0
-    status = json.loads((job_dir / "status.json").read_text())
+    status = read_status(job_dir)
     assert status["state"] == "exited"
     assert status["reason"] == "disk_full"
     assert status["message"].startswith("The disk holding the data directory is full")
@@ -148,6 +137,6 @@ def test_with_no_room_even_for_its_end_the_supervisor_waits_to_record_it(job_dir
     assert not (job_dir / "status.json").exists() or "exited" not in (job_dir / "status.json").read_text()
     filler.unlink()
     assert supervisor.wait(timeout=30) == 0
-    status = json.loads((job_dir / "status.json").read_text())
+    status = read_status(job_dir)
     assert status["state"] == "exited"
     assert status["reason"] == "disk_full"

@@ -7,7 +7,7 @@ from mlflow.protos.model_registry_pb2 import UpdateRegisteredModel
 from mlflow.protos.service_pb2 import CreateRun, GetRun
 from mlflow.server import handlers
 
-from trainflow.mlflow_permissions.parsing import (
+from trainflow.tracking.permissions.parsing import (
     MlflowRequestError,
     ParsedAsAnotherMessage,
     Reader,

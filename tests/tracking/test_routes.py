@@ -16,7 +16,7 @@ from werkzeug.routing import Rule
 
 from tests.tracking.conftest import Mlflow
 from trainflow.api import operation_of
-from trainflow.mlflow_permissions import PUBLIC_ENDPOINTS
+from trainflow.tracking.permissions import PUBLIC_ENDPOINTS
 
 # Endpoints that do real work even on empty input (demo data, LLM calls): not called as admin.
 # Gateway discovery fetches a model catalogue from the internet, which tests cannot reach.

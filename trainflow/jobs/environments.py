@@ -13,9 +13,11 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trainflow.jobs.models import Job
+if TYPE_CHECKING:
+    from trainflow.jobs.executors.base import Launch
+from trainflow.tracking import mlflow_version
 
 PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")  # from the server's environment, and no more
 
@@ -60,9 +62,7 @@ _INDEX_OPTIONS = (
 
 def venv_constraints() -> list[str]:
     """What holds a listed MLflow to the server's version."""
-    import mlflow
-
-    version = mlflow.__version__
+    version = mlflow_version()
     return [f"mlflow=={version}", f"mlflow-skinny=={version}", f"mlflow-tracing=={version}"]
 
 
@@ -229,25 +229,23 @@ def setup_env(job_env: dict[str, str], server_env: dict[str, str]) -> dict[str, 
     return env
 
 
-def job_env(
-    job: Job, *, base_env: dict[str, str], tracking_uri: str, token: str, folder: Path, gpu_ids: str | None
-) -> dict[str, str]:
+def job_env(launch: Launch, *, base_env: dict[str, str], folder: Path) -> dict[str, str]:
     """The job's whole environment: an allow-list, never the server's secrets."""
     env = {k: v for k, v in base_env.items() if k in PASSED_ENV}
-    env.update(job.env)
+    env.update(launch.user_env)
     env.update(
         PATH=str(Path(sys.executable).parent) + ":/usr/local/bin:/usr/bin:/bin",
         HOME=str(folder / "home"),
         TMPDIR=str(folder / "tmp"),
         PYTHONUNBUFFERED="1",
         PYTHONIOENCODING="utf-8",
-        MLFLOW_TRACKING_URI=tracking_uri,
-        MLFLOW_RUN_ID=job.run_id,
-        MLFLOW_EXPERIMENT_ID=job.experiment_id,
-        MLFLOW_TRACKING_TOKEN=token,
+        MLFLOW_TRACKING_URI=launch.tracking_uri,
+        MLFLOW_RUN_ID=launch.run_id,
+        MLFLOW_EXPERIMENT_ID=launch.experiment_id,
+        MLFLOW_TRACKING_TOKEN=launch.token,
         TRAINFLOW_OUTPUT_DIR=str(folder / "output"),
-        TRAINFLOW_JOB_ID=str(job.id),
+        TRAINFLOW_JOB_ID=str(launch.job_id),
     )
-    if gpu_ids is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu_ids
+    if launch.gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = launch.gpu_ids
     return env

@@ -1,14 +1,14 @@
 """The scheduler: starts queued jobs when slots and GPUs are free, and records how jobs end.
 
 Exactly one runs per data directory (in `trainflow server`, the only or first process). It
-works from the database and each job's folder, so a new one picks up where a killed one left
-off: on start it looks at every job marked RUNNING, keeps watching those whose supervisor is
-still alive, records the end of those that finished meanwhile, and marks LOST the ones whose
-supervisor vanished without recording an exit. A job is claimed with a conditional UPDATE
-before its supervisor starts, so no job starts twice.
+works from the database and what its executor (``trainflow.jobs.executors``) observes, so a
+new one picks up where a killed one left off: on start it looks at every job marked RUNNING,
+keeps watching those still running, records the end of those that finished meanwhile, and
+marks LOST the ones that vanished without recording an exit. A job is claimed with a
+conditional UPDATE before the executor starts it, so no job starts twice.
 
-Supervisors announce state changes with a datagram on a local socket; the scheduler also
-looks at running jobs' status files once a second in case a datagram was missed.
+The local executor's supervisors announce state changes with a datagram on a local socket;
+the scheduler also observes running jobs once a second in case a datagram was missed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import socket
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
@@ -31,10 +31,10 @@ from trainflow.events.bus import describe as describe_bus
 from trainflow.events.bus import private_folder, run_folder
 from trainflow.events.record import add_change, record_status
 from trainflow.housekeeping import has_room_to_start
-from trainflow.jobs import environments, sandboxing, service
-from trainflow.jobs.local import LaunchSpec, LocalExecutor
+from trainflow.jobs import sandboxing, service
+from trainflow.jobs.executors import Executor, Exit, Launch, State, Watched
+from trainflow.jobs.executors.local import LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
-from trainflow.jobs.venv import python_of
 from trainflow.runner.limits import REASONS as LIMIT_REASONS
 from trainflow.runner.supervisor import STORAGE_REASONS
 from trainflow.scripts import service as scripts
@@ -56,11 +56,15 @@ def notify_socket_path(settings: Settings) -> Path:
 
 
 class JobScheduler:
-    def __init__(self, app: Flask, settings: Settings) -> None:
+    """Decides which queued job starts next and records how jobs end; the executor runs them."""
+
+    def __init__(self, app: Flask, settings: Settings, executor: Executor | None = None) -> None:
         self.app = app
         self.settings = settings
         self.notify_path = notify_socket_path(settings) if hasattr(socket, "AF_UNIX") else None
-        self.executor = LocalExecutor(settings.jobs_dir, self.notify_path, describe_bus(settings))
+        self.executor: Executor = executor or LocalExecutor(
+            settings, self.notify_path, describe_bus(settings)
+        )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -70,9 +74,7 @@ class JobScheduler:
     # -- running ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        sandboxing.sandbox_state(self.settings)  # says once, at start-up, whether jobs are sandboxed
-        log.info("%s", sandboxing.describe_limits(self.settings))
+        log.info("%s", self.executor.open())
         if self.notify_path is not None:
             self._socket = _bind(self.notify_path)
             self._threads.append(threading.Thread(target=self._listen, name="job-notify", daemon=True))
@@ -114,32 +116,26 @@ class JobScheduler:
             self._wake.clear()
 
     def tick(self) -> None:
-        self.executor.reap()
         self._observe_running()
         self._start_queued()
 
     # -- watching -----------------------------------------------------------------------------
 
     def _observe_running(self) -> None:
-        for job in db.session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value)).all():
-            status = self.executor.status(job.id)
-            if status and status.get("state") == "exited":
-                self._record_exit(job, status)
-            elif not self.executor.is_supervising(job.id, job.supervisor_pid):
-                status = self.executor.status(job.id)  # it may have written its exit just now
-                if status and status.get("state") == "exited":
-                    self._record_exit(job, status)
-                    continue
-                self.executor.kill_orphan((status or {}).get("pid"))
-                sandboxing.remove_leftover_cgroups(self.settings, job.id)  # what left its group too
-                self._record_vanished(job)
-            elif status and status.get("pid") and job.pid != status["pid"]:
-                job.pid = status["pid"]
+        running = db.session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value)).all()
+        observations = self.executor.observe([Watched(job.id, job.supervisor_pid) for job in running])
+        for job, seen in zip(running, observations, strict=True):
+            if seen.exit is not None:
+                self._record_exit(job, seen.exit)
+            elif seen.state is State.VANISHED:
+                self._record_vanished(job, seen.was_cancelled)
+            elif seen.pid and job.pid != seen.pid:
+                job.pid = seen.pid
                 db.session.commit()
 
-    def _record_vanished(self, job: Job) -> None:
-        """A supervisor ended without a word: cancelled while it was starting up, or lost."""
-        if self.executor.was_cancelled(job.id):
+    def _record_vanished(self, job: Job, was_cancelled: bool) -> None:
+        """A job's process ended without a word: cancelled while it was starting up, or lost."""
+        if was_cancelled:
             service.finish(db.session, job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled.")
             return
         service.finish(
@@ -152,9 +148,9 @@ class JobScheduler:
         )
         log.warning("Job %d: LOST", job.id)
 
-    def _record_exit(self, job: Job, status: dict[str, Any]) -> None:
-        reason = status.get("reason")
-        code, signal_number = status.get("exit_code"), status.get("signal")
+    def _record_exit(self, job: Job, ended: Exit) -> None:
+        reason = ended.reason
+        code, signal_number = ended.exit_code, ended.signal
         if reason == "cancelled":
             outcome, text = JobStatus.CANCELLED, "Cancelled."
         elif reason == "timed_out":
@@ -162,10 +158,10 @@ class JobScheduler:
             outcome, text = JobStatus.TIMED_OUT, f"Ran past its timeout of {timeout} s."
         elif reason in STORAGE_REASONS:
             # The disk holding the data directory stayed full (its supervisor says so).
-            outcome, text = JobStatus.FAILED, status.get("message") or "The disk holding the data is full."
+            outcome, text = JobStatus.FAILED, ended.message or "The disk holding the data is full."
         elif reason in LIMIT_REASONS:
-            # status.json names the limit: "memory limit of 4096 MB exceeded".
-            outcome, text = JobStatus.FAILED, status.get("message") or f"Exceeded a limit ({reason})."
+            # The runner names the limit: "memory limit of 4096 MB exceeded".
+            outcome, text = JobStatus.FAILED, ended.message or f"Exceeded a limit ({reason})."
         elif reason == "setup_failed":
             outcome, text = (
                 JobStatus.FAILED,
@@ -185,8 +181,8 @@ class JobScheduler:
             outcome,
             exit_code=code,
             reason=text,
-            finished_at=status.get("finished_at"),
-            output_dir=self.executor.output_dir(job.id),
+            finished_at=ended.finished_at,
+            output_dir=ended.outputs,
         ):
             log.info("Job %d: %s (%s)", job.id, outcome.value, text or "exit code 0")
 
@@ -252,52 +248,21 @@ class JobScheduler:
         try:
             script = db.session.get(Script, job.script_id)
             assert script is not None
-            folder = self.executor.prepare(job.id, scripts.files_dir(self.settings, script))
-            env = environments.job_env(
-                job,
-                base_env=dict(os.environ),
-                tracking_uri=self.settings.local_url,
+            launch = Launch(
+                job_id=job.id,
+                run_id=job.run_id,
+                experiment_id=job.experiment_id,
+                files=scripts.files_dir(self.settings, script),
+                argv=service.job_argv(job, script.entrypoint),
+                has_requirements=script.has_requirements,
+                user_env=dict(job.env),
                 token=issue_job_token(self.app, job),
-                folder=folder,
+                tracking_uri=self.settings.local_url,
                 gpu_ids=",".join(gpu_ids) if self.settings.gpu_ids else None,
+                timeout_s=sandboxing.job_timeout(job, self.settings),
+                owner_is_admin=_is_admin(job.owner_id),
             )
-            argv = service.job_argv(job, script.entrypoint)
-            setup: list[list[str]] = []
-            venv = None
-            if script.has_requirements:
-                venv, setup = environments.venv_setup(self.settings, folder / "work" / "requirements.txt")
-                argv[0] = str(python_of(venv))
-            setup_env = environments.setup_env(env, dict(os.environ))
-            policy = setup_policy = None
-            publish: list[list[str]] = []
-            if sandboxing.is_sandboxed(self.settings):
-                gpus = env.get("CUDA_VISIBLE_DEVICES")
-                policy = sandboxing.job_policy(self.settings, folder, venv, gpus)
-                if setup and venv is not None:
-                    setup_policy, publish = sandboxing.setup_policy(
-                        self.settings, folder, venv, setup, setup_env
-                    )
-                sandboxing.grant_folders(self.settings, folder)
-            elif sandboxing.sandbox_state(self.settings)["mode"] != "off" and not _is_admin(job.owner_id):
-                # Queued while a sandbox could be built, or by a user since made admin no longer.
-                raise RuntimeError(
-                    "this server cannot sandbox jobs now, and only admins' jobs run unsandboxed"
-                )
-            spec = LaunchSpec(
-                job.id,
-                argv,
-                env,
-                sandboxing.job_timeout(job, self.settings),
-                float(self.settings.job_grace_seconds),
-                setup,
-                setup_env,
-                sandbox=policy,
-                setup_sandbox=setup_policy,
-                setup_publish=publish,
-                limits=sandboxing.job_limits(self.settings),
-                disk_full_s=float(self.settings.job_disk_full_seconds),
-            )
-            job.supervisor_pid = self.executor.start(spec)
+            job.supervisor_pid = self.executor.start(launch)
             db.session.commit()
             _set_run_running(job.run_id)
             log.info("Job %d: started (supervisor %d)", job.id, job.supervisor_pid)
@@ -316,11 +281,10 @@ def _is_admin(user_id: int) -> bool:
 
 
 def _set_run_running(run_id: str) -> None:
-    from mlflow.entities import RunStatus
-    from mlflow.server.handlers import _get_tracking_store
+    from trainflow.tracking.runs import set_run_status
 
     try:
-        _get_tracking_store().update_run_info(run_id, RunStatus.RUNNING, end_time=None, run_name=None)
+        set_run_status(run_id, "RUNNING")
     except Exception:
         log.exception("Could not mark run %s RUNNING", run_id)
 
@@ -347,12 +311,12 @@ def wake_scheduler(app: Flask) -> None:
             sock.sendto(json.dumps({"event": "wake"}).encode(), str(path))
 
 
-def executor_for(app: Flask) -> LocalExecutor:
-    """The running scheduler's executor, or one that can read job folders and signal supervisors."""
+def executor_for(app: Flask) -> Executor:
+    """The running scheduler's executor, or one that can cancel and remove this machine's jobs."""
     scheduler: JobScheduler | None = app.extensions.get(EXTENSION)
     if scheduler is not None:
         return scheduler.executor
-    return LocalExecutor(app.config["TRAINFLOW"].jobs_dir, None)
+    return LocalExecutor(app.config["TRAINFLOW"])
 
 
 def start_scheduler(app: Flask) -> JobScheduler:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from trainflow.accounts.credentials import Principal
 from trainflow.accounts.models import User
 from trainflow.db import get_by_id, utcnow
-from trainflow.errors import BadRequest, Conflict, NotFound, PermissionDenied
+from trainflow.errors import Conflict, NotFound
 from trainflow.events.record import add_change, announce_deleted, record_status
 from trainflow.events.types import EventType
 from trainflow.jobs.models import MLFLOW_RUN_STATUS, Job, JobStatus
@@ -27,11 +27,10 @@ from trainflow.jobs.sandboxing import ensure_may_run_jobs
 from trainflow.jobs.schemas import SubmitJobRequest
 from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
+from trainflow.tracking import runs
 
 if TYPE_CHECKING:
     from sqlalchemy import CursorResult
-
-    from trainflow.tracking_store import TrainflowTrackingStore
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +40,11 @@ def submit(session: Session, principal: Principal, request: SubmitJobRequest, au
     ensure_may_run_jobs(current_app.config["TRAINFLOW"], principal)
     script = scripts.get_script(session, principal, request.script_id)
     check_jobs_quota(session, current_app.config["TRAINFLOW"], principal, script)
-    from mlflow.entities import Param, RunStatus, RunTag
-    from mlflow.server.handlers import _get_tracking_store
-
-    # MLflow types its store an AbstractStore; the server's is trainflow's (trainflow.mlflow_app).
-    store = cast("TrainflowTrackingStore", _get_tracking_store())
     experiment_name = request.experiment_name or f"{principal.username}/{Path(script.filename).stem}"
-    experiment_id = _experiment_for(store, principal, experiment_name, authorizer)
-    run = store.create_run(
-        experiment_id=experiment_id,
-        user_id=principal.username,
-        start_time=int(time.time() * 1000),
-        tags=[
-            RunTag("mlflow.source.name", script.entrypoint),
-            RunTag("mlflow.source.type", "JOB"),
-            RunTag("mlflow.user", principal.username),
-        ],
-        run_name=request.run_name,
-    )
-    run_id = run.info.run_id
+    experiment_id = runs.experiment_for_job(principal, experiment_name, authorizer)
+    run_id = runs.create_job_run(experiment_id, principal.username, script.entrypoint, request.run_name)
     try:
-        if request.params:
-            store.log_batch(
-                run_id, metrics=[], params=[Param(k, str(v)) for k, v in request.params.items()], tags=[]
-            )
-        store.mark_scheduled(run_id)
+        runs.schedule_run(run_id, request.params)
         job = Job(
             owner_id=principal.user_id,
             script_id=script.id,
@@ -87,43 +66,11 @@ def submit(session: Session, principal: Principal, request: SubmitJobRequest, au
         # No job was queued: the run it would have used ends as failed, not left scheduled.
         session.rollback()
         with contextlib.suppress(Exception):
-            store.update_run_info(run_id, RunStatus.FAILED, end_time=int(time.time() * 1000), run_name=None)
+            runs.set_run_status(run_id, "FAILED", end_time_ms=int(time.time() * 1000))
         raise
     with contextlib.suppress(Exception):
-        store.add_new_tags(run_id, {"trainflow.job_id": str(job.id)})
+        runs.tag_with_job(run_id, job.id)
     return job
-
-
-def _experiment_for(store: Any, principal: Principal, name: str, authorizer: Any) -> str:
-    from mlflow.exceptions import MlflowException
-
-    from trainflow.experiment_names import check_experiment_name, may_use_name
-    from trainflow.mlflow_permissions import Permission
-
-    experiment = store.get_experiment_by_name(name)
-    if experiment is None:
-        check_experiment_name(principal, name)  # no one creates a name in another user's namespace
-        try:
-            experiment_id = str(store.create_experiment(name))
-        except MlflowException as e:
-            raise BadRequest(f"Cannot create experiment {name!r}: {e.message}") from None
-        authorizer.grant(principal.user_id, "experiment", experiment_id, Permission.MANAGE)
-        return experiment_id
-    experiment_id = str(experiment.experiment_id)
-    if experiment.lifecycle_stage != "active":
-        raise BadRequest(f"Experiment {name!r} is deleted; restore it or choose another name.")
-    if not principal.is_admin and not authorizer.permission(
-        principal.user_id, "experiment", experiment_id
-    ).allows("update"):
-        raise PermissionDenied(
-            f"You may not add runs to experiment {name!r}; choose another experiment_name"
-            + (
-                " (someone else created it before names were reserved per user; an admin can rename it)."
-                if may_use_name(principal.username, False, name)
-                else "."
-            )
-        )
-    return experiment_id
 
 
 def get_job(session: Session, principal: Principal, job_id: int) -> Job:
@@ -228,10 +175,6 @@ def finish(
 
 
 def _end_run(job: Job, status: JobStatus, output_dir: Path | None) -> None:
-    from mlflow.entities import RunStatus
-    from mlflow.server.handlers import _get_tracking_store
-
-    store = _get_tracking_store()
     try:
         if output_dir is not None and output_dir.is_dir() and any(output_dir.iterdir()):
             from trainflow.runner.sandbox import remove_links
@@ -239,28 +182,11 @@ def _end_run(job: Job, status: JobStatus, output_dir: Path | None) -> None:
             # The job wrote this folder: a link in it would have the server copy what it names.
             if removed := remove_links(str(output_dir)):
                 log.warning("Job %d: left out of its artifacts, not plain files: %s", job.id, removed[:10])
-            _log_artifacts(store, job.run_id, output_dir)
+            runs.log_artifacts(job.run_id, output_dir)
         end = int((job.finished_at or utcnow()).timestamp() * 1000)
-        store.update_run_info(
-            job.run_id, RunStatus.from_string(MLFLOW_RUN_STATUS[status]), end_time=end, run_name=None
-        )
+        runs.set_run_status(job.run_id, MLFLOW_RUN_STATUS[status], end_time_ms=end)
     except Exception:
         log.exception("Job %d: could not finish its MLflow run %s", job.id, job.run_id)
-
-
-def _log_artifacts(store: Any, run_id: str, output_dir: Path) -> None:
-    """Copy the job's output folder into the run's artifacts (through MLflow's artifact store)."""
-    from mlflow.server.handlers import _get_artifact_repo_mlflow_artifacts
-
-    run = store.get_run(run_id)
-    root = run.info.artifact_uri  # mlflow-artifacts:/<experiment>/<run>/artifacts
-    prefix = root.split(":", 1)[1].lstrip("/") if root.startswith("mlflow-artifacts:") else None
-    if prefix is None:
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        get_artifact_repository(root).log_artifacts(str(output_dir))
-        return
-    _get_artifact_repo_mlflow_artifacts().log_artifacts(str(output_dir), artifact_path=prefix)
 
 
 def job_argv(job: Job, entrypoint: str) -> list[str]:

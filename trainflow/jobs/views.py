@@ -12,10 +12,10 @@ from trainflow.accounts.auth import current_principal
 from trainflow.api import endpoint, json_response
 from trainflow.db import db, utcnow
 from trainflow.errors import BadRequest
-from trainflow.events.record import add_change, announce_deleted
+from trainflow.events.record import add_change, announce_deleted, job_dir
 from trainflow.events.types import EventType
 from trainflow.jobs import service
-from trainflow.jobs.local import LocalExecutor
+from trainflow.jobs.executors import Executor
 from trainflow.jobs.logs import complete_lines
 from trainflow.jobs.models import Job, JobStatus
 from trainflow.jobs.scheduler import EXTENSION, executor_for, wake_scheduler
@@ -32,7 +32,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _executor() -> LocalExecutor:
+def _executor() -> Executor:
     return executor_for(current_app)
 
 
@@ -224,4 +224,4 @@ def download_logs(job_id: int) -> Response:
 
 
 def _log_path(job_id: int) -> Path:
-    return _executor().job_dir(job_id) / "logs.ndjson"
+    return job_dir(current_app, job_id) / "logs.ndjson"

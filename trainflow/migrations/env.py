@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Literal
 from alembic import context
 from flask import current_app
 
-from trainflow.database import VERSION_TABLE, is_trainflow_table
 from trainflow.db import UTCDateTime, db
+from trainflow.migrate import VERSION_TABLE, is_trainflow_table
 
 if TYPE_CHECKING:
     from alembic.autogenerate.api import AutogenContext

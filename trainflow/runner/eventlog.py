@@ -25,12 +25,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainflow.runner.catalogue import EventType
+
 EVENTS = "events.ndjson"
 INDEX = "events.idx"
 COUNTER = "events.seq"
 INDEX_EVERY = 1000
 PREFIX = b'{"seq":'
-END_MARK = b'"type":"end"'
+
+
+def type_mark(kind: EventType) -> bytes:
+    """The ``"type":"..."`` field as :func:`fragment` writes it: what a scan of raw records looks for."""
+    return b'"type":"%s"' % kind.encode()
+
+
+END_MARK = type_mark(EventType.END)
 
 
 def fragment(kind: str, ts: float | None = None, **fields: Any) -> bytes:

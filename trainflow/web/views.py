@@ -1,4 +1,4 @@
-"""Serve the dashboard: index.html for every page under /train/, its assets from static/.
+"""Serve the dashboard: index.html for every page under /train/, its assets from static/dashboard/.
 
 The dashboard is plain ES modules with no build step; it talks to the server only through the
 JSON API and the event streams. Its pages are routed in the browser (History API), so any
@@ -12,13 +12,17 @@ static endpoint (``web.static``), which the hook also lets through.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, Response, send_from_directory
 from flask.blueprints import BlueprintSetupState
 from werkzeug.routing import PathConverter
 
 from trainflow.api import endpoint
 
-bp = Blueprint("web", __name__, url_prefix="/train", static_folder="static", static_url_path="/static")
+# The server's assets live in one tree, trainflow/static/; the dashboard's are its dashboard/ folder.
+ASSETS = Path(__file__).resolve().parent.parent / "static" / "dashboard"
+bp = Blueprint("web", __name__, url_prefix="/train", static_folder=ASSETS, static_url_path="/static")
 TAG = "dashboard"
 
 

@@ -19,9 +19,9 @@ from sqlalchemy import Row, delete, select, update
 from trainflow.accounts.credentials import AuthEpoch, Principal
 from trainflow.db import db
 from trainflow.errors import PermissionDenied
-from trainflow.mlflow_permissions.models import ExperimentPermission, Permission, RegisteredModelPermission
-from trainflow.mlflow_permissions.parsing import MlflowRequestError, ParsedRequest, parse_request
-from trainflow.mlflow_permissions.rules import Route, Target, build_routes
+from trainflow.tracking.permissions.models import ExperimentPermission, Permission, RegisteredModelPermission
+from trainflow.tracking.permissions.parsing import MlflowRequestError, ParsedRequest, parse_request
+from trainflow.tracking.permissions.rules import Route, Target, build_routes
 
 _SEARCH_KEY = "trainflow_mlflow_search"
 _JOB_SEARCH_KEY = "trainflow_mlflow_job_search"
@@ -265,7 +265,7 @@ class MlflowAuthorizer:
 
     def record_creator(self, response: Response, principal: Principal) -> None:
         """Give the creator MANAGE on what they just created; filter searches to what they may read."""
-        from trainflow.mlflow_permissions.parsing import current
+        from trainflow.tracking.permissions.parsing import current
 
         parsed = current()
         if response.status_code != 200 or parsed is None:

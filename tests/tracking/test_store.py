@@ -11,8 +11,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from sqlalchemy import create_engine, text
 
-from trainflow.mlflow_app import DEFAULT_ARTIFACT_ROOT, dispose_stores
-from trainflow.tracking_store import TrainflowTrackingStore
+from trainflow.tracking.app import DEFAULT_ARTIFACT_ROOT, dispose_stores
+from trainflow.tracking.store import TrainflowTrackingStore
 
 VALUES = [0.0, 1.5, -2.0, 1.5, 1e300, math.nan, math.inf, -math.inf]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from trainflow.logs import RedactingFilter, redact
+from trainflow.server_logging import RedactingFilter, redact
 
 
 def test_redact_hides_headers_jwts_and_passwords():

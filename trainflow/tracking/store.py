@@ -7,7 +7,7 @@ the same rows with Core statements: insert the metrics ignoring exact duplicates
 per-key latest values ignoring existing keys, then move each existing latest value forward
 with one conditional UPDATE whose row-value comparison ``(step, timestamp, value) < (...)``
 is MLflow's own rule for "more recent". The result in the database is the same as MLflow's
-(``tests/test_tracking_store.py`` checks both side by side), and the conditional UPDATE keeps
+(``tests/tracking/test_store.py`` checks both side by side), and the conditional UPDATE keeps
 concurrent writers correct without reading rows first.
 
 Dialects without an insert-ignore here fall back to MLflow's implementation.

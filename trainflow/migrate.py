@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from trainflow.settings import Settings
 
 from trainflow.db import TABLE_PREFIX
+from trainflow.tracking.schema import upgrade_mlflow_schema
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Beside MLflow's `alembic_version`: each schema keeps its own history.
@@ -39,17 +40,3 @@ def upgrade_all(settings: Settings, create_app: Callable[[Settings], Flask]) -> 
     with app.app_context():
         flask_migrate.upgrade(directory=str(MIGRATIONS_DIR))
     return app
-
-
-def upgrade_mlflow_schema(database_url: str) -> None:
-    from mlflow.store.db import utils
-    from sqlalchemy import create_engine
-
-    engine = create_engine(database_url)
-    try:
-        if not utils._all_tables_exist(engine):
-            utils._initialize_tables(engine)
-        elif utils._get_schema_version(engine) != utils._get_latest_schema_revision():
-            utils._upgrade_db(engine)
-    finally:
-        engine.dispose()

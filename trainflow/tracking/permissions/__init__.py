@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from trainflow.mlflow_permissions.authorizer import MlflowAuthorizer
-from trainflow.mlflow_permissions.models import ExperimentPermission, Permission, RegisteredModelPermission
-from trainflow.mlflow_permissions.rules import PUBLIC_ENDPOINTS
+from trainflow.tracking.permissions.authorizer import MlflowAuthorizer
+from trainflow.tracking.permissions.models import ExperimentPermission, Permission, RegisteredModelPermission
+from trainflow.tracking.permissions.rules import PUBLIC_ENDPOINTS
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -33,7 +33,7 @@ __all__ = [
 
 def init_app(app: Flask, settings: Settings, auth_epoch: AuthEpoch) -> None:
     from trainflow.accounts.credentials import AuthEpoch
-    from trainflow.mlflow_permissions import graphql, parsing
+    from trainflow.tracking.permissions import graphql, parsing
 
     permission_epoch = AuthEpoch(settings.resolved_data_dir / "permission_epoch")
     app.extensions["trainflow.mlflow_authorizer"] = MlflowAuthorizer(

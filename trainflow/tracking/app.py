@@ -46,7 +46,7 @@ def configure_stores(settings: Settings) -> None:
             os.environ.pop(variable, None)
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    from trainflow.tracking_store import TrainflowTrackingStore
+    from trainflow.tracking.store import TrainflowTrackingStore
 
     handlers._model_registry_store = None
     handlers._artifact_repo = None

@@ -1,4 +1,10 @@
-"""The local executor: each job under its own supervisor process on this machine."""
+"""The local executor: each job under its own supervisor process on this machine.
+
+Everything it knows of a job is in the job's folder (``JOBS_DIR/<id>``): the supervisor
+writes ``status.json`` and the job's log there, so a restarted server reads where its jobs
+stand. It builds what a job runs in here too: the folder, the environment, the virtualenv
+steps and the sandbox policy.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,18 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from trainflow.jobs import environments, sandboxing
+from trainflow.jobs.executors.base import Exit, Launch, Observation, State, Watched
+from trainflow.jobs.venv import python_of
 from trainflow.runner.supervisor import CANCEL_MARKER
+
+if TYPE_CHECKING:
+    from trainflow.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -38,11 +51,19 @@ class LaunchSpec:
 class LocalExecutor:
     """Starts, cancels and observes supervisors; everything it knows is in each job's folder."""
 
-    def __init__(self, jobs_dir: Path, notify_path: Path | None, bus: dict[str, Any] | None = None) -> None:
-        self.jobs_dir = jobs_dir
-        self.notify_path = notify_path
+    def __init__(
+        self, settings: Settings, notify_path: Path | None = None, bus: dict[str, Any] | None = None
+    ) -> None:
+        self.settings = settings
+        self.jobs_dir = settings.jobs_dir
+        self.notify_path = notify_path  # where supervisors say that a job's state changed
         self.bus = bus  # where the supervisor announces new events
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def open(self) -> str:
+        self.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        sandboxing.sandbox_state(self.settings)  # says once, at start-up, whether jobs are sandboxed
+        return sandboxing.describe_limits(self.settings)
 
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)
@@ -67,7 +88,49 @@ class LocalExecutor:
             (folder / name).mkdir()
         return folder
 
-    def start(self, spec: LaunchSpec) -> int:
+    def start(self, launch: Launch) -> int:
+        """Prepare the job's folder, environment and sandbox, and start its supervisor.
+
+        Returns the supervisor's pid. Raises if the job cannot start (the scheduler records
+        why): a sandbox required but not available to a non-admin, a full disk...
+        """
+        folder = self.prepare(launch.job_id, launch.files)
+        env = environments.job_env(launch, base_env=dict(os.environ), folder=folder)
+        argv = list(launch.argv)
+        setup: list[list[str]] = []
+        venv = None
+        if launch.has_requirements:
+            venv, setup = environments.venv_setup(self.settings, folder / "work" / "requirements.txt")
+            argv[0] = str(python_of(venv))
+        setup_env = environments.setup_env(env, dict(os.environ))
+        policy = setup_policy = None
+        publish: list[list[str]] = []
+        if sandboxing.is_sandboxed(self.settings):
+            policy = sandboxing.job_policy(self.settings, folder, venv, env.get("CUDA_VISIBLE_DEVICES"))
+            if setup and venv is not None:
+                setup_policy, publish = sandboxing.setup_policy(self.settings, folder, venv, setup, setup_env)
+            sandboxing.grant_folders(self.settings, folder)
+        elif sandboxing.sandbox_state(self.settings)["mode"] != "off" and not launch.owner_is_admin:
+            # Queued while a sandbox could be built, or by a user since made admin no longer.
+            raise RuntimeError("this server cannot sandbox jobs now, and only admins' jobs run unsandboxed")
+        return self.start_supervisor(
+            LaunchSpec(
+                launch.job_id,
+                argv,
+                env,
+                launch.timeout_s,
+                float(self.settings.job_grace_seconds),
+                setup,
+                setup_env,
+                sandbox=policy,
+                setup_sandbox=setup_policy,
+                setup_publish=publish,
+                limits=sandboxing.job_limits(self.settings),
+                disk_full_s=float(self.settings.job_disk_full_seconds),
+            )
+        )
+
+    def start_supervisor(self, spec: LaunchSpec) -> int:
         """Launch the supervisor in a session of its own; return its pid."""
         folder = self.job_dir(spec.job_id)
         document = {
@@ -113,6 +176,34 @@ class LocalExecutor:
             if process.poll() is not None:
                 del self._children[pid]
         return len(self._children)
+
+    def observe(self, jobs: Sequence[Watched]) -> list[Observation]:
+        self.reap()
+        return [self._observe(job.job_id, job.handle) for job in jobs]
+
+    def _observe(self, job_id: int, supervisor_pid: int | None) -> Observation:
+        status = self.status(job_id)
+        if status and status.get("state") == "exited":
+            return self._exited(job_id, status)
+        if not self.is_supervising(job_id, supervisor_pid):
+            status = self.status(job_id)  # it may have written its exit just now
+            if status and status.get("state") == "exited":
+                return self._exited(job_id, status)
+            self.kill_orphan((status or {}).get("pid"))
+            sandboxing.remove_leftover_cgroups(self.settings, job_id)  # what left its group too
+            return Observation(job_id, State.VANISHED, was_cancelled=self.was_cancelled(job_id))
+        return Observation(job_id, State.RUNNING, pid=(status or {}).get("pid"))
+
+    def _exited(self, job_id: int, status: dict[str, Any]) -> Observation:
+        ended = Exit(
+            exit_code=status.get("exit_code"),
+            signal=status.get("signal"),
+            reason=status.get("reason"),
+            message=status.get("message"),
+            finished_at=status.get("finished_at"),
+            outputs=self.output_dir(job_id),
+        )
+        return Observation(job_id, State.EXITED, pid=status.get("pid"), exit=ended)
 
     def status(self, job_id: int) -> dict[str, Any] | None:
         try:

@@ -2,7 +2,7 @@
 
 Every route of MLflow's Flask app maps to a :class:`Rule`, by its protobuf request class (the
 REST API) or by its endpoint name (the routes MLflow adds by hand). A rule's locators read the
-:class:`~trainflow.mlflow_permissions.parsing.ParsedRequest`, the very values MLflow's handler
+:class:`~trainflow.tracking.permissions.parsing.ParsedRequest`, the very values MLflow's handler
 acts on, and name the objects (:class:`Target`) with the action each needs. A route missing
 from these tables is for admins only, and a test walks the app so that it cannot go unnoticed.
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from trainflow.mlflow_permissions.parsing import MlflowRequestError, ParsedRequest, Reader
+from trainflow.tracking.permissions.parsing import MlflowRequestError, ParsedRequest, Reader
 
 
 @dataclass(frozen=True)

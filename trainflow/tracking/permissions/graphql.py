@@ -14,8 +14,8 @@ from typing import Any
 from flask import current_app, g, has_request_context
 
 from trainflow.errors import PermissionDenied
-from trainflow.mlflow_permissions.parsing import ParsedRequest, _refuse_message_aliases
-from trainflow.mlflow_permissions.rules import RULES_BY_MESSAGE, Target
+from trainflow.tracking.permissions.parsing import ParsedRequest, _refuse_message_aliases
+from trainflow.tracking.permissions.rules import RULES_BY_MESSAGE, Target
 
 _WRAPPED_MARKER = "_trainflow_graphql"
 
