@@ -21,7 +21,7 @@ import socket
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import select, update
 
@@ -42,6 +42,7 @@ from trainflow.scripts.models import Script
 
 if TYPE_CHECKING:
     from flask import Flask
+    from sqlalchemy import CursorResult
 
     from trainflow.settings import Settings
 
@@ -136,10 +137,10 @@ class JobScheduler:
     def _record_vanished(self, job: Job, was_cancelled: bool) -> None:
         """A job's process ended without a word: cancelled while it was starting up, or lost."""
         if was_cancelled:
-            service.finish(db.session, job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled.")
+            service.finish(db.session(), job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled.")
             return
         service.finish(
-            db.session,
+            db.session(),
             job,
             JobStatus.LOST,
             exit_code=None,
@@ -176,7 +177,7 @@ class JobScheduler:
         else:
             outcome, text = JobStatus.FAILED, f"Exited with code {code}."
         if service.finish(
-            db.session,
+            db.session(),
             job,
             outcome,
             exit_code=code,
@@ -223,7 +224,7 @@ class JobScheduler:
             busy_gpus.update(gpu_ids)
 
     def _claim(self, job: Job, gpu_ids: list[str]) -> bool:
-        claimed = db.session.execute(
+        result = db.session.execute(
             update(Job)
             .where(Job.id == job.id, Job.status == JobStatus.QUEUED.value)
             .values(
@@ -232,9 +233,12 @@ class JobScheduler:
                 gpu_ids=",".join(gpu_ids) if self.settings.gpu_ids else None,
             )
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
+        claimed = cast("CursorResult[Any]", result).rowcount  # an UPDATE's result has a rowcount
         change = (
-            add_change(db.session, job.id, job.owner_id, status=JobStatus.RUNNING.value) if claimed else None
+            add_change(db.session(), job.id, job.owner_id, status=JobStatus.RUNNING.value)
+            if claimed
+            else None
         )
         db.session.commit()
         db.session.refresh(job)
@@ -270,7 +274,7 @@ class JobScheduler:
             log.exception("Job %d: could not start", job.id)
             why = "the disk holding the data directory is full" if is_disk_full(e) else e
             reason = f"Could not start: {why}"
-            service.finish(db.session, job, JobStatus.FAILED, exit_code=None, reason=reason)
+            service.finish(db.session(), job, JobStatus.FAILED, exit_code=None, reason=reason)
 
 
 def _is_admin(user_id: int) -> bool:

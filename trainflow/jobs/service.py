@@ -32,6 +32,8 @@ from trainflow.tracking import runs
 if TYPE_CHECKING:
     from sqlalchemy import CursorResult
 
+    from trainflow.jobs.executors import Executor
+
 log = logging.getLogger(__name__)
 
 
@@ -196,7 +198,7 @@ def job_argv(job: Job, entrypoint: str) -> list[str]:
     return argv + list(job.args)
 
 
-def purge_owner(session: Session, settings: Any, executor: Any, user_id: int) -> None:
+def purge_owner(session: Session, settings: Any, executor: Executor, user_id: int) -> None:
     """Before a user is deleted: end their running jobs, delete their jobs and scripts and files.
 
     Done here, in order, rather than by cascading deletes: jobs hold their scripts with
