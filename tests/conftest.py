@@ -27,7 +27,7 @@ from trainflow.db import db
 from trainflow.events.hub import EXTENSION as EVENTS_EXTENSION
 from trainflow.migrate import upgrade_all
 from trainflow.settings import Settings, normalize_database_url
-from trainflow.tracking.app import dispose_stores
+from trainflow.tracking.mlflow_server import dispose_stores
 
 IS_CI = os.environ.get("CI", "").lower() == "true"
 

@@ -12,7 +12,7 @@ from tests.conftest import _admin_execute, _with_database, basic_auth
 from trainflow.cli import main
 from trainflow.migrate import MIGRATIONS_DIR
 from trainflow.settings import normalize_database_url
-from trainflow.tracking.app import dispose_stores
+from trainflow.tracking.mlflow_server import dispose_stores
 
 HEAD_REVISION = sorted(p.name.split("_")[0] for p in (MIGRATIONS_DIR / "versions").glob("0*.py"))[-1]
 

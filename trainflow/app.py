@@ -22,8 +22,8 @@ from trainflow.migrate import MIGRATIONS_DIR, VERSION_TABLE
 from trainflow.scripts import views as scripts_views
 from trainflow.settings import Settings
 from trainflow.tracking import experiment_names, permissions
-from trainflow.tracking.app import configure_stores, mlflow_flask_app, pool_options
 from trainflow.tracking.metric_events import push_job_metrics
+from trainflow.tracking.mlflow_server import configure_stores, mlflow_flask_app, pool_options
 from trainflow.web import views as web_views
 
 

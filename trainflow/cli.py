@@ -69,7 +69,7 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     from trainflow.housekeeping import start_sweeper, sweep_at_start
     from trainflow.migrate import upgrade_all
     from trainflow.server import serve
-    from trainflow.tracking.app import dispose_stores
+    from trainflow.tracking.mlflow_server import dispose_stores
 
     try:
         app = upgrade_all(settings, create_app)

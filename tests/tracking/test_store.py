@@ -11,7 +11,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from sqlalchemy import create_engine, text
 
-from trainflow.tracking.app import DEFAULT_ARTIFACT_ROOT, dispose_stores
+from trainflow.tracking.mlflow_server import DEFAULT_ARTIFACT_ROOT, dispose_stores
 from trainflow.tracking.store import TrainflowTrackingStore
 
 VALUES = [0.0, 1.5, -2.0, 1.5, 1e300, math.nan, math.inf, -math.inf]

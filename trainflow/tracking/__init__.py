@@ -1,6 +1,6 @@
 """Everything that touches MLflow; no other package of trainflow imports ``mlflow``.
 
-- :mod:`.app`: MLflow's Flask app, rebuilt per ``create_app``, and its process-wide stores.
+- :mod:`.mlflow_server`: MLflow's Flask app, rebuilt per ``create_app``, and its process-wide stores.
 - :mod:`.store`: MLflow's SQL tracking store with the fast metric writes.
 - :mod:`.metric_events`: the metrics a job logs, announced to its followers.
 - :mod:`.permissions`: who may do what to MLflow's objects.

@@ -2,7 +2,7 @@
 
 Statuses are MLflow's run status names (``"RUNNING"``, ``"FINISHED"``, ``"FAILED"``,
 ``"KILLED"``); times are milliseconds since the epoch, as MLflow stores them. Everything goes
-through MLflow's process-wide tracking store (:func:`trainflow.tracking.app.configure_stores`).
+through MLflow's process-wide tracking store (:func:`trainflow.tracking.mlflow_server.configure_stores`).
 """
 
 from __future__ import annotations
