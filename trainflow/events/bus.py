@@ -79,6 +79,7 @@ class LocalListener:
         self.path = folder / f"{os.getpid()}.sock"
         self._socket: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = False
 
     def start(self) -> None:
         private_folder(self.folder)
@@ -101,10 +102,16 @@ class LocalListener:
                 data = self._socket.recv(65536)
             except OSError:
                 return
+            if self._stopped:
+                return
             _dispatch(self.handler, data)
 
     def stop(self) -> None:
+        self._stopped = True
         if self._socket is not None:
+            with contextlib.suppress(OSError):
+                # Closing alone would leave the thread waiting in recv() for good, the socket with it.
+                self._socket.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 self._socket.close()
         with contextlib.suppress(OSError):
@@ -129,19 +136,22 @@ class RedisListener:
         import redis
 
         delay = 0.1
-        connected_before = False
+        subscribed_before = False
         while not self._stopped.is_set():
             try:
                 client = redis.Redis.from_url(self.url, socket_keepalive=True, health_check_interval=30)
-                self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+                self._pubsub = client.pubsub()
                 self._pubsub.subscribe(self.channel)
-                if connected_before:
-                    self.on_reconnect()
-                connected_before = True
                 delay = 0.1
                 for message in self._pubsub.listen():
                     if message.get("type") == "message":
                         _dispatch(self.handler, message["data"])
+                    elif message.get("type") == "subscribe":
+                        # Subscribed again: only now re-read what notices announced, or one
+                        # sent before Redis took the subscription would fall in between.
+                        if subscribed_before:
+                            self.on_reconnect()
+                        subscribed_before = True
             except (redis.RedisError, OSError, ValueError) as e:
                 if self._stopped.is_set():
                     return
@@ -159,7 +169,7 @@ class RedisListener:
 def _dispatch(handler: Handler, data: bytes) -> None:
     try:
         message = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes
         return
     if isinstance(message, dict):
         try:
