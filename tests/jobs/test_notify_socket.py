@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from trainflow.events.bus import private_folder, run_folder
+from trainflow.events.bus import LocalListener, private_folder, run_folder
 from trainflow.jobs.scheduler import notify_socket_path
 from trainflow.settings import Settings
 
@@ -37,3 +37,17 @@ def test_a_socket_folder_another_user_made_first_is_refused(tmp_path):
     os.chown(folder, 65534, 65534)
     with pytest.raises(RuntimeError, match="must belong to this user"):
         private_folder(folder)
+
+
+def test_the_scheduler_can_bind_after_a_worker_s_bus_listener_made_the_run_folder(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", database_url="sqlite://")
+    old_umask = os.umask(0o022)
+    listener = LocalListener(run_folder(settings) / "bus", lambda message: None)
+    try:
+        listener.start()  # a web worker, up before the worker that runs the scheduler
+    finally:
+        os.umask(old_umask)
+    try:
+        assert private_folder(notify_socket_path(settings).parent) == run_folder(settings)
+    finally:
+        listener.stop()

@@ -82,6 +82,9 @@ class LocalListener:
         self._stopped = False
 
     def start(self) -> None:
+        # The run folder first, private too: made as a mere parent it would get the umask's
+        # mode, and the scheduler (in another worker, or started later) would refuse it.
+        private_folder(self.folder.parent)
         private_folder(self.folder)
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
