@@ -20,10 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import trainflow
 from trainflow.jobs import environments, sandboxing
 from trainflow.jobs.executors.base import Exit, Launch, Observation, State, Watched
 from trainflow.jobs.venv import python_of
 from trainflow.runner.supervisor import CANCEL_MARKER
+
+PACKAGE_ROOT = Path(trainflow.__file__).resolve().parent.parent  # the folder holding trainflow/
 
 if TYPE_CHECKING:
     from trainflow.settings import Settings
@@ -261,5 +264,5 @@ class LocalExecutor:
 def _supervisor_env() -> dict[str, str]:
     """The supervisor needs only to find Python and trainflow; it gets nothing else."""
     env = {k: v for k, v in os.environ.items() if k in {"PATH", "LANG", "LC_ALL", "SYSTEMROOT"}}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = str(PACKAGE_ROOT)
     return env
