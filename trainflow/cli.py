@@ -67,14 +67,16 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
     from trainflow.app import create_app
     from trainflow.db import db
     from trainflow.housekeeping import start_sweeper, sweep_at_start
-    from trainflow.migrate import upgrade_all
+    from trainflow.migrate import upgrade_all, upgrade_lock
     from trainflow.server import serve
     from trainflow.tracking.mlflow_server import dispose_stores
 
     try:
-        app = upgrade_all(settings, create_app)
+        with upgrade_lock(settings):
+            app = upgrade_all(settings, create_app)
+            with app.app_context():
+                generated = ensure_admin(settings)
         with app.app_context():
-            generated = ensure_admin(settings)
             # What a crash left (partial uploads, folders without a row), before any request runs.
             sweep_at_start(app)
             if settings.workers > 1:  # workers open their own connections
@@ -132,10 +134,11 @@ def db() -> None:
 def db_upgrade() -> None:
     """Apply every pending migration (MLflow's schema and trainflow's)."""
     from trainflow.app import create_app
-    from trainflow.migrate import upgrade_all
+    from trainflow.migrate import upgrade_all, upgrade_lock
 
     settings = _settings()
-    upgrade_all(settings, create_app)
+    with upgrade_lock(settings):
+        upgrade_all(settings, create_app)
     click.echo(f"Database is up to date: {_redacted(settings.resolved_database_url)}")
 
 
