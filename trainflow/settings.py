@@ -317,6 +317,28 @@ class Settings:
         "Whether this server runs the job scheduler. Set false on extra servers that share the data "
         "directory and database with the one that runs jobs (they still serve and stream them).",
     )
+    shared: bool = _setting(
+        "TRAINFLOW_SHARED",
+        False,
+        "This host is one of several that serve one deployment behind one address. The server then "
+        "refuses to start without PostgreSQL (`TRAINFLOW_DATABASE_URL`), Redis (`TRAINFLOW_REDIS_URL`), "
+        "one signing key for every host (`TRAINFLOW_SECRET_KEY`), an artifact store every host "
+        "reaches (`TRAINFLOW_ARTIFACTS_URI`) and the URL jobs reach the servers at "
+        "(`TRAINFLOW_PUBLIC_URL`).",
+    )
+    artifacts_uri: str = _setting(
+        "TRAINFLOW_ARTIFACTS_URI",
+        "",
+        "Where runs' artifacts are stored, behind the server's artifact proxy (clients never need "
+        "to reach it): a folder, or any of MLflow's artifact stores (`s3://bucket/prefix`, ...). "
+        "Empty: `<data dir>/artifacts`.",
+    )
+    public_url: str = _setting(
+        "TRAINFLOW_PUBLIC_URL",
+        "",
+        "The URL jobs reach the server at, for their MLflow calls (`http://trainflow.internal:5000`). "
+        "Empty: this host's own address and port.",
+    )
     redis_url: str = _setting(
         "TRAINFLOW_REDIS_URL",
         "",
@@ -358,6 +380,28 @@ class Settings:
             if not low <= value <= high:
                 env = next(f.metadata["env"] for f in dataclasses.fields(self) if f.name == name)
                 raise ConfigError(f"{env} must be between {low} and {high}, not {value}.")
+        if self.public_url and not _is_http_url(self.public_url):
+            raise ConfigError(
+                f"TRAINFLOW_PUBLIC_URL must be an http:// or https:// URL, not {self.public_url!r}."
+            )
+        if self.shared:
+            self._check_shared()
+
+    def _check_shared(self) -> None:
+        """Shared mode starts complete or not at all: every missing piece is named at once."""
+        missing = []
+        if not self.resolved_database_url.startswith("postgresql"):
+            missing.append("TRAINFLOW_DATABASE_URL naming a PostgreSQL database (SQLite lives on one host)")
+        if not self.redis_url:
+            missing.append("TRAINFLOW_REDIS_URL (the event bus between hosts)")
+        if not self.secret_key:
+            missing.append("TRAINFLOW_SECRET_KEY (one signing key for every host)")
+        if not self.artifacts_uri:
+            missing.append("TRAINFLOW_ARTIFACTS_URI (an artifact store every host reaches)")
+        if not self.public_url:
+            missing.append("TRAINFLOW_PUBLIC_URL (where jobs reach the servers)")
+        if missing:
+            raise ConfigError("TRAINFLOW_SHARED=true needs " + "; ".join(missing) + ".")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -414,6 +458,16 @@ class Settings:
     def artifacts_dir(self) -> Path:
         return self.resolved_data_dir / "artifacts"
 
+    @property
+    def artifacts_destination(self) -> str:
+        """Where the artifact proxy stores artifacts: the configured store, or the data directory."""
+        return self.artifacts_uri or str(self.artifacts_dir)
+
+    @property
+    def jobs_tracking_url(self) -> str:
+        """The server's URL as jobs use it."""
+        return self.public_url.rstrip("/") or self.local_url
+
     def __repr__(self) -> str:
         # Never print secrets, e.g. when a settings object lands in a log or a traceback.
         shown = {
@@ -425,6 +479,13 @@ class Settings:
             for f in dataclasses.fields(self)
         }
         return f"Settings({shown})"
+
+
+def _is_http_url(text: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
 
 # Bounds of the numeric settings: a value outside is a start-up error naming the variable.

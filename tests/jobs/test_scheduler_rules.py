@@ -236,3 +236,10 @@ def test_the_launch_carries_the_job_and_nothing_of_the_server(make_queue, alice)
     assert launch.user_env == {"SEED": "7"}
     assert launch.token and launch.owner_is_admin is False
     assert queue.job(job_id).supervisor_pid is not None
+
+
+def test_jobs_reach_the_server_at_its_public_url_when_one_is_set(make_queue, alice):
+    queue = make_queue(public_url="http://trainflow.internal:8080/")
+    job_id = queue.submit(alice)
+    queue.tick()
+    assert queue.executor.launches[job_id].tracking_uri == "http://trainflow.internal:8080"

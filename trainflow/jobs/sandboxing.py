@@ -192,7 +192,7 @@ def job_policy(settings: Any, folder: Path, venv: Path | None, gpu_ids: str | No
     if venv is not None:
         policy["read"].append(str(venv))
     # None: Landlock leaves TCP alone (TRAINFLOW_JOB_NETWORK=open).
-    policy["tcp"] = None if settings.job_network.strip().lower() == "open" else [settings.port]
+    policy["tcp"] = None if settings.job_network.strip().lower() == "open" else server_ports(settings)
     return policy
 
 
@@ -260,3 +260,15 @@ def grant_folders(settings: Any, folder: Path) -> None:
         if (folder / "venv-build").is_dir():
             paths.append(str(folder / "venv-build"))
         sandbox.chown_tree(paths, identity["uid"], identity["gid"])
+
+
+def server_ports(settings: Any) -> list[int]:
+    """The TCP ports a job may connect to under TRAINFLOW_JOB_NETWORK=server: the server's own,
+    and the one in TRAINFLOW_PUBLIC_URL (a proxy in front of several hosts) when it differs."""
+    from urllib.parse import urlsplit
+
+    ports = {settings.port}
+    if settings.public_url:
+        public = urlsplit(settings.public_url)
+        ports.add(public.port or (443 if public.scheme == "https" else 80))
+    return sorted(ports)

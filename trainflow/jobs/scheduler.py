@@ -261,7 +261,7 @@ class JobScheduler:
                 has_requirements=script.has_requirements,
                 user_env=dict(job.env),
                 token=issue_job_token(self.app, job),
-                tracking_uri=self.settings.local_url,
+                tracking_uri=self.settings.jobs_tracking_url,
                 gpu_ids=",".join(gpu_ids) if self.settings.gpu_ids else None,
                 timeout_s=sandboxing.job_timeout(job, self.settings),
                 owner_is_admin=_is_admin(job.owner_id),

@@ -27,13 +27,14 @@ def configure_stores(settings: Settings) -> None:
     from mlflow.server import constants, handlers
 
     uri = settings.resolved_database_url
-    settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.artifacts_uri:
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
     # MLflow's handlers read these variables whenever they rebuild a store.
     os.environ[constants.BACKEND_STORE_URI_ENV_VAR] = uri
     os.environ[constants.REGISTRY_STORE_URI_ENV_VAR] = uri
     os.environ[constants.ARTIFACT_ROOT_ENV_VAR] = DEFAULT_ARTIFACT_ROOT
     os.environ[constants.SERVE_ARTIFACTS_ENV_VAR] = "true"
-    os.environ[constants.ARTIFACTS_DESTINATION_ENV_VAR] = str(settings.artifacts_dir)
+    os.environ[constants.ARTIFACTS_DESTINATION_ENV_VAR] = settings.artifacts_destination
     # MLflow's store pools its connections as trainflow does (read when it makes its engine).
     pool = pool_options(settings)
     for variable, option in (
