@@ -25,9 +25,13 @@ class Queue:
 
     def __init__(self, app, client) -> None:  # type: ignore[no-untyped-def]
         self.app, self.client = app, client
-        self.executor = FakeExecutor()
+        self.executor = FakeExecutor("host-a")
         self.scheduler = JobScheduler(app, app.config["TRAINFLOW"], self.executor)
         app.extensions[EXTENSION] = self.scheduler  # cancels reach the fake executor too
+
+    def another_host(self) -> JobScheduler:
+        """A second host's scheduler on the same database, with an executor of its own."""
+        return JobScheduler(self.app, self.app.config["TRAINFLOW"], FakeExecutor("host-b"))
 
     def submit(self, user, **body) -> int:  # type: ignore[no-untyped-def]
         upload = self.client.post(
@@ -42,9 +46,9 @@ class Queue:
         assert answer.status_code == 201, answer.json
         return int(answer.json["job"])
 
-    def tick(self) -> None:
+    def tick(self, scheduler: JobScheduler | None = None) -> None:
         with self.app.app_context():
-            self.scheduler.tick()
+            (scheduler or self.scheduler).tick()
             db.session.remove()
 
     def job(self, job_id: int) -> Job:
@@ -243,3 +247,37 @@ def test_jobs_reach_the_server_at_its_public_url_when_one_is_set(make_queue, ali
     job_id = queue.submit(alice)
     queue.tick()
     assert queue.executor.launches[job_id].tracking_uri == "http://trainflow.internal:8080"
+
+
+def test_hosts_share_the_limits_and_each_observes_only_the_jobs_it_runs(make_queue, alice):
+    queue = make_queue(max_concurrent_jobs=2)
+    host_b = queue.another_host()
+    first, second, third = (queue.submit(alice) for _ in range(3))
+    queue.tick()
+    queue.tick(host_b)  # its executor knows none of them: they are not its to call LOST
+    assert [queue.status(j) for j in (first, second, third)] == ["RUNNING", "RUNNING", "QUEUED"]
+    assert queue.job(first).runner == "host-a"
+    assert host_b.executor.launches == {}  # type: ignore[attr-defined]
+    queue.executor.exit(first, 0)
+    queue.tick(host_b)  # a slot is free, but not yet seen free: the limit counts host a's jobs
+    assert queue.status(third) == "QUEUED"
+    queue.tick()
+    queue.tick(host_b)
+    assert queue.status(first) == "SUCCEEDED"
+    assert queue.status(third) == "RUNNING"
+
+
+def test_a_cancel_asked_on_another_host_reaches_the_job_through_its_own_host(make_queue, alice):
+    queue = make_queue()
+    job_id = queue.submit(alice)
+    queue.tick()
+    host_b = queue.another_host()
+    queue.app.extensions[EXTENSION] = host_b  # the cancel arrives at host b
+    answer = queue.client.post(f"{TRAIN}/jobs/{job_id}/cancel", headers=alice.basic)
+    assert answer.status_code == 202
+    assert job_id not in host_b.executor.cancelled  # type: ignore[attr-defined]
+    queue.tick(host_b)
+    assert queue.status(job_id) == JobStatus.RUNNING.value
+    queue.tick()  # host a's round passes it on
+    assert job_id in queue.executor.cancelled
+    assert (queue.status(job_id), queue.job(job_id).reason) == (JobStatus.CANCELLED.value, "Cancelled.")

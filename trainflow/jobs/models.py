@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from trainflow.db import TABLE_PREFIX, UTCDateTime, db, utcnow
@@ -44,6 +44,11 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     gpus: Mapped[int] = mapped_column(Integer, default=0)
     gpu_ids: Mapped[str | None] = mapped_column(String(255))
     supervisor_pid: Mapped[int | None] = mapped_column(Integer)
+    # Who runs it (its executor's name: a host's local executor, or a cluster), set when it is
+    # claimed: a scheduler observes and signals only the jobs its own executor runs.
+    runner: Mapped[str | None] = mapped_column(String(255), index=True)
+    # A cancel asked on any host; the runner's scheduler carries it out.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     pid: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -20,10 +20,12 @@ import os
 import socket
 import threading
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, text, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from trainflow.db import db, utcnow
 from trainflow.errors import is_disk_full
@@ -49,6 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 POLL_S = 1.0
 EXTENSION = "trainflow.scheduler"
+# PostgreSQL advisory lock held by the one scheduler (of all hosts) starting jobs this round:
+# the concurrency, per-user and GPU limits count every host's jobs. ("tf-sched" in ASCII.)
+START_LOCK_KEY = 0x74662D7363686564
 
 
 def notify_socket_path(settings: Settings) -> Path:
@@ -71,6 +76,7 @@ class JobScheduler:
         self._threads: list[threading.Thread] = []
         self._socket: socket.socket | None = None
         self._is_short_of_room = False  # queued jobs wait for disk space (said once per spell)
+        self._cancels_sent: set[int] = set()  # jobs whose cancel was passed to the executor
 
     # -- running ------------------------------------------------------------------------------
 
@@ -122,8 +128,15 @@ class JobScheduler:
 
     # -- watching -----------------------------------------------------------------------------
 
+    def _is_mine(self) -> ColumnElement[bool]:
+        """Jobs this scheduler's executor runs (and those claimed before jobs named their runner)."""
+        return or_(Job.runner == self.executor.name, Job.runner.is_(None))
+
     def _observe_running(self) -> None:
-        running = db.session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value)).all()
+        running = db.session.scalars(
+            select(Job).where(Job.status == JobStatus.RUNNING.value, self._is_mine())
+        ).all()
+        self._pass_on_cancels(running)
         observations = self.executor.observe([Watched(job.id, job.supervisor_pid) for job in running])
         for job, seen in zip(running, observations, strict=True):
             if seen.exit is not None:
@@ -133,6 +146,14 @@ class JobScheduler:
             elif seen.pid and job.pid != seen.pid:
                 job.pid = seen.pid
                 db.session.commit()
+
+    def _pass_on_cancels(self, running: Sequence[Job]) -> None:
+        """Cancels asked on any host (``Job.cancel_requested``) reach this host's executor once."""
+        self._cancels_sent &= {job.id for job in running}
+        for job in running:
+            if job.cancel_requested and job.id not in self._cancels_sent:
+                self.executor.cancel(job.id, job.supervisor_pid)
+                self._cancels_sent.add(job.id)
 
     def _record_vanished(self, job: Job, was_cancelled: bool) -> None:
         """A job's process ended without a word: cancelled while it was starting up, or lost."""
@@ -190,6 +211,32 @@ class JobScheduler:
     # -- starting -----------------------------------------------------------------------------
 
     def _start_queued(self) -> None:
+        with self._start_lock() as is_ours:
+            if is_ours:
+                self._start_queued_within_limits()
+
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[bool]:
+        """Whether this scheduler starts jobs this round: one of all hosts' at a time.
+
+        A lock on a connection of its own, tried rather than waited for: a round that finds it
+        taken starts nothing, and the next one (a second later) tries again.
+        """
+        if db.engine.dialect.name != "postgresql":
+            yield True  # SQLite: one host
+            return
+        with db.engine.connect() as connection:
+            is_ours = bool(
+                connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": START_LOCK_KEY})
+            )
+            try:
+                yield is_ours
+            finally:
+                if is_ours:
+                    connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": START_LOCK_KEY})
+                connection.rollback()
+
+    def _start_queued_within_limits(self) -> None:
         running = db.session.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value)).all()
         if len(running) >= self.settings.max_concurrent_jobs:
             return
@@ -231,6 +278,7 @@ class JobScheduler:
                 status=JobStatus.RUNNING.value,
                 started_at=utcnow(),
                 gpu_ids=",".join(gpu_ids) if self.settings.gpu_ids else None,
+                runner=self.executor.name,
             )
             .execution_options(synchronize_session=False)
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from trainflow.accounts.credentials import Principal
@@ -198,6 +198,15 @@ def job_argv(job: Job, entrypoint: str) -> list[str]:
     return argv + list(job.args)
 
 
+def request_cancel(session: Session, job: Job, executor: Executor) -> None:
+    """Ask a running job to end: recorded for the scheduler of the host (or cluster) running it,
+    and passed to ``executor`` at once when that is the one running it."""
+    session.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
+    session.commit()
+    if job.runner in (None, executor.name):
+        executor.cancel(job.id, job.supervisor_pid)
+
+
 def purge_owner(session: Session, settings: Any, executor: Executor, user_id: int) -> None:
     """Before a user is deleted: end their running jobs, delete their jobs and scripts and files.
 
@@ -210,7 +219,7 @@ def purge_owner(session: Session, settings: Any, executor: Executor, user_id: in
     running = {job.id for job in jobs if job.status == JobStatus.RUNNING.value}
     for job in jobs:
         if job.id in running:
-            executor.cancel(job.id, job.supervisor_pid)
+            request_cancel(session, job, executor)
     scripts_owned = session.scalars(select(Script).where(Script.owner_id == user_id)).all()
     session.execute(delete(Job).where(Job.owner_id == user_id))
     session.execute(delete(Script).where(Script.owner_id == user_id))

@@ -147,7 +147,7 @@ def cancel(job_id: int) -> Response:
             db.session(), job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled while queued."
         )
     elif job.status == JobStatus.RUNNING.value:
-        _executor().cancel(job.id, job.supervisor_pid)
+        service.request_cancel(db.session(), job, _executor())
         if scheduler is not None:
             scheduler.wake()
     return json_response(jobs_out([job])[0], 202 if job.status == JobStatus.RUNNING.value else 200)

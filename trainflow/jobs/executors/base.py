@@ -75,6 +75,10 @@ class Observation:
 class Executor(Protocol):
     """Runs jobs; every method is safe to call again with the same arguments."""
 
+    # Who runs the jobs it starts, recorded on each (``Job.runner``): one host's local
+    # executor, or a cluster. A scheduler observes and signals only its own executor's jobs.
+    name: str
+
     def open(self) -> str:
         """Get ready to run jobs (once, as the scheduler starts); return a line for the log."""
         ...

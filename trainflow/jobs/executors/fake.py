@@ -14,7 +14,8 @@ from trainflow.jobs.executors.base import Exit, Launch, Observation, State, Watc
 
 
 class FakeExecutor:
-    def __init__(self) -> None:
+    def __init__(self, name: str = "fake") -> None:
+        self.name = name
         self.launches: dict[int, Launch] = {}  # every job started, by id
         self.cancelled: set[int] = set()  # jobs asked to cancel
         self.removed: list[int] = []

@@ -9,10 +9,12 @@ steps and the sandbox policy.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -59,6 +61,10 @@ class LocalExecutor:
     ) -> None:
         self.settings = settings
         self.jobs_dir = settings.jobs_dir
+        # This machine and data directory: two servers on one host with their own data
+        # directories each run (and may only observe) their own supervisors.
+        digest = hashlib.sha256(str(self.jobs_dir).encode()).hexdigest()[:12]
+        self.name = f"local:{socket.gethostname()}:{digest}"
         self.notify_path = notify_path  # where supervisors say that a job's state changed
         self.bus = bus  # where the supervisor announces new events
         self._children: dict[int, subprocess.Popen[bytes]] = {}
