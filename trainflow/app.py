@@ -13,6 +13,7 @@ from trainflow.api import operation_of
 from trainflow.db import db
 from trainflow.errors import PermissionDenied
 from trainflow.events import views as events_views
+from trainflow.events.hub import hub_of, share_epochs
 from trainflow.jobs import hooks as jobs_hooks
 from trainflow.jobs import sandboxing, stream_views
 from trainflow.jobs import views as jobs_views
@@ -46,7 +47,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     JWTManager(app)
     Migrate(app, db, directory=str(MIGRATIONS_DIR), version_table=VERSION_TABLE)
     auth_state = auth.init_app(app, settings)
-    permissions.init_app(app, settings, auth_state.epoch)
+    permission_epoch = permissions.init_app(app, settings, auth_state.epoch)
+    if settings.redis_url:
+        # Hosts with data directories of their own: a password change, sign-out, role change or
+        # grant on one empties the caches of all, through the bus (one machine shares the
+        # counters through its data directory).
+        share_epochs(hub_of(app), [auth_state.epoch, auth_state.job_epoch, permission_epoch])
     jobs_hooks.init_app(app)
     errors.register(app)
 

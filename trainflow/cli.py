@@ -100,6 +100,7 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
         )
         sys.stdout.flush()
 
+    from trainflow.events.hub import hub_of
     from trainflow.jobs.scheduler import start_scheduler
 
     first_app = [app]
@@ -115,6 +116,9 @@ def server(host: str | None, port: int | None, workers: int | None) -> None:
         if slot == 0 and settings.run_jobs:  # one scheduler (and debris sweeper) per data directory
             start_scheduler(served)
             start_sweeper(served)
+        if settings.redis_url:
+            # Listen from the start, not from the first stream: other hosts' cache epochs too.
+            hub_of(served).start()
         return served
 
     try:

@@ -54,9 +54,15 @@ class Principal:
 
 
 class AuthEpoch:
-    """A counter shared by every process using the same data directory."""
+    """A counter shared by every process using the same data directory.
+
+    Hosts with data directories of their own share it through the event bus: ``on_bump``
+    announces a bump, and a peer's announcement arrives as :meth:`bump_quietly`.
+    """
 
     def __init__(self, path: Path) -> None:
+        self.name = path.name
+        self.on_bump: Callable[[], None] | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -73,6 +79,12 @@ class AuthEpoch:
         return epoch
 
     def bump(self) -> None:
+        self.bump_quietly()
+        if self.on_bump is not None:
+            self.on_bump()
+
+    def bump_quietly(self) -> None:
+        """Bump without announcing it: another host's bump, heard on the bus."""
         with self._lock, _file_lock(self._path):
             struct.pack_into("<Q", self._map, 0, self.current() + 1)
 

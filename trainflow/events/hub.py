@@ -22,10 +22,13 @@ instead: a window of the numbered changes stored in the database, one per proces
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import secrets
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +232,10 @@ class Hub:
         self._listener: Listener | None = None
         self._started = threading.Lock()
         self._stopped = threading.Event()
+        # Caches' epochs other hosts bump (see share_epochs), by name; and who this process is
+        # on the bus, so that it does not bump its own again.
+        self.peer_epochs: dict[str, Callable[[], None]] = {}
+        self.origin = secrets.token_hex(8)
 
     def start(self) -> None:
         """Start listening (once, in the process that serves: after a pre-fork, in each worker)."""
@@ -278,6 +285,11 @@ class Hub:
         if kind == "events" and feed is not None:
             if not isinstance(notice.get("seq"), int) or notice["seq"] > feed.last:
                 feed.refresh()
+        elif kind == "epoch":
+            name = notice.get("name")
+            bump = self.peer_epochs.get(name) if isinstance(name, str) else None
+            if bump is not None and notice.get("from") != self.origin:
+                bump()
         elif kind in ("status", "deleted"):
             seq = notice.get("seq")
             self.changes.want(seq if isinstance(seq, int) else None)
@@ -288,6 +300,8 @@ class Hub:
 
     def refresh_all(self) -> None:
         """After the bus was down: notices may have been missed, so look at everything again."""
+        for bump in list(self.peer_epochs.values()):
+            bump()  # a grant or a password change elsewhere may have gone unheard: drop the caches
         self.changes.want()
         for feed in list(self.feeds.values()):
             feed.refresh()
@@ -323,6 +337,15 @@ class Hub:
         self.changes.watchers -= 1
         if not self.changes.watchers:
             self.changes.stop_following()
+
+
+def share_epochs(hub: Hub, epochs: Iterable[Any]) -> None:
+    """Keep cache epochs (``AuthEpoch``: ``name``, ``on_bump``, ``bump_quietly``) in step
+    across hosts: a bump here is announced on the bus, a bump announced elsewhere is made here."""
+    for epoch in epochs:
+        notice = {"kind": "epoch", "name": epoch.name, "from": hub.origin}
+        epoch.on_bump = functools.partial(hub.publisher.publish, notice)
+        hub.peer_epochs[epoch.name] = epoch.bump_quietly
 
 
 def hub_of(app: Flask) -> Hub:

@@ -31,7 +31,8 @@ __all__ = [
 ]
 
 
-def init_app(app: Flask, settings: Settings, auth_epoch: AuthEpoch) -> None:
+def init_app(app: Flask, settings: Settings, auth_epoch: AuthEpoch) -> AuthEpoch:
+    """Install the permission checks; returns the epoch that a change of permissions bumps."""
     from trainflow.accounts.credentials import AuthEpoch
     from trainflow.tracking.permissions import graphql, parsing
 
@@ -41,3 +42,4 @@ def init_app(app: Flask, settings: Settings, auth_epoch: AuthEpoch) -> None:
     )
     parsing.register(app)
     graphql.install()
+    return permission_epoch
