@@ -163,6 +163,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, templates: Temp
     _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no table at all (outside any data directory), for start-up and upgrades."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_url")
+    name = f"tf_empty_{uuid.uuid4().hex[:10]}"
+    _admin_execute(admin_url, f'CREATE DATABASE "{name}"')
+    yield _with_database(admin_url, name)
+    _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def _copy_sqlite(source: Path, target: Path) -> None:
     # The backup API copies what is still in the write-ahead log too.
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
-import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect, text
 
-from tests.conftest import _admin_execute, _with_database, basic_auth
+from tests.conftest import basic_auth
 from trainflow.cli import main
 from trainflow.migrate import MIGRATIONS_DIR
 from trainflow.settings import normalize_database_url
@@ -23,18 +20,6 @@ def _tables(url: str) -> set[str]:
         return set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    admin_url = request.getfixturevalue("postgres_url")
-    name = f"tf_empty_{uuid.uuid4().hex[:10]}"
-    _admin_execute(admin_url, f'CREATE DATABASE "{name}"')
-    yield _with_database(admin_url, name)
-    _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_db_upgrade_creates_both_schemas_and_is_repeatable(tmp_path, empty_database):

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import secrets
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import requests
 
-from tests.conftest import _admin_execute, _with_database
 from tests.e2e.conftest import GENERATED
 
 KEY = secrets.token_urlsafe(48)  # one signing key for every host
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def empty_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """An empty database: PostgreSQL, or one SQLite file that both servers open."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'shared' / 'trainflow.db'}"
-        return
-    postgres_url = request.getfixturevalue("postgres_url")
-    name = f"tf_empty_{uuid.uuid4().hex[:12]}"
-    _admin_execute(postgres_url, f'CREATE DATABASE "{name}"')
-    yield _with_database(postgres_url, name)
-    _admin_execute(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_two_servers_started_at_once_on_an_empty_database_both_serve(
