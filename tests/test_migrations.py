@@ -5,13 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 
 import flask_migrate
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
+from trainflow import migrate
 from trainflow.accounts import service
 from trainflow.db import db
+from trainflow.errors import ConfigError
 from trainflow.migrate import MIGRATIONS_DIR, is_trainflow_table
+from trainflow.settings import Settings
 
 
 def test_the_migrations_match_the_models(app):
@@ -85,3 +90,22 @@ def test_a_deleted_users_id_is_never_given_to_the_next_user(app):
         service.delete_user(db.session, second)
         third = service.create_user(db.session, username="third", password="a long passphrase")
         assert third.id > deleted_id > first.id
+
+
+def test_a_server_waiting_on_another_s_upgrade_gives_up_with_a_clear_error(
+    postgres_url, tmp_path, monkeypatch
+):
+    from sqlalchemy import text
+
+    monkeypatch.setattr(migrate, "UPGRADE_LOCK_WAIT_S", 1)
+    settings = Settings(data_dir=tmp_path / "data", database_url=postgres_url)
+    holder = create_engine(postgres_url, poolclass=NullPool).connect()  # another server, stuck
+    try:
+        holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": migrate.UPGRADE_LOCK_KEY})
+        with pytest.raises(ConfigError, match="Another server has been upgrading this database"):
+            with migrate.upgrade_lock(settings):
+                pass
+    finally:
+        holder.close()
+    with migrate.upgrade_lock(settings):  # free again once the other is gone
+        pass
