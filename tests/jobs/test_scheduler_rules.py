@@ -7,6 +7,7 @@ of ending is recorded (LOST included), and cancel.
 from __future__ import annotations
 
 import io
+import uuid
 
 import pytest
 
@@ -281,3 +282,22 @@ def test_a_cancel_asked_on_another_host_reaches_the_job_through_its_own_host(mak
     queue.tick()  # host a's round passes it on
     assert job_id in queue.executor.cancelled
     assert (queue.status(job_id), queue.job(job_id).reason) == (JobStatus.CANCELLED.value, "Cancelled.")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # shared mode needs it
+def test_in_shared_mode_a_host_starts_only_jobs_whose_files_it_has(make_queue, alice, redis_url, tmp_path):
+    queue = make_queue(
+        shared=True,
+        redis_url=redis_url,
+        redis_channel=f"trainflow-test-{uuid.uuid4().hex}",
+        secret_key="k" * 48,
+        artifacts_uri=str(tmp_path / "artifacts"),
+        public_url="http://127.0.0.1:5000",
+    )
+    job_id = queue.submit(alice)  # uploaded to host a: its files are in a's data directory
+    elsewhere = queue.scheduler.settings.replace(data_dir=tmp_path / "host-b")
+    host_b = JobScheduler(queue.app, elsewhere, FakeExecutor("host-b"))
+    queue.tick(host_b)
+    assert queue.status(job_id) == JobStatus.QUEUED.value  # not claimed, so not failed either
+    queue.tick()
+    assert (queue.status(job_id), queue.job(job_id).runner) == (JobStatus.RUNNING.value, "host-a")
