@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, String, Table
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
 
 from trainflow.db import TABLE_PREFIX, db
 from trainflow.errors import Conflict
@@ -248,7 +248,7 @@ events = Table(
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("type", String(32), nullable=False),
     Column("line_no", BigInteger),  # a log event's ``n``
-    Column("body", LargeBinary, nullable=False),  # the fragment: the record after ``{"seq":N,``
+    Column("body", Text, nullable=False),  # the fragment: the record after ``{"seq":N,``
     Index(None, "job_id", "line_no"),
 )
 
@@ -269,7 +269,7 @@ WITH head AS (
 ), added AS (
     INSERT INTO tf_job_events (job_id, seq, type, line_no, body)
     SELECT %(job)s, head.last_seq - %(count)s + x.o, x.t, x.n, x.b
-    FROM head, unnest(%(types)s::varchar[], %(lines)s::bigint[], %(bodies)s::bytea[])
+    FROM head, unnest(%(types)s::varchar[], %(lines)s::bigint[], %(bodies)s::text[])
         WITH ORDINALITY AS x(t, n, b, o)
 )
 SELECT last_seq FROM head
@@ -285,7 +285,7 @@ SELECT last_seq, ingested FROM tf_job_event_heads WHERE job_id = %(job)s FOR UPD
 INGEST = """
 INSERT INTO tf_job_events (job_id, seq, type, line_no, body)
 SELECT %(job)s, %(base)s + x.o, x.t, x.n, x.b
-FROM unnest(%(types)s::varchar[], %(lines)s::bigint[], %(bodies)s::bytea[]) WITH ORDINALITY AS x(t, n, b, o);
+FROM unnest(%(types)s::varchar[], %(lines)s::bigint[], %(bodies)s::text[]) WITH ORDINALITY AS x(t, n, b, o);
 UPDATE tf_job_event_heads SET last_seq = %(last)s, ingested = %(top)s, ended = ended OR %(ends)s
 WHERE job_id = %(job)s
 """
@@ -316,11 +316,10 @@ def _columns(fragments: Sequence[bytes]) -> dict[str, Any]:
         line = _LINE_NO.search(data) if kind == _LOG else None
         lines.append(int(line.group(1)) if line else None)
         ends = ends or kind == _END
-    return {"types": types, "lines": lines, "bodies": [bytes(data) for data in fragments], "ends": ends}
-
-
-def _record(seq: int, body: bytes) -> bytes:
-    return b'{"seq":%d,%s\n' % (seq, body)
+    # Text, not bytea: psycopg2 reads text several times faster (hex-encoded bytea cost ~4 µs a
+    # row). A record is JSON, UTF-8 already; anything else is replaced rather than refused.
+    bodies = [data.decode("utf-8", "replace") for data in fragments]
+    return {"types": types, "lines": lines, "bodies": bodies, "ends": ends}
 
 
 class PostgresEventStore:
@@ -377,7 +376,7 @@ class PostgresEventStore:
         params = {"job": job_id, "after": after, "max": max_bytes, "rows": max(1, max_bytes // 48)}
         with self._engine().connect() as connection:
             rows = connection.exec_driver_sql(READ, params).all()
-        return [(int(seq), _record(seq, bytes(body))) for seq, body in rows]
+        return [(seq, b'{"seq":%d,%s\n' % (seq, body.encode())) for seq, body in rows]
 
     def cursor(self, job_id: int, after: int) -> Cursor:
         return _TableCursor(self, job_id, after)
@@ -399,7 +398,7 @@ class PostgresEventStore:
                     LOG_LINES, {"job": job_id, "offset": offset, "rows": rows}
                 ).all()
             for _, body in page:
-                yield b"{" + bytes(body)
+                yield b"{" + body.encode()
             if len(page) < rows:
                 return
             offset = int(page[-1][0])

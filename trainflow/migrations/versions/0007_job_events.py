@@ -32,7 +32,7 @@ def upgrade() -> None:
         sa.Column('seq', sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column('type', sa.String(length=32), nullable=False),
         sa.Column('line_no', sa.BigInteger(), nullable=True),
-        sa.Column('body', sa.LargeBinary(), nullable=False),
+        sa.Column('body', sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint('job_id', 'seq', name=op.f('pk_tf_job_events')),
     )
     with op.batch_alter_table('tf_job_events', schema=None) as batch_op:
