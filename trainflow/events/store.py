@@ -252,6 +252,16 @@ events = Table(
     Index(None, "job_id", "line_no"),
 )
 
+# Every statement of the store waits at most this long (a lock, a busy server): sent with it, so
+# it costs no round trip. In autocommit a string of statements is one transaction, SET LOCAL included.
+HEAD = """SET LOCAL statement_timeout = '30s';
+SELECT last_seq, ended FROM tf_job_event_heads WHERE job_id = %(job)s
+"""
+DELETE = """SET LOCAL statement_timeout = '30s';
+DELETE FROM tf_job_events WHERE job_id = %(job)s;
+DELETE FROM tf_job_event_heads WHERE job_id = %(job)s
+"""
+
 _TYPE = re.compile(rb'^"type":"([^"\\]{1,32})"')
 _LINE_NO = re.compile(rb',"n":(\d{1,18})[,}]')  # before the line's text: quotes in it are escaped
 _LOG = EventType.LOG.value
@@ -259,7 +269,7 @@ _END = EventType.END.value
 
 # The head row is made or bumped, and the batch numbered from it, in one statement: one round
 # trip, and the row's lock (held to the commit) orders the job's writers.
-_APPEND = """
+_APPEND = """SET LOCAL statement_timeout = '30s';
 WITH head AS (
     INSERT INTO tf_job_event_heads AS h (job_id, last_seq, ingested, ended)
     VALUES (%(job)s, %(count)s, 0, %(ends)s)
@@ -277,7 +287,7 @@ SELECT last_seq FROM head
 APPEND = _APPEND.format(condition="")
 APPEND_UNLESS_ENDED = _APPEND.format(condition="WHERE NOT h.ended")
 # For an ingest: the head row, made if missing and locked until the commit.
-LOCK_HEAD = """
+LOCK_HEAD = """SET LOCAL statement_timeout = '30s';
 INSERT INTO tf_job_event_heads (job_id, last_seq, ingested, ended) VALUES (%(job)s, 0, 0, false)
 ON CONFLICT (job_id) DO NOTHING;
 SELECT last_seq, ingested FROM tf_job_event_heads WHERE job_id = %(job)s FOR UPDATE
@@ -290,7 +300,7 @@ UPDATE tf_job_event_heads SET last_seq = %(last)s, ingested = %(top)s, ended = e
 WHERE job_id = %(job)s
 """
 # Whole records within max_bytes (at least one), in one read: the running total stops the scan.
-READ = """
+READ = """SET LOCAL statement_timeout = '30s';
 SELECT seq, body FROM (
     SELECT seq, body, sum(octet_length(body) + 24) OVER (ORDER BY seq) AS total
     FROM tf_job_events WHERE job_id = %(job)s AND seq > %(after)s ORDER BY seq LIMIT %(rows)s
@@ -298,7 +308,7 @@ SELECT seq, body FROM (
 WHERE total <= %(max)s OR total = octet_length(body) + 24
 ORDER BY seq
 """
-LOG_LINES = """
+LOG_LINES = """SET LOCAL statement_timeout = '30s';
 SELECT line_no, body FROM tf_job_events WHERE job_id = %(job)s AND line_no > %(offset)s
 ORDER BY line_no LIMIT %(rows)s
 """
@@ -339,9 +349,7 @@ class PostgresEventStore:
     def append(self, job_id: int, fragments: Sequence[bytes], *, unless_ended: bool = False) -> int | None:
         if not fragments:
             with self._single().connect() as connection:
-                row = connection.exec_driver_sql(
-                    "SELECT last_seq, ended FROM tf_job_event_heads WHERE job_id = %(job)s", {"job": job_id}
-                ).first()
+                row = connection.exec_driver_sql(HEAD, {"job": job_id}).first()
             if row is None:
                 return 0
             return None if unless_ended and row.ended else int(row.last_seq)
@@ -383,10 +391,8 @@ class PostgresEventStore:
 
     def last_seq(self, job_id: int) -> int:
         with self._engine().connect() as connection:
-            seq = connection.exec_driver_sql(
-                "SELECT last_seq FROM tf_job_event_heads WHERE job_id = %(job)s", {"job": job_id}
-            ).scalar()
-        return int(seq or 0)
+            row = connection.exec_driver_sql(HEAD, {"job": job_id}).first()
+        return 0 if row is None else int(row.last_seq)
 
     def log_lines(self, job_id: int, offset: int = 0, limit: int | None = None) -> Iterator[bytes]:
         """A page at a time, each read on a connection given back before the page is yielded."""
@@ -407,10 +413,7 @@ class PostgresEventStore:
 
     def delete(self, job_id: int) -> None:
         with self._engine().begin() as connection:
-            connection.exec_driver_sql("DELETE FROM tf_job_events WHERE job_id = %(job)s", {"job": job_id})
-            connection.exec_driver_sql(
-                "DELETE FROM tf_job_event_heads WHERE job_id = %(job)s", {"job": job_id}
-            )
+            connection.exec_driver_sql(DELETE, {"job": job_id})
 
 
 class _TableCursor:
