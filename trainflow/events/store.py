@@ -381,7 +381,9 @@ class PostgresEventStore:
         return top
 
     def read(self, job_id: int, after: int, max_bytes: int = READ_BYTES) -> Records:
-        params = {"job": job_id, "after": after, "max": max_bytes, "rows": max(1, max_bytes // 48)}
+        # A record is 30 bytes at the very least, so the row cap never stops a read short of half
+        # of max_bytes while there is more (the hub's feed stops reading at a read below half).
+        params = {"job": job_id, "after": after, "max": max_bytes, "rows": max(1, max_bytes // 32)}
         with self._engine().connect() as connection:
             rows = connection.exec_driver_sql(READ, params).all()
         return [(seq, b'{"seq":%d,%s\n' % (seq, body.encode())) for seq, body in rows]
