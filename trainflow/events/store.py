@@ -300,17 +300,24 @@ UPDATE tf_job_event_heads SET last_seq = %(last)s, ingested = %(top)s, ended = e
 WHERE job_id = %(job)s
 """
 # Whole records within max_bytes (at least one), in one read: the running total stops the scan.
+# Seqs have no gap, so the rows wanted are a range of keys: whatever plan the database picks (one
+# with no statistics yet sorts every row it finds), it never reads the rest of a long log.
 READ = """SET LOCAL statement_timeout = '30s';
 SELECT seq, body FROM (
     SELECT seq, body, sum(octet_length(body) + 24) OVER (ORDER BY seq) AS total
-    FROM tf_job_events WHERE job_id = %(job)s AND seq > %(after)s ORDER BY seq LIMIT %(rows)s
+    FROM tf_job_events
+    WHERE job_id = %(job)s AND seq > %(after)s AND seq <= %(after)s + %(rows)s
+    ORDER BY seq
 ) AS page
 WHERE total <= %(max)s OR total = octet_length(body) + 24
 ORDER BY seq
 """
+# A page of lines, a range of line numbers (the supervisor numbers them without a gap), for the
+# same reason.
 LOG_LINES = """SET LOCAL statement_timeout = '30s';
-SELECT line_no, body FROM tf_job_events WHERE job_id = %(job)s AND line_no > %(offset)s
-ORDER BY line_no LIMIT %(rows)s
+SELECT line_no, body FROM tf_job_events
+WHERE job_id = %(job)s AND line_no > %(offset)s AND line_no <= %(offset)s + %(rows)s
+ORDER BY line_no
 """
 
 
