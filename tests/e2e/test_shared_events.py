@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import create_engine, text
 
 from tests.e2e.conftest import RunningServer
 from tests.e2e.test_jobs import ADMIN, TRAIN, Api
@@ -166,3 +167,21 @@ def test_after_and_last_event_id_resume_at_the_same_place_on_both_hosts(
     assert server_sent(a, job_id, 2) == expected
     last = everything[-1]["seq"]
     assert [stream(api, job_id, last).status_code for api in hosts] == [204, 204]  # nothing more will come
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_job_deleted_on_one_host_leaves_no_events_behind(
+    hosts: tuple[Api, Api], followed: dict[str, Any], database_url: str
+) -> None:
+    a, b = hosts
+    assert b.call("DELETE", f"{TRAIN}/jobs/{followed['job']}").status_code == 204
+    assert stream(a, followed["job"]).status_code == 404
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            left = connection.execute(
+                text("SELECT count(*) FROM tf_job_events WHERE job_id = :job"), {"job": followed["job"]}
+            ).scalar()
+    finally:
+        engine.dispose()
+    assert left == 0
