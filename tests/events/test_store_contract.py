@@ -156,15 +156,23 @@ def test_concurrent_processes_make_one_sequence_with_no_gap_or_repeat(spec: Spec
 
 
 def test_a_reader_never_sees_a_seq_before_the_ones_below_it(spec: Spec, store: EventStore) -> None:
-    """Commit order is seq order: polling ``read`` after the last seq seen never skips one."""
+    """Commit order is seq order: polling ``read`` after the last seq seen never skips one.
+
+    Writer 0 ingests (as the supervisors' records arrive), the others append.
+    """
     stop = threading.Event()
 
     def write(writer: int) -> None:
         opened, close = open_store(spec)
         try:
             batch = 0
+            ingested = 0
             while not stop.is_set():
-                opened.append(JOB, [log(f"{writer}:{batch}:{part}") for part in range(1 + batch % 4)])
+                fragments = [log(f"{writer}:{batch}:{part}") for part in range(1 + batch % 4)]
+                if writer == 0:
+                    ingested = opened.ingest(JOB, ingested + 1, fragments)
+                else:
+                    opened.append(JOB, fragments)
                 batch += 1
         finally:
             close()
