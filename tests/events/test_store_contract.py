@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from tests.conftest import Templates, _admin_execute, _with_database
+from trainflow.errors import BadRequest
 from trainflow.events.store import EventStore, FileEventStore, IngestGap, PostgresEventStore
 from trainflow.events.types import EventType
 from trainflow.runner.eventlog import fragment
@@ -276,6 +277,11 @@ def test_a_first_batch_must_start_at_1(store: EventStore) -> None:
     with pytest.raises(IngestGap) as refused:
         store.ingest(JOB, 2, batch(2, 2))
     assert refused.value.stored == 0
+
+
+def test_a_batch_numbered_from_0_is_refused(store: EventStore) -> None:
+    with pytest.raises(BadRequest):
+        store.ingest(JOB, 0, batch(0, 2))
 
 
 def test_ingested_records_share_the_sequence_with_other_writers(store: EventStore) -> None:
