@@ -284,6 +284,18 @@ def test_a_batch_numbered_from_0_is_refused(store: EventStore) -> None:
         store.ingest(JOB, 0, batch(0, 2))
 
 
+@pytest.mark.parametrize("record", [b'"type":"log","line":"a\nb"}', b'{"type":"log"}', b'"type":"log"'])
+def test_a_record_that_is_not_one_event_on_one_line_is_refused(store: EventStore, record: bytes) -> None:
+    with pytest.raises(BadRequest):
+        store.ingest(JOB, 1, [log("fine"), record])
+
+
+def test_a_refused_record_refuses_its_whole_batch(store: EventStore) -> None:
+    with pytest.raises(BadRequest):
+        store.ingest(JOB, 1, [log("fine"), b"nonsense"])
+    assert store.last_seq(JOB) == 0
+
+
 def test_ingested_records_share_the_sequence_with_other_writers(store: EventStore) -> None:
     store.append(JOB, [fragment(EventType.STATUS, status="RUNNING")])
     store.ingest(JOB, 1, batch(1, 2))
