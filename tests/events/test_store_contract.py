@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from tests.conftest import Templates, _admin_execute, _with_database
+from trainflow.errors import BadRequest
 from trainflow.events.store import EventStore, FileEventStore, IngestGap, PostgresEventStore
 from trainflow.events.types import EventType
 from trainflow.runner.eventlog import fragment
@@ -276,6 +277,23 @@ def test_a_first_batch_must_start_at_1(store: EventStore) -> None:
     with pytest.raises(IngestGap) as refused:
         store.ingest(JOB, 2, batch(2, 2))
     assert refused.value.stored == 0
+
+
+def test_a_batch_numbered_from_0_is_refused(store: EventStore) -> None:
+    with pytest.raises(BadRequest):
+        store.ingest(JOB, 0, batch(0, 2))
+
+
+@pytest.mark.parametrize("record", [b'"type":"log","line":"a\nb"}', b'{"type":"log"}', b'"type":"log"'])
+def test_a_record_that_is_not_one_event_on_one_line_is_refused(store: EventStore, record: bytes) -> None:
+    with pytest.raises(BadRequest):
+        store.ingest(JOB, 1, [log("fine"), record])
+
+
+def test_a_refused_record_refuses_its_whole_batch(store: EventStore) -> None:
+    with pytest.raises(BadRequest):
+        store.ingest(JOB, 1, [log("fine"), b"nonsense"])
+    assert store.last_seq(JOB) == 0
 
 
 def test_ingested_records_share_the_sequence_with_other_writers(store: EventStore) -> None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
 
 from trainflow.db import TABLE_PREFIX, db
-from trainflow.errors import Conflict
+from trainflow.errors import BadRequest, Conflict
 from trainflow.runner.catalogue import EventType
 from trainflow.runner.eventlog import (
     COUNTER,
@@ -128,6 +128,17 @@ def store_of(app: Flask) -> EventStore:
     return hub_of(app).store
 
 
+def _check_batch(first: int, fragments: Sequence[bytes]) -> None:
+    """What a record from outside must be for the logs to stay one JSON object a line."""
+    if first < 1:
+        raise BadRequest("first: a producer numbers its records from 1.")
+    for data in fragments:
+        if not (data.startswith(b'"type":"') and data.endswith(b"}")) or b"\n" in data:
+            raise BadRequest(
+                'records: each is an event as the supervisor writes it, `"type":"..."` to `}`, one line.'
+            )
+
+
 def _announce(announcer: Announcer | None, job_id: int, seq: int) -> None:
     if announcer is not None:
         announcer.publish({"kind": "events", "job": job_id, "seq": seq})
@@ -159,6 +170,7 @@ class FileEventStore:
         return seq
 
     def ingest(self, job_id: int, first: int, fragments: Sequence[bytes]) -> int:
+        _check_batch(first, fragments)
         before = self.last_seq(job_id)
         with self._writer(job_id) as writer:
             try:
@@ -369,6 +381,7 @@ class PostgresEventStore:
         return int(seq)
 
     def ingest(self, job_id: int, first: int, fragments: Sequence[bytes]) -> int:
+        _check_batch(first, fragments)
         with self._engine().begin() as connection:
             head = connection.exec_driver_sql(LOCK_HEAD, {"job": job_id}).one()
             stored = int(head.ingested)
