@@ -285,7 +285,9 @@ def test_a_cancel_asked_on_another_host_reaches_the_job_through_its_own_host(mak
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # shared mode needs it
-def test_in_shared_mode_a_host_starts_only_jobs_whose_files_it_has(make_queue, alice, redis_url, tmp_path):
+def test_in_shared_mode_a_host_runs_a_script_uploaded_elsewhere_from_its_own_copy(
+    make_queue, alice, redis_url, tmp_path
+):
     queue = make_queue(
         shared=True,
         redis_url=redis_url,
@@ -298,6 +300,7 @@ def test_in_shared_mode_a_host_starts_only_jobs_whose_files_it_has(make_queue, a
     elsewhere = queue.scheduler.settings.replace(data_dir=tmp_path / "host-b")
     host_b = JobScheduler(queue.app, elsewhere, FakeExecutor("host-b"))
     queue.tick(host_b)
-    assert queue.status(job_id) == JobStatus.QUEUED.value  # not claimed, so not failed either
-    queue.tick()
-    assert (queue.status(job_id), queue.job(job_id).runner) == (JobStatus.RUNNING.value, "host-a")
+    assert (queue.status(job_id), queue.job(job_id).runner) == (JobStatus.RUNNING.value, "host-b")
+    files = host_b.executor.launches[job_id].files  # type: ignore[attr-defined]
+    assert files.is_relative_to(tmp_path / "host-b")
+    assert (files / "train.py").read_bytes() == b"print('hi')\n"

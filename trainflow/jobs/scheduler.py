@@ -41,6 +41,7 @@ from trainflow.runner.limits import REASONS as LIMIT_REASONS
 from trainflow.runner.supervisor import STORAGE_REASONS
 from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
+from trainflow.scripts.shared import shared_files
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -253,12 +254,9 @@ class JobScheduler:
             self._is_short_of_room = True
             return
         self._is_short_of_room = False
-        here = self._scripts_here(queued)
         for job in queued:
             if slots <= 0:
                 return
-            if job.script_id not in here:
-                continue  # uploaded on another host: that host starts it
             limit = self.settings.max_jobs_per_user
             if limit and per_user[job.owner_id] >= limit:
                 continue  # this user's turn comes when one of theirs ends
@@ -273,18 +271,11 @@ class JobScheduler:
             per_user[job.owner_id] += 1
             busy_gpus.update(gpu_ids)
 
-    def _scripts_here(self, queued: Sequence[Job]) -> set[int]:
-        """The scripts of ``queued`` whose files this host has.
-
-        Scripts' files stay on the host they were uploaded to (until they are shared, #13), so
-        in shared mode a host starts only jobs whose files it has: another host claiming one
-        would fail it with "No such file". On one host every script is here.
-        """
-        ids = {job.script_id for job in queued}
-        if not self.settings.shared or not ids:
-            return ids
-        scripts_of = db.session.scalars(select(Script).where(Script.id.in_(ids))).all()
-        return {s.id for s in scripts_of if scripts.files_dir(self.settings, s).is_dir()}
+    def _script_files(self, script: Script) -> Path:
+        """The script's files on this host: in shared mode, fetched from the shared store first
+        when it was uploaded elsewhere (checked as an upload is; once per host and script)."""
+        stored = scripts.StoredScript.of(script)
+        return scripts.ensure_here(self.settings, stored, shared_files(self.app)) / "files"
 
     def _claim(self, job: Job, gpu_ids: list[str]) -> bool:
         result = db.session.execute(
@@ -320,7 +311,7 @@ class JobScheduler:
                 job_id=job.id,
                 run_id=job.run_id,
                 experiment_id=job.experiment_id,
-                files=scripts.files_dir(self.settings, script),
+                files=self._script_files(script),
                 argv=service.job_argv(job, script.entrypoint),
                 has_requirements=script.has_requirements,
                 user_env=dict(job.env),

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
+import logging
 import os
 import shutil
 import stat
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -19,8 +23,10 @@ from trainflow.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from trainflow.scripts import storage
 from trainflow.scripts.models import Script
 from trainflow.scripts.multipart import ReceivedFile
+from trainflow.scripts.shared import SharedFiles, original_name
 from trainflow.settings import Settings
 
+log = logging.getLogger(__name__)
 MB = 1024 * 1024
 SCRIPTS_PATH = "/ajax-api/2.0/mlflow/train/scripts"
 
@@ -41,8 +47,13 @@ def create_script(
     entrypoint: str | None,
     *,
     has_quota: bool = True,
+    shared: SharedFiles | None = None,
 ) -> Script:
-    """Check and store an upload; ``has_quota``: whether the owner's uploads quota applies."""
+    """Check and store an upload; ``has_quota``: whether the owner's uploads quota applies.
+
+    With a ``shared`` store (shared mode), the checked original is put there before the row is
+    committed, so any host can fetch it once the script exists; a failed commit takes it out again.
+    """
     filename = storage.check_filename(upload.filename)
     if upload.size == 0:
         raise BadRequest(f"{filename} is empty; choose the file again.")
@@ -54,6 +65,7 @@ def create_script(
     max_unpacked = settings.max_unpacked_mb * MB
     left = quota - used - upload.size if quota else max_unpacked
     key, target = storage.new_storage_dir(settings.uploads_dir)
+    is_shared = False
     try:
         try:
             # An archive is refused before it is unpacked if what it says it holds is over quota.
@@ -65,6 +77,10 @@ def create_script(
             raise
         if quota:
             _check_uploads_quota(used, frozen_bytes(target), quota, " (as uploaded and unpacked)")
+        if shared is not None:
+            session.rollback()  # no connection held while the artifact store answers
+            shared.put(original_name(key), target / "original")
+            is_shared = True
         script = Script(
             owner_id=owner_id,
             filename=checked.filename,
@@ -81,6 +97,8 @@ def create_script(
         # Nothing of a refused or failed upload stays behind.
         shutil.rmtree(target, ignore_errors=True)
         forget_size(target)
+        if is_shared:
+            _delete_shared(shared, key)
         raise
     return script
 
@@ -113,13 +131,99 @@ def files_dir(settings: Settings, script: Script) -> Path:
     return settings.uploads_dir / script.storage_key / "files"
 
 
-def delete_script(session: Session, settings: Settings, script: Script) -> None:
-    folder = settings.uploads_dir / script.storage_key
+def delete_script(
+    session: Session, settings: Settings, script: Script, shared: SharedFiles | None = None
+) -> None:
+    """Delete the row, then this host's files and the shared copy (other hosts' caches are
+    swept as folders without a row)."""
+    key = script.storage_key
+    folder = settings.uploads_dir / key
     session.delete(script)
     session.commit()
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(folder)
     forget_size(folder)
+    if shared is not None:
+        _delete_shared(shared, key)
+
+
+def _delete_shared(shared: SharedFiles | None, key: str) -> None:
+    if shared is None:
+        return
+    try:
+        shared.delete(original_name(key))
+    except Exception:
+        # The row is gone, so nothing will use it: a copy left over costs space, not correctness.
+        log.exception("Could not delete %s from the shared store", original_name(key))
+
+
+# -- this host's copy, in shared mode -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredScript:
+    """What fetching a script's files needs, as plain values (usable with no database session)."""
+
+    id: int
+    storage_key: str
+    filename: str
+    entrypoint: str
+    sha256: str
+
+    @classmethod
+    def of(cls, script: Script) -> StoredScript:
+        return cls(script.id, script.storage_key, script.filename, script.entrypoint, script.sha256)
+
+
+class SharedCopyUnusable(Conflict):
+    code = "script_unavailable"
+
+
+def ensure_here(settings: Settings, script: StoredScript, shared: SharedFiles | None) -> Path:
+    """The script's folder on this host (``original``, ``files/``), fetched first if it lacks it.
+
+    A host of shared mode fetches the original from the shared store and lays it out with the
+    same checks as an upload, into a folder of a fresh random key that is renamed into place at
+    the end: two fetches of one script at once (two jobs starting, or a worker serving its
+    content) each finish and one rename wins; a host killed mid-fetch leaves a folder without a
+    row, which the sweep removes.
+    """
+    folder = settings.uploads_dir / script.storage_key
+    if (folder / "files").is_dir() or shared is None:
+        return folder
+    _, scratch = storage.new_storage_dir(settings.uploads_dir)
+    try:
+        fetched = scratch / "fetched"
+        shared.fetch(original_name(script.storage_key), fetched)
+        digest = _sha256(fetched)
+        if digest != script.sha256:
+            raise SharedCopyUnusable(
+                f"Script {script.id}'s shared copy is not the file uploaded (its SHA-256 is "
+                f"{digest}, not {script.sha256}); upload it again."
+            )
+        try:
+            storage.store(fetched, script.filename, script.entrypoint, scratch, settings.max_unpacked_mb * MB)
+        except (BadRequest, PayloadTooLarge) as e:
+            raise SharedCopyUnusable(
+                f"Script {script.id}'s shared copy fails the upload's checks: {e}"
+            ) from None
+        try:
+            os.rename(scratch, folder)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            # Another fetch of the same script put its (identical) folder in place first.
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # gone already once renamed
+    return folder
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # -- the uploads quota ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from trainflow.scripts import service
 from trainflow.scripts.models import Script
 from trainflow.scripts.multipart import read_multipart
 from trainflow.scripts.schemas import ScriptOut, ScriptPage, UploadForm
+from trainflow.scripts.shared import shared_files
 from trainflow.scripts.signals import script_deleting
 from trainflow.settings import Settings
 
@@ -73,6 +74,11 @@ class UploadSlots:
                 self._busy[user_id] -= 1
                 if self._busy[user_id] <= 0:
                     del self._busy[user_id]
+
+
+def _app() -> Flask:
+    # current_app is typed as the Flask app it stands for; a signal's sender is that app itself.
+    return cast("LocalProxy[Flask]", current_app)._get_current_object()
 
 
 def _upload_slots() -> UploadSlots:
@@ -147,6 +153,7 @@ def _receive_upload(principal: Principal) -> Response:
             received,
             form.fields.get("entrypoint"),
             has_quota=not principal.is_admin,
+            shared=shared_files(_app()),
         )
     finally:
         form.discard()
@@ -201,6 +208,16 @@ def get_script(script_id: int) -> Response:
 def script_content(script_id: int) -> Response:
     script = service.get_script(db.session(), current_principal(), script_id)
     path = service.original_path(_settings(), script)
+    shared = shared_files(_app())
+    if not path.is_file() and shared is not None:
+        # Uploaded on another host: this one fetches it once into its cache.
+        stored = service.StoredScript.of(script)
+        db.session.rollback()  # no connection held while the shared store answers
+        try:
+            service.ensure_here(_settings(), stored, shared)
+        except FileNotFoundError:
+            log.warning("Script %d: its shared copy is missing", stored.id)
+        script = service.get_script(db.session(), current_principal(), script_id)
     if not path.is_file():
         # The row outlived its file (removed by hand, or a restore without the data dir).
         log.warning("Script %d: its stored file %s is missing", script.id, path)
@@ -229,8 +246,6 @@ def script_content(script_id: int) -> Response:
 )
 def delete_script(script_id: int) -> Response:
     script = service.get_script(db.session(), current_principal(), script_id)
-    # current_app is typed as the Flask app it stands for; the signal's sender is that app itself.
-    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
-    script_deleting.send(app, script_id=script.id)  # 409 while a job uses it
-    service.delete_script(db.session(), _settings(), script)
+    script_deleting.send(_app(), script_id=script.id)  # 409 while a job uses it
+    service.delete_script(db.session(), _settings(), script, shared_files(_app()))
     return Response(status=204)
