@@ -21,6 +21,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,7 +34,7 @@ from trainflow.events.bus import describe as describe_bus
 from trainflow.events.bus import private_folder, run_folder
 from trainflow.events.record import add_change, record_status
 from trainflow.housekeeping import has_room_to_start
-from trainflow.jobs import sandboxing, service
+from trainflow.jobs import hosts, sandboxing, service
 from trainflow.jobs.executors import Executor, Exit, Launch, State, Watched
 from trainflow.jobs.executors.local import LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
@@ -78,11 +79,15 @@ class JobScheduler:
         self._socket: socket.socket | None = None
         self._is_short_of_room = False  # queued jobs wait for disk space (said once per spell)
         self._cancels_sent: set[int] = set()  # jobs whose cancel was passed to the executor
+        self._heartbeat: hosts.Heartbeat | None = None
+        self._running_here: set[int] = set()  # this host's RUNNING jobs, as of the last round
+        self._silent_since: datetime | None = None  # this host's last heartbeat before it started
 
     # -- running ------------------------------------------------------------------------------
 
     def start(self) -> None:
         log.info("%s", self.executor.open())
+        self._start_heartbeat()
         if self.notify_path is not None:
             self._socket = _bind(self.notify_path)
             self._threads.append(threading.Thread(target=self._listen, name="job-notify", daemon=True))
@@ -93,6 +98,8 @@ class JobScheduler:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.close()
@@ -126,6 +133,7 @@ class JobScheduler:
     def tick(self) -> None:
         self._observe_running()
         self._start_queued()
+        self._stop_jobs_taken_over()  # last: the jobs it just started are among those it watches
 
     # -- watching -----------------------------------------------------------------------------
 
@@ -209,11 +217,93 @@ class JobScheduler:
         ):
             log.info("Job %d: %s (%s)", job.id, outcome.value, text or "exit code 0")
 
+    # -- hosts that die -----------------------------------------------------------------------
+
+    def _start_heartbeat(self) -> None:
+        """Say this host lives, now and every few seconds (PostgreSQL: where hosts share a database)."""
+        with self.app.app_context():
+            try:
+                if not hosts.is_supported(db.session()):
+                    return
+                self._silent_since = hosts.beat(db.session(), self.executor.name)
+            finally:
+                db.session.remove()
+        interval = hosts.interval_for(self.settings.host_dead_seconds)
+        self._heartbeat = hosts.Heartbeat(self.app, self.executor.name, interval)
+        self._heartbeat.start()
+
+    def _decide_for_dead_hosts(self) -> None:
+        """RUNNING jobs of hosts silent for ``TRAINFLOW_HOST_DEAD_SECONDS``: LOST, never re-run.
+
+        Under the start lock, so one scheduler of all decides; ``service.finish`` records each
+        end once (a host coming back at that moment records nothing over it). A job whose
+        supervisor still reports is left RUNNING.
+        """
+        session = db.session()
+        if not hosts.is_supported(session):
+            return
+        dead_s = self.settings.host_dead_seconds
+        others = set(
+            session.scalars(
+                select(Job.runner)
+                .distinct()
+                .where(Job.status == JobStatus.RUNNING.value, Job.runner != self.executor.name)
+            ).all()
+        )
+        silent = hosts.silent(session, {name for name in others if name}, dead_s)
+        if not silent:
+            return
+        now = hosts.now(session)
+        orphaned = session.scalars(
+            select(Job).where(Job.status == JobStatus.RUNNING.value, Job.runner.in_(silent)).order_by(Job.id)
+        ).all()
+        for job in orphaned:
+            reported = hosts.last_report(job)
+            if reported is not None and (now - reported).total_seconds() < dead_s:
+                continue  # its supervisor still reports: the job lives, whatever its host
+            seen = silent[job.runner or ""]
+            reason = (
+                f"Its host ({job.runner}) stopped: silent since {seen:%Y-%m-%d %H:%M:%S} UTC, over "
+                f"{dead_s:g} s, and the job no longer reported. It was not run again."
+            )
+            if service.finish(session, job, JobStatus.LOST, exit_code=None, reason=reason):
+                log.warning("Job %d: LOST with its host %s", job.id, job.runner)
+
+    def _stop_jobs_taken_over(self) -> None:
+        """This host's jobs that another recorded LOST while this one was silent: stop them here.
+
+        A host that was away (killed and restarted, or paused) finds them no longer RUNNING, so
+        it never observes them again; a supervisor of theirs that still runs is asked to end.
+        """
+        session = db.session()
+        if not hosts.is_supported(session):
+            return  # one host (SQLite): no other to take its jobs over
+        running = set(
+            session.scalars(
+                select(Job.id).where(Job.status == JobStatus.RUNNING.value, Job.runner == self.executor.name)
+            ).all()
+        )
+        left, self._running_here = self._running_here - running, running
+        since, self._silent_since = self._silent_since, None
+        if not left and since is None:
+            return
+        lost = select(Job).where(Job.runner == self.executor.name, Job.status == JobStatus.LOST.value)
+        condition: ColumnElement[bool] = Job.id.in_(left)
+        if since is not None:
+            # Restarted: those recorded since its last heartbeat (clocks may differ a little).
+            margin = timedelta(seconds=self.settings.host_dead_seconds)
+            condition = or_(condition, Job.finished_at >= since - margin)
+        for job in session.scalars(lost.where(condition)).all():
+            if self.executor.cancel(job.id, job.supervisor_pid):
+                log.warning("Job %d: recorded LOST by another host while this one was away; stopped", job.id)
+        session.rollback()
+
     # -- starting -----------------------------------------------------------------------------
 
     def _start_queued(self) -> None:
         with self._start_lock() as is_ours:
             if is_ours:
+                self._decide_for_dead_hosts()
                 self._start_queued_within_limits()
 
     @contextlib.contextmanager
