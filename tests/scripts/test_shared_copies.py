@@ -76,6 +76,29 @@ def test_a_refused_upload_puts_nothing_in_the_shared_store(client, alice, store)
     assert shared_files(store) == []
 
 
+class BrokenStore:
+    """A store that takes nothing (S3 down, a full shared disk)."""
+
+    def put(self, name: str, source: Path) -> None:
+        raise OSError("the store is away")
+
+    def fetch(self, name: str, destination: Path) -> None:
+        raise FileNotFoundError(name)
+
+    def delete(self, name: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_upload_the_shared_store_does_not_take_is_a_503_and_leaves_nothing(app, client, alice, settings):
+    scripts_shared.init_app(app, BrokenStore())
+    answer = post_file(client, alice, "train.py", TRAIN_PY)
+    assert answer.status_code == 503
+    assert answer.json["error"]["code"] == "storage_unavailable"
+    assert uploads_left(settings) == []
+    assert client.get(SCRIPTS, headers=alice.basic).json["total"] == 0
+
+
 class SlowStore:
     """The real store, each fetch taking a while: fetches of one script overlap."""
 

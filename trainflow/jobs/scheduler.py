@@ -226,6 +226,8 @@ class JobScheduler:
                 if not hosts.is_supported(db.session()):
                     return
                 self._silent_since = hosts.beat(db.session(), self.executor.name)
+            except Exception:
+                log.exception("Could not record this host's first heartbeat; its thread tries again")
             finally:
                 db.session.remove()
         interval = hosts.interval_for(self.settings.host_dead_seconds)

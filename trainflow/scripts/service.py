@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from trainflow.accounts.credentials import Principal
 from trainflow.accounts.models import User
 from trainflow.db import get_by_id
-from trainflow.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from trainflow.errors import BadRequest, Conflict, NotFound, PayloadTooLarge, TrainflowError
 from trainflow.scripts import storage
 from trainflow.scripts.models import Script
 from trainflow.scripts.multipart import ReceivedFile
@@ -79,7 +79,7 @@ def create_script(
             _check_uploads_quota(used, frozen_bytes(target), quota, " (as uploaded and unpacked)")
         if shared is not None:
             session.rollback()  # no connection held while the artifact store answers
-            shared.put(original_name(key), target / "original")
+            _put_shared(shared, key, target / "original")
             is_shared = True
         script = Script(
             owner_id=owner_id,
@@ -145,6 +145,23 @@ def delete_script(
     forget_size(folder)
     if shared is not None:
         _delete_shared(shared, key)
+
+
+class SharedStoreUnavailable(TrainflowError):
+    status = 503
+    code = "storage_unavailable"
+
+
+def _put_shared(shared: SharedFiles, key: str, original: Path) -> None:
+    try:
+        shared.put(original_name(key), original)
+    except Exception:
+        # Not the upload's fault: the store every host fetches scripts from did not take it.
+        log.exception("Could not put %s in the shared store", original_name(key))
+        raise SharedStoreUnavailable(
+            "The artifact store that keeps scripts for every host (TRAINFLOW_ARTIFACTS_URI) did not "
+            "take the upload; nothing was stored. Try again in a moment."
+        ) from None
 
 
 def _delete_shared(shared: SharedFiles | None, key: str) -> None:
