@@ -14,13 +14,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
+from tests.scripts.test_quota import python_file
 from tests.scripts.test_upload import TRAIN_PY, make_zip, post_file, uploads_left
 from trainflow.scripts import service
 from trainflow.scripts import shared as scripts_shared
 from trainflow.scripts.models import Script
+from trainflow.settings import Settings
 from trainflow.tracking.blobs import ArtifactBlobs
 
 SCRIPTS = "/ajax-api/2.0/mlflow/train/scripts"
+
+
+@pytest.fixture
+def settings(tmp_path, database_url) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, user_uploads_mb=1)
 
 
 @pytest.fixture
@@ -167,3 +174,17 @@ def test_a_shared_copy_that_is_gone_is_a_missing_file(app, client, alice, store,
     shutil.rmtree(Path(store.uri) / "trainflow-scripts")
     with pytest.raises(FileNotFoundError, match="not in the artifact store"):
         service.ensure_here(settings.replace(data_dir=tmp_path / "other-host"), script, store)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_host_without_copies_of_a_users_scripts_still_counts_them_in_the_quota(
+    client, alice, store, settings
+):
+    first = post_file(client, alice, "first.py", python_file(300 * 1024))
+    assert first.status_code == 201, first.json
+    for folder in settings.uploads_dir.iterdir():  # as a host that never fetched it sees things
+        if not folder.name.startswith("."):
+            shutil.rmtree(folder)
+    second = post_file(client, alice, "second.py", python_file(300 * 1024))
+    assert second.status_code == 413
+    assert second.json["error"]["code"] == "quota_exceeded"

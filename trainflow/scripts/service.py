@@ -75,8 +75,9 @@ def create_script(
                 raise
             _check_uploads_quota(used, upload.size + left, quota, " (as uploaded and unpacked)", more=True)
             raise
+        stored_bytes = frozen_bytes(target)
         if quota:
-            _check_uploads_quota(used, frozen_bytes(target), quota, " (as uploaded and unpacked)")
+            _check_uploads_quota(used, stored_bytes, quota, " (as uploaded and unpacked)")
         if shared is not None:
             session.rollback()  # no connection held while the artifact store answers
             _put_shared(shared, key, target / "original")
@@ -90,6 +91,7 @@ def create_script(
             size=upload.size,
             sha256=upload.sha256,
             storage_key=key,
+            stored_bytes=stored_bytes,
         )
         session.add(script)
         session.commit()
@@ -311,14 +313,25 @@ def forget_size(folder: Path) -> None:
 
 
 def uploads_used(session: Session, settings: Settings, owner_id: int) -> int:
-    """Bytes the owner's stored scripts take on disk, unpacked archives included."""
-    keys = session.scalars(select(Script.storage_key).where(Script.owner_id == owner_id)).all()
-    return sum(frozen_bytes(settings.uploads_dir / key) for key in keys)
+    """Bytes the owner's stored scripts take on disk, unpacked archives included.
+
+    As measured at upload, so that every host counts the same whichever copies it holds (scripts
+    uploaded before that was kept: as this host's copy measures).
+    """
+    rows = session.execute(
+        select(Script.storage_key, Script.stored_bytes).where(Script.owner_id == owner_id)
+    ).all()
+    return sum(
+        stored if stored is not None else frozen_bytes(settings.uploads_dir / key) for key, stored in rows
+    )
 
 
 def script_bytes(settings: Settings, script: Script) -> int:
-    """What each job of this script copies into its folder."""
-    return frozen_bytes(files_dir(settings, script))
+    """What each job of this script copies into its folder (its files: stored less the original)."""
+    folder = files_dir(settings, script)
+    if folder.is_dir() or script.stored_bytes is None:
+        return frozen_bytes(folder)
+    return max(script.stored_bytes - script.size, 0)  # not fetched to this host yet
 
 
 def _check_uploads_quota(used: int, adding: int, quota: int, what: str, more: bool = False) -> None:

@@ -1,4 +1,5 @@
-"""hosts: a heartbeat per executor that runs jobs, so a survivor can decide for a dead host's jobs
+"""hosts: a heartbeat per executor that runs jobs (a survivor decides for a dead host's jobs), and
+each script's size on disk as measured at upload (hosts without a copy count it in quotas)
 
 Revision ID: 0010
 Revises: 0006
@@ -24,7 +25,11 @@ def upgrade() -> None:
     sa.Column('last_seen', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('name', name=op.f('pk_tf_hosts')),
     )
+    with op.batch_alter_table('tf_scripts', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('stored_bytes', sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('tf_scripts', schema=None) as batch_op:
+        batch_op.drop_column('stored_bytes')
     op.drop_table('tf_hosts')
