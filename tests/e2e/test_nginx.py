@@ -38,7 +38,7 @@ def _seconds(value: str) -> float:
     return float(value[:-1]) * units[value[-1]] if value[-1] in units else float(value)
 
 
-def render(port: int, upstreams: list[str]) -> str:
+def render(port: int, upstreams: list[str], read_timeout: str = f"{READ_TIMEOUT_S}s") -> str:
     """The guide's configuration for this machine: upstreams, listen port and the scaled timeout."""
     text = CONFIG.read_text()
     servers = "\n".join(f"    server {address} max_fails=3 fail_timeout=10s;" for address in upstreams)
@@ -47,7 +47,7 @@ def render(port: int, upstreams: list[str]) -> str:
     text, count = re.subn(r"listen 80;", f"listen 127.0.0.1:{port};", text)
     assert count == 1
     text, count = re.subn(
-        r"proxy_read_timeout \S+;  # scaled in the test", f"proxy_read_timeout {READ_TIMEOUT_S}s;", text
+        r"proxy_read_timeout \S+;  # scaled in the test", f"proxy_read_timeout {read_timeout};", text
     )
     assert count == 1
     text, count = STREAM_LOCATION.subn(
@@ -107,12 +107,16 @@ def proxied(server_factory, database_url, redis_url, tmp_path) -> Iterator[tuple
     try:
         yield url, deployment, hosts
     finally:
-        nginx.send_signal(signal.SIGQUIT)
-        try:
-            nginx.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            nginx.kill()
-            nginx.wait()
+        stop_nginx(nginx)
+
+
+def stop_nginx(nginx: subprocess.Popen[bytes]) -> None:
+    nginx.send_signal(signal.SIGQUIT)
+    try:
+        nginx.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        nginx.kill()
+        nginx.wait()
 
 
 def sign_in(url: str) -> dict[str, str]:
@@ -260,3 +264,43 @@ def test_a_jobs_stream_through_nginx_is_the_same_whichever_host_answers(proxied)
     first, second = bodies.values()
     assert first == second
     assert '"line": "one"' in first.replace('":"', '": "')
+
+
+def read_for(url: str, auth: dict[str, str], seconds: float) -> tuple[str, int]:
+    """Read the all-jobs stream (silent but for heartbeats here) for ``seconds``: how it went, and
+    how many lines came."""
+    count = 0
+    deadline = time.monotonic() + seconds
+    try:
+        with requests.get(f"{url}{TRAIN}/events", headers=auth, stream=True, timeout=(5, seconds)) as stream:
+            assert stream.status_code == 200
+            for line in stream.iter_lines():
+                count += bool(line)
+                if time.monotonic() > deadline:
+                    return "open", count
+    except requests.exceptions.ChunkedEncodingError:
+        return "cut", count
+    return "ended", count
+
+
+@ON_POSTGRESQL
+def test_heartbeats_keep_a_silent_stream_open_past_nginxs_timeout_which_cuts_it_without_them(
+    proxied, tmp_path
+):
+    url, _, hosts = proxied
+    auth = sign_in(url)
+    how, lines = read_for(url, auth, IDLE_S)
+    assert how == "open"  # three of nginx's timeouts of silence, bridged by heartbeats
+    assert lines >= IDLE_S / HEARTBEAT_S / 2
+    # The same configuration with a timeout shorter than the heartbeat: nginx cuts the stream.
+    port = free_port()
+    upstreams = [h.url.removeprefix("http://") for h in hosts]
+    short = start_nginx(
+        tmp_path / "nginx-short", render(port, upstreams, f"{int(HEARTBEAT_S * 400)}ms"), port
+    )
+    try:
+        how, lines = read_for(f"http://127.0.0.1:{port}", auth, IDLE_S)
+    finally:
+        stop_nginx(short)
+    assert how in {"cut", "ended"}
+    assert lines <= 1  # the first line (sent at once), then silence until nginx gave up
