@@ -82,6 +82,7 @@ class JobScheduler:
         self._heartbeat: hosts.Heartbeat | None = None
         self._running_here: set[int] = set()  # this host's RUNNING jobs, as of the last round
         self._silent_since: datetime | None = None  # this host's last heartbeat before it started
+        self._waiting_for_store: set[int] = set()  # queued jobs whose script the shared store holds back
 
     # -- running ------------------------------------------------------------------------------
 
@@ -356,12 +357,35 @@ class JobScheduler:
             if job.gpus > len(free):
                 continue
             gpu_ids = free[: job.gpus]
+            if not self._has_files(job):
+                continue  # the shared store is away: the job waits, QUEUED
             if not self._claim(job, gpu_ids):
                 continue
             self._launch(job, gpu_ids)
             slots -= 1
             per_user[job.owner_id] += 1
             busy_gpus.update(gpu_ids)
+
+    def _has_files(self, job: Job) -> bool:
+        """Whether this host has the job's script, fetching it first (shared mode) if need be.
+
+        Only a store that does not answer keeps the job queued; any other failure is the job's
+        own, and its launch records it.
+        """
+        script = db.session.get(Script, job.script_id)
+        if script is None or shared_files(self.app) is None:
+            return True
+        # Any other failure is recorded as the job's own by _launch, which tries again.
+        with contextlib.suppress(Exception):
+            try:
+                self._script_files(script)
+            except scripts.SharedStoreUnavailable:
+                if job.id not in self._waiting_for_store:  # said once per job
+                    log.warning("Job %d waits: the shared store holding its script is away", job.id)
+                self._waiting_for_store.add(job.id)
+                return False
+        self._waiting_for_store.discard(job.id)
+        return True
 
     def _script_files(self, script: Script) -> Path:
         """The script's files on this host: in shared mode, fetched from the shared store first

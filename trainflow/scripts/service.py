@@ -213,7 +213,7 @@ def ensure_here(settings: Settings, script: StoredScript, shared: SharedFiles | 
     _, scratch = storage.new_storage_dir(settings.uploads_dir)
     try:
         fetched = scratch / "fetched"
-        shared.fetch(original_name(script.storage_key), fetched)
+        _fetch_shared(shared, script.storage_key, fetched)
         digest = _sha256(fetched)
         if digest != script.sha256:
             raise SharedCopyUnusable(
@@ -235,6 +235,19 @@ def ensure_here(settings: Settings, script: StoredScript, shared: SharedFiles | 
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # gone already once renamed
     return folder
+
+
+def _fetch_shared(shared: SharedFiles, key: str, destination: Path) -> None:
+    try:
+        shared.fetch(original_name(key), destination)
+    except FileNotFoundError:
+        raise  # gone for good: nothing to wait for
+    except Exception:
+        log.exception("Could not fetch %s from the shared store", original_name(key))
+        raise SharedStoreUnavailable(
+            "The artifact store that keeps scripts for every host (TRAINFLOW_ARTIFACTS_URI) did not "
+            "answer; try again in a moment."
+        ) from None
 
 
 def _sha256(path: Path) -> str:
