@@ -119,7 +119,9 @@ def script_out(script: Script, owner: str | None = None) -> ScriptOut:
     "stored scripts, as uploaded and unpacked, would pass TRAINFLOW_USER_UPLOADS_MB. 507 "
     "`insufficient_storage` when the server's disk is below TRAINFLOW_MIN_FREE_MB, or full. "
     "429 with Retry-After when the user already has TRAINFLOW_UPLOADS_PER_USER uploads in "
-    "progress; 408 when the body stops arriving for TRAINFLOW_READ_TIMEOUT_SECONDS.",
+    "progress; 408 when the body stops arriving for TRAINFLOW_READ_TIMEOUT_SECONDS. In shared mode, "
+    "503 `storage_unavailable` when the artifact store that keeps scripts for every host does not "
+    "take it.",
 )
 def upload() -> Response:
     principal = current_principal()
@@ -202,8 +204,11 @@ def get_script(script_id: int) -> Response:
     "GET",
     summary="The uploaded file, as uploaded",
     tag=TAG,
-    errors=(401, 404),
+    errors=(401, 404, 409),
     media_types=("text/x-python", "application/octet-stream"),
+    description="In shared mode a host fetches a script uploaded on another from the artifact store "
+    "first: 409 `script_unavailable` when the stored copy is not the file uploaded, 503 "
+    "`storage_unavailable` when the store does not answer.",
 )
 def script_content(script_id: int) -> Response:
     script = service.get_script(db.session(), current_principal(), script_id)
