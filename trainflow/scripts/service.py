@@ -100,7 +100,7 @@ def create_script(
         shutil.rmtree(target, ignore_errors=True)
         forget_size(target)
         if is_shared:
-            _delete_shared(shared, key)
+            delete_shared_copy(shared, key)
         raise
     return script
 
@@ -146,7 +146,7 @@ def delete_script(
         shutil.rmtree(folder)
     forget_size(folder)
     if shared is not None:
-        _delete_shared(shared, key)
+        delete_shared_copy(shared, key)
 
 
 class SharedStoreUnavailable(TrainflowError):
@@ -166,7 +166,8 @@ def _put_shared(shared: SharedFiles, key: str, original: Path) -> None:
         ) from None
 
 
-def _delete_shared(shared: SharedFiles | None, key: str) -> None:
+def delete_shared_copy(shared: SharedFiles | None, key: str) -> None:
+    """Remove the shared copy of the script stored under ``key`` (its row gone); a failure is logged."""
     if shared is None:
         return
     try:
