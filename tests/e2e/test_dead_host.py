@@ -34,7 +34,7 @@ def _running_on_a(deployment: Deployment, server_factory, tmp_path):  # type: ig
     on_a = Api(host_a.url)
     job = on_a.submit(on_a.upload(LONG_JOB))
     on_a.wait(job["job"], "RUNNING")
-    wait_for(lambda: "tick 1" in on_a.lines(job["job"]), 30)
+    wait_for(lambda: _state(tmp_path / "a", job["job"]) == "running", 30)  # the job itself runs
     host_b = deployment.start(server_factory, "b", **LIMITS)
     return host_a, host_b, job
 
@@ -67,6 +67,14 @@ def test_a_killed_hosts_job_is_lost_on_a_survivor_never_run_twice_and_the_queue_
     if not kill_supervisor:
         os.killpg(supervisor, signal.SIGKILL)
         _kill_job(tmp_path / "a", job["job"])
+
+
+def _state(data_dir: Path, job_id: int) -> str | None:
+    """What the job's supervisor says of it (``running`` once the job's process started)."""
+    try:
+        return str(json.loads((data_dir / "jobs" / str(job_id) / "status.json").read_text())["state"])
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _kill_job(data_dir: Path, job_id: int) -> None:
