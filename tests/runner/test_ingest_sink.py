@@ -227,6 +227,18 @@ def test_servers_that_refuse_for_too_long_end_the_job_and_it_says_so(tmp_path, i
     assert "could not report how it ended" in (tmp_path / "supervisor.log").read_text()
 
 
+def test_a_batch_the_servers_refuse_ends_the_job_at_once(tmp_path, ingest):
+    """Sending it again would get the same 400: the job ends now, not after the give-up time."""
+    script = "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.05)\n"
+    ingest.answer = lambda authorization, body: (400, {"error": {"code": "bad_request", "message": "no"}})  # type: ignore[method-assign]
+    started = time.monotonic()
+    supervisor = start_supervisor(tmp_path, script, ingest.url)
+    assert supervisor.wait(timeout=60) == 0
+    assert time.monotonic() - started < 20
+    assert read_status(tmp_path)["reason"] == "storage_failed"
+    assert "HTTP 400" in read_status(tmp_path)["message"]
+
+
 def test_a_job_ended_by_the_servers_is_stopped(tmp_path, ingest):
     """A server that says the job has ended (another host recorded it LOST) takes nothing more."""
     script = "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.05)\n"

@@ -18,9 +18,10 @@ waits on its prints, as on a full disk. Nothing is dropped while the servers may
 
 The answer's ``cancel`` is a cancel asked on any host: the supervisor ends the job as on SIGTERM.
 Servers that say the job has ended or is gone (409 ``job_finished``, 404) take nothing more: the
-supervisor ends the job. Failures that last ``give_up_s`` (the servers unreachable, refusing the
-token, or the batch) make the sink give up (:attr:`IngestSink.failure`): the supervisor ends the
-job, and says on stderr how much it could not deliver.
+supervisor ends the job. A batch the servers refuse as malformed, too large or not this job's
+(400, 413, 415, 403), and failures that last ``give_up_s`` (servers unreachable, busy, refusing
+the token), make the sink give up (:attr:`IngestSink.failure`): the supervisor ends the job, and
+says on stderr how much it could not deliver.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ GIVE_UP_S = 600.0  # failures for this long (servers unreachable, refusing): the
 FIRST_PAUSE_S = 0.05
 MAX_PAUSE_S = 5.0
 MAX_ANSWER = 1024 * 1024
+# Answers that the same request would get again: the sink gives up at once. (A 401 is retried:
+# hosts being given a new signing key one after the other refuse a token for a while.)
+REFUSED = (400, 403, 413, 415)
 OVERHEAD = 16  # bytes counted per held event besides its own, as the event log's sink counts
 
 
@@ -217,6 +221,9 @@ class IngestSink:
             self.has_ended = True  # deleted, or its end recorded (LOST, by another host)
             return
         self.last_error = f"HTTP {code}: {error.get('message')}" if code else str(error.get("message"))
+        if code in REFUSED:
+            self.failure = f"the servers refused its records ({self.last_error})"
+            return
         now = time.monotonic()
         if self._failing_since is None:
             self._failing_since = now
