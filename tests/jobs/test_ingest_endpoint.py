@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from datetime import timedelta
@@ -124,6 +125,35 @@ def test_an_older_status_arriving_late_does_not_replace_the_end(app, client, job
     post(client, job.id, {"first": 1, "status": {"state": "running"}}, supervisor)
     with app.app_context():
         assert db.session.get(Job, job.id).reported_status == exited
+
+
+def test_no_database_connection_is_held_while_the_body_is_read(app, client, alice, job, supervisor):
+    """A supervisor whose batch arrives slowly holds a socket, never one of the pool's connections."""
+    with app.app_context():
+        pool = db.engine.pool
+    held: list[int] = []
+
+    class SlowBody(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            held.append(pool.checkedout())  # type: ignore[attr-defined]
+            return super().read(size)
+
+        def readinto(self, buffer: Any) -> int:
+            held.append(pool.checkedout())  # type: ignore[attr-defined]
+            return super().readinto(buffer)
+
+    data = json.dumps({"first": 1, "events": [log_event(1)]}).encode()
+    response = client.post(
+        f"{TRAIN}/jobs/{job.id}/ingest",
+        input_stream=SlowBody(data),
+        content_length=len(data),
+        content_type="application/json",
+        headers=supervisor,
+    )
+    assert response.status_code == 200
+    assert held
+    assert set(held) == {0}
+    assert lines(stream_to_the_end(app, client, alice, job.id)) == ["line 1"]
 
 
 # -- what a supervisor may not send ------------------------------------------------------------
