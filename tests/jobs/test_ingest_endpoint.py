@@ -205,6 +205,26 @@ def test_a_malformed_batch_is_a_400(client, job, supervisor, body):
     assert response.json["error"]["code"] in ("bad_request", "invalid_fields")
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"first": 1, "status": {"state": "running", "rate": NaN}}',
+        b'{"first": 1, "events": [{"type": "progress", "ts": 1.5, "current": Infinity}]}',
+        b'{"first": 1, "events": [{"type": "progress", "ts": 1.5, "current": 1' + b"0" * 400 + b"}]}",
+        b'{"first": 1, "events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"first": 1, "events": [{"type": "log", "ts": 1.5, "stream": "stdout", "n": 1, "line": "\xff"}]}',
+    ],
+    ids=["nan", "infinity", "huge-number", "deep", "not-utf8"],
+)
+def test_a_body_no_supervisor_sends_is_a_400(app, client, alice, job, supervisor, data):
+    response = client.post(
+        f"{TRAIN}/jobs/{job.id}/ingest", data=data, content_type="application/json", headers=supervisor
+    )
+    assert response.status_code == 400
+    with app.app_context():
+        assert db.session.get(Job, job.id).reported_status is None
+
+
 def test_a_body_that_is_not_json_is_a_400(client, job, supervisor):
     response = client.post(
         f"{TRAIN}/jobs/{job.id}/ingest",

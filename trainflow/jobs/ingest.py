@@ -168,9 +168,12 @@ def _rank(status: dict[str, Any] | None) -> int:
 def parse_batch(raw: bytes) -> tuple[int, list[bytes], dict[str, Any] | None]:
     """The first ordinal, the events as the event log stores them, and the status; 400 if malformed."""
     try:
-        body = json.loads(raw)
+        # JSON has no NaN or Infinity (Python's parser takes them; PostgreSQL would refuse them).
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"The body is not valid JSON: {e}.") from None
+    except RecursionError:
+        raise BadRequest("The body is not a batch: it nests too deep.") from None
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object.")
     unknown = sorted(set(body) - {"first", "events", "status"})
@@ -260,7 +263,15 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -MAX_ID <= value <= MAX_ID  # past that, no float holds it (and isfinite raises)
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _invalid(field: str, message: str) -> NoReturn:
