@@ -70,6 +70,11 @@ PROGRESS_FIELDS: dict[str, tuple[Any, bool]] = {
 SENT_BY_SUPERVISORS = {EventType.LOG.value, EventType.PROGRESS.value}
 
 
+def ingest_url(public_url: str, job_id: int) -> str:
+    """Where a job's supervisor sends its records: ``public_url`` is how jobs reach the servers."""
+    return f"{public_url.rstrip('/')}{TRAIN_PREFIX}/jobs/{job_id}/ingest"
+
+
 class IngestOut(BaseModel):
     through: int  # the highest ordinal of the supervisor's events the server holds
     cancel: bool  # a cancel was asked: the supervisor ends the job as on SIGTERM

@@ -311,6 +311,7 @@ class JobScheduler:
         return bool(claimed)
 
     def _launch(self, job: Job, gpu_ids: list[str]) -> None:
+        from trainflow.jobs.ingest import ingest_url
         from trainflow.jobs.tokens import issue_job_token, issue_supervisor_token
 
         try:
@@ -330,7 +331,7 @@ class JobScheduler:
                 timeout_s=sandboxing.job_timeout(job, self.settings),
                 owner_is_admin=_is_admin(job.owner_id),
                 supervisor_token=issue_supervisor_token(self.app, job),
-                ingest_url=f"{self.settings.jobs_tracking_url}/ajax-api/2.0/mlflow/train/jobs/{job.id}/ingest",
+                ingest_url=ingest_url(self.settings.jobs_tracking_url, job.id),
             )
             job.supervisor_pid = self.executor.start(launch)
             db.session.commit()

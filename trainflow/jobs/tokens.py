@@ -95,7 +95,8 @@ def issue_supervisor_token(app: Flask, job: Job) -> str:
                 # A later job with the same id (SQLite may reuse a deleted row's) has another run.
                 "run": job.run_id,
             },
-            expires_delta=timedelta(days=31),
+            # It dies with the job anyway; a job allowed to run longer than a month keeps it.
+            expires_delta=max(timedelta(days=31), timedelta(seconds=job.timeout_s or 0, days=1)),
         )
         return token
 
