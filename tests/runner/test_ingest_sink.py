@@ -54,6 +54,7 @@ class FakeIngest:
         self.events: list[dict[str, Any]] = []
         self.statuses: list[dict[str, Any]] = []
         self.requests = 0
+        self.batches: list[tuple[int, int]] = []  # (events, bytes) of each request
         self.cancel = False
         self.fail_every = 0  # every Nth request is answered 503
         self.stall_every = 0  # every Nth request is stored, then answered too late
@@ -117,6 +118,7 @@ class FakeIngest:
             if self.fail_every and number % self.fail_every == 0:
                 return 503, {"error": {"code": "busy", "message": "try again"}}
             batch = json.loads(body)
+            self.batches.append((len(batch["events"]), len(body)))
             through = len(self.events)
             if batch["first"] > through + 1:
                 return 409, {"error": {"code": "ingest_gap", "message": "gap", "through": through}}
@@ -179,6 +181,9 @@ def test_every_line_arrives_once_and_in_order_through_failures_and_lost_answers(
     assert ingest.lines() == [f"line {i}" for i in range(1, count + 1)]
     assert [e["n"] for e in ingest.events] == list(range(1, count + 1))
     assert read_status(tmp_path)["reason"] is None
+    # A flood goes in batches, none over the sink's bounds.
+    assert max(events for events, _ in ingest.batches) == 500
+    assert max(size for _, size in ingest.batches) < 256 * 1024 + 1024
 
 
 def test_a_server_down_for_seconds_loses_nothing_and_the_job_waits_in_bounded_memory(tmp_path, ingest):
@@ -286,7 +291,8 @@ def test_a_flood_reaches_a_real_servers_stream_once_and_in_order(tmp_path):
         app = Flask("tokens")
         app.config.update(jwt_config(Settings(data_dir=data), key))
         JWTManager(app)
-        token = tokens.issue_supervisor_token(app, SimpleNamespace(id=job["job"], run_id=job["run_id"]))  # type: ignore[arg-type]
+        row = SimpleNamespace(id=job["job"], run_id=job["run_id"], timeout_s=None)  # what the token names
+        token = tokens.issue_supervisor_token(app, row)  # type: ignore[arg-type]
         ingest_url = f"{server.url}/ajax-api/2.0/mlflow/train/jobs/{job['job']}/ingest"
         count = 200_000
         started = time.monotonic()

@@ -132,7 +132,7 @@ class IngestSink:
 
     def wait(self, is_done: Any) -> None:
         with self._cond:
-            while not is_done() and not self.is_closed:
+            while not is_done() and not self.is_closed and self._thread.is_alive():
                 self._cond.wait(1.0)
 
     @property
@@ -159,6 +159,17 @@ class IngestSink:
     # -- the sender ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._send_all()
+        except BaseException as e:  # a bug here must not leave the supervisor waiting forever
+            with self._cond:
+                self.failure = f"its sender failed: {e!r}"
+                self._cond.notify_all()
+            raise
+        finally:
+            self._close_connection()
+
+    def _send_all(self) -> None:
         pause = 0.0
         while True:
             with self._cond:
@@ -184,7 +195,6 @@ class IngestSink:
                     self._cond.wait_for(lambda: self._stop, pause * random.uniform(0.5, 1.0))  # noqa: S311
             else:
                 pause = 0.0
-        self._close_connection()
 
     def _has_work(self) -> bool:
         return bool(self._held) or self._status_version != self._status_acked
