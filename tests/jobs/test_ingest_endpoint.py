@@ -81,6 +81,16 @@ def test_a_batch_reaches_the_jobs_stream_in_order(app, client, alice, job, super
     assert seen[1]["current"] == 3
 
 
+def test_the_log_api_pages_through_ingested_lines(client, alice, job, supervisor):
+    """``trainflow logs`` reads a job that sends its lines here as one that writes them itself."""
+    for first in range(1, 2501, 500):
+        batch = [log_event(n) for n in range(first, first + 500)]
+        assert post(client, job.id, {"first": first, "events": batch}, supervisor).status_code == 200
+    page = client.get(f"{TRAIN}/jobs/{job.id}/logs?offset=1999&limit=3", headers=alice.basic).json
+    assert [line["line"] for line in page["lines"]] == ["line 2000", "line 2001", "line 2002"]
+    assert [line["n"] for line in page["lines"]] == [2000, 2001, 2002]
+
+
 def test_a_batch_sent_again_is_stored_once(app, client, alice, job, supervisor):
     batch = {"first": 1, "events": [log_event(1), log_event(2)]}
     assert post(client, job.id, batch, supervisor).json["through"] == 2

@@ -23,6 +23,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeGuard
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -46,6 +47,7 @@ from trainflow.events.types import EventType, JobStatus
 from trainflow.jobs import tokens
 from trainflow.jobs.models import Job
 from trainflow.runner.eventlog import EventWriter, fragment
+from trainflow.runner.supervisor import INDEX_EVERY as LOG_INDEX_EVERY
 from trainflow.runner.supervisor import MAX_LINE
 
 TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
@@ -300,6 +302,7 @@ def ingest_events(app: Flask, job_id: int, first: int, fragments: Sequence[bytes
     whichever server receives the batch), which takes its place: the same signature, the same
     rules. Its flaw, which the store's one transaction does not have: a server killed between
     the append and the ordinal's update would store that batch again when it is sent again.
+    It also keeps the job's ``logs.ndjson``, which the log API reads.
     """
     folder = job_dir(app, job_id)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -317,9 +320,44 @@ def ingest_events(app: Flask, job_id: int, first: int, fragments: Sequence[bytes
             seq = writer.append(fresh, unless_ended=True)
         if seq is None:
             raise JobFinished(job_id)
+        _append_log_records(folder, fresh)
         through = first + len(fragments) - 1
         os.pwrite(fd, through.to_bytes(8, "little"), 0)
     finally:
         os.close(fd)
     hub_of(app).publisher.publish({"kind": "events", "job": job_id, "seq": seq})
     return through
+
+
+LOG_MARK = b'"type":"log",'
+
+
+def _append_log_records(folder: Path, fragments: list[bytes]) -> None:
+    """The log lines as the supervisor writes them without an ingest: ``logs.ndjson`` and its index.
+
+    So the log API (``GET .../jobs/<id>/logs``, ``trainflow logs``) reads a job that sends its
+    records here as it reads one on this host. A log event is its log record with a type: the
+    record is the event without it. Each record's ``n`` is the supervisor's line number, from 1,
+    so the index takes the offset of records 1, 1001, 2001 ... as the supervisor's does.
+    """
+    data = bytearray()
+    index = bytearray()
+    path = folder / "logs.ndjson"
+    position = path.stat().st_size if path.exists() else 0
+    for event in fragments:
+        if not event.startswith(LOG_MARK):
+            continue
+        record = b"{" + event[len(LOG_MARK) :] + b"\n"
+        start = record.index(b'"n":') + 4  # the first: ts and stream come before, the line after
+        if (int(record[start : record.index(b",", start)]) - 1) % LOG_INDEX_EVERY == 0:
+            index += (position + len(data)).to_bytes(8, "little")
+        data += record
+    for name, chunk in ((path, data), (path.with_suffix(".idx"), index)):
+        if chunk:
+            fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
