@@ -7,8 +7,10 @@ that speaks the ingest's protocol and can fail, stall and be down for a while.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -75,6 +77,8 @@ class FakeIngest:
 
             def setup(self) -> None:
                 super().setup()
+                # As the trainflow server: without it each answer waits ~40 ms on Nagle's algorithm.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 ingest.connections.add(self.connection)
 
             def log_message(self, *args: Any) -> None:
@@ -142,12 +146,30 @@ def ingest():  # type: ignore[no-untyped-def]
     server.stop()
 
 
+STARTED: list[tuple[subprocess.Popen, Path]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_supervisor_left():  # type: ignore[no-untyped-def]
+    """A test that failed half-way leaves no supervisor waiting to deliver to a server now gone."""
+    yield
+    while STARTED:
+        supervisor, folder = STARTED.pop()
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                os.killpg(read_status(folder)["pid"], signal.SIGKILL)  # its job, in a session of its own
+
+
 def start_supervisor(
     folder: Path, script: str, url: str, token: str = TOKEN, **ingest: Any
 ) -> subprocess.Popen:
     write_job(folder, script, grace_s=2, ingest={"url": url, "token": token, **ingest})
     with open(folder / "supervisor.log", "wb") as log:
-        return subprocess.Popen(supervisor_command(folder), stdout=log, stderr=subprocess.STDOUT)
+        supervisor = subprocess.Popen(supervisor_command(folder), stdout=log, stderr=subprocess.STDOUT)
+    STARTED.append((supervisor, folder))
+    return supervisor
 
 
 def rss_kb(pid: int) -> int:
@@ -184,6 +206,17 @@ def test_every_line_arrives_once_and_in_order_through_failures_and_lost_answers(
     # A flood goes in batches, none over the sink's bounds.
     assert max(events for events, _ in ingest.batches) == 500
     assert max(size for _, size in ingest.batches) < 256 * 1024 + 1024
+
+
+def test_a_job_printing_all_the_time_makes_a_bounded_number_of_requests(tmp_path, ingest):
+    """Lines that come every millisecond go together, about a hundred requests a second at most."""
+    script = "import time\nfor i in range(2000):\n    print(i, flush=True)\n    time.sleep(0.001)\n"
+    started = time.monotonic()
+    supervisor = start_supervisor(tmp_path, script, ingest.url)
+    assert supervisor.wait(timeout=60) == 0
+    elapsed = time.monotonic() - started
+    assert ingest.lines() == [str(i) for i in range(2000)]
+    assert len(ingest.batches) < 100 * elapsed + 10
 
 
 def test_a_server_down_for_seconds_loses_nothing_and_the_job_waits_in_bounded_memory(tmp_path, ingest):

@@ -7,10 +7,12 @@ events (``trainflow/jobs/ingest.py``), whichever host the job runs on.
 One thread sends; the supervisor's read loop only adds. Every event gets the supervisor's own
 ordinal (1, 2, 3 ... for the whole job); a request carries the oldest events not yet
 acknowledged (at most ``BATCH_EVENTS`` or ``BATCH_BYTES``: whatever gathered while the previous
-request was out) and the ordinal of the first, and the answer's ``through`` says which the
-server holds. So an answer lost on the way makes the same events go again and the server keeps
-them once; a server that lost some (a gap) says where to resume. One request is out at a time,
-each with a timeout, and a failure is retried with a growing pause (up to ``MAX_PAUSE_S``).
+request was out, and for at least ``GATHER_S`` after its start, so a quiet job's line leaves at
+once and a job printing all the time makes 100 requests a second at most) and the ordinal of the
+first, and the answer's ``through`` says which the server holds. So an answer lost on the way
+makes the same events go again and the server keeps them once; a server that lost some (a gap)
+says where to resume. One request is out at a time, each with a timeout, and a failure is
+retried with a growing pause (up to ``MAX_PAUSE_S``).
 
 Memory stays bounded: what is not acknowledged counts in :attr:`IngestSink.pending_bytes`, which
 the supervisor adds to its backlog: past its bound it stops reading the job's pipes, and the job
@@ -41,6 +43,7 @@ BATCH_EVENTS = 500
 BATCH_BYTES = 256 * 1024
 TIMEOUT_S = 10.0  # each request: connecting, sending, and each wait for the answer
 GIVE_UP_S = 600.0  # failures for this long (servers unreachable, refusing): the sink gives up
+GATHER_S = 0.01  # the least time between two requests' starts, unless a batch is full
 FIRST_PAUSE_S = 0.05
 MAX_PAUSE_S = 5.0
 MAX_ANSWER = 1024 * 1024
@@ -171,12 +174,19 @@ class IngestSink:
 
     def _send_all(self) -> None:
         pause = 0.0
+        last_start = 0.0
         while True:
             with self._cond:
                 while not self._stop and not self.is_closed and not self._has_work():
                     self._cond.wait()
+                # A job printing a line every few ms would make a request of each: one soon after
+                # the last waits a moment for more (unless a full batch is there already).
+                gather_until = last_start + GATHER_S
+                while not self._stop and not self._is_full() and time.monotonic() < gather_until:
+                    self._cond.wait(gather_until - time.monotonic())
                 if self._stop or self.is_closed:
                     break
+                last_start = time.monotonic()
                 first, batch = self._first, self._batch()
                 version = self._status_version
                 status = self._status if version != self._status_acked else None
@@ -195,6 +205,9 @@ class IngestSink:
                     self._cond.wait_for(lambda: self._stop, pause * random.uniform(0.5, 1.0))  # noqa: S311
             else:
                 pause = 0.0
+
+    def _is_full(self) -> bool:
+        return len(self._held) >= self.batch_events or self.pending_bytes >= self.batch_bytes
 
     def _has_work(self) -> bool:
         return bool(self._held) or self._status_version != self._status_acked
