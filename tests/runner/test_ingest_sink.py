@@ -265,6 +265,25 @@ def test_servers_that_refuse_for_too_long_end_the_job_and_it_says_so(tmp_path, i
     assert "could not report how it ended" in (tmp_path / "supervisor.log").read_text()
 
 
+def test_an_answer_claiming_more_than_was_sent_makes_nothing_forgotten(tmp_path, ingest):
+    script = "import time\nfor i in range(300):\n    print(i, flush=True)\n    time.sleep(0.002)\n"
+    original = ingest.answer
+    boasted: list[bool] = []
+
+    def boastful(authorization: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        status, answer = original(authorization, body)
+        if json.loads(body)["events"] and not boasted:
+            boasted.append(True)
+            time.sleep(0.2)  # lines gather meanwhile: held, not sent yet
+            answer["through"] = 10**6  # a server bug: it cannot hold what nobody sent
+        return status, answer
+
+    ingest.answer = boastful  # type: ignore[method-assign]
+    supervisor = start_supervisor(tmp_path, script, ingest.url)
+    assert supervisor.wait(timeout=60) == 0
+    assert ingest.lines() == [str(i) for i in range(300)]
+
+
 def test_a_batch_the_servers_refuse_ends_the_job_at_once(tmp_path, ingest):
     """Sending it again would get the same 400: the job ends now, not after the give-up time."""
     script = "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.05)\n"

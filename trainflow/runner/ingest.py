@@ -91,6 +91,7 @@ class IngestSink:
         self.has_ended = False  # the servers have recorded the job's end (or it was deleted)
         self.failure: str | None = None  # why the sink gave up; nothing more is sent
         self.delivered = 0  # the highest ordinal the servers hold
+        self._sent = 0  # the highest ordinal ever sent
         self._connection: http.client.HTTPConnection | None = None
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
@@ -188,6 +189,7 @@ class IngestSink:
                     break
                 last_start = time.monotonic()
                 first, batch = self._first, self._batch()
+                self._sent = max(self._sent, first + len(batch) - 1)
                 version = self._status_version
                 status = self._status if version != self._status_acked else None
             try:
@@ -254,6 +256,8 @@ class IngestSink:
             self.failure = f"the servers took nothing for {self.give_up_s:.0f} s ({self.last_error})"
 
     def _acknowledge(self, through: int) -> None:
+        # A server cannot hold what was never sent: a wrong answer must not make us forget events.
+        through = min(through, self._sent)
         self.delivered = max(self.delivered, through)
         while self._held and self._first <= through:
             self.pending_bytes -= len(self._held.popleft()) + OVERHEAD
