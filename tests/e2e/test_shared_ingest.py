@@ -113,16 +113,17 @@ def test_a_cancel_asked_on_the_other_host_ends_the_job(hosts):
     assert done["status"] == "CANCELLED"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the shared event store (#13) is not on this branch: B reads its own data dir"
-)
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_the_other_host_follows_the_same_lines(hosts):
-    """Once events live in PostgreSQL, B serves A's job's stream too (drop the xfail then)."""
+    """The job's records went through the ingest into PostgreSQL: B serves them as A does."""
     a, b = hosts
     job = Api(a.url, ADMIN).submit(SCRIPT)
     Api(a.url, ADMIN).wait(job["job"], "SUCCEEDED", seconds=120)
-    response = requests.get(f"{b.url}{TRAIN}/jobs/{job['job']}/events", auth=ADMIN, timeout=(10, 120))
-    events = [json.loads(line) for line in response.content.splitlines() if line]
+    on_a, on_b = (
+        requests.get(f"{host.url}{TRAIN}/jobs/{job['job']}/events", auth=ADMIN, timeout=(10, 120)).content
+        for host in (a, b)
+    )
+    events = [json.loads(line) for line in on_b.splitlines() if line]
     lines = [e["line"] for e in events if e["type"] == "log" and e["line"].startswith("line ")]
     assert sorted(lines, key=lambda line: int(line.split()[1])) == [f"line {i}" for i in range(1, COUNT + 1)]
+    assert on_b == on_a

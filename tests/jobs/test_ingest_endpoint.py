@@ -6,6 +6,7 @@ import io
 import json
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from trainflow.db import db
 from trainflow.jobs import tokens
 from trainflow.jobs.models import Job, JobStatus
 from trainflow.runner.eventlog import fragment
+from trainflow.settings import Settings
 
 TRAIN = "/ajax-api/2.0/mlflow/train"
 
@@ -79,16 +81,6 @@ def test_a_batch_reaches_the_jobs_stream_in_order(app, client, alice, job, super
     assert [e["seq"] for e in seen] == [1, 2, 3, 4, 5]
     assert lines(seen) == ["line 1", "line 2"]
     assert seen[1]["current"] == 3
-
-
-def test_the_log_api_pages_through_ingested_lines(client, alice, job, supervisor):
-    """``trainflow logs`` reads a job that sends its lines here as one that writes them itself."""
-    for first in range(1, 2501, 500):
-        batch = [log_event(n) for n in range(first, first + 500)]
-        assert post(client, job.id, {"first": first, "events": batch}, supervisor).status_code == 200
-    page = client.get(f"{TRAIN}/jobs/{job.id}/logs?offset=1999&limit=3", headers=alice.basic).json
-    assert [line["line"] for line in page["lines"]] == ["line 2000", "line 2001", "line 2002"]
-    assert [line["n"] for line in page["lines"]] == [2000, 2001, 2002]
 
 
 def test_a_batch_sent_again_is_stored_once(app, client, alice, job, supervisor):
@@ -351,3 +343,46 @@ def test_the_supervisor_token_works_nowhere_else(client, job, supervisor, method
 def test_the_supervisor_token_is_no_refresh_token(client, supervisor):
     token = supervisor["Authorization"].removeprefix("Bearer ")
     assert client.post("/api/token/refresh", json={"refresh_token": token}).status_code == 401
+
+
+# -- shared mode: the store in PostgreSQL ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+class TestSharedMode:
+    @pytest.fixture
+    def settings(self, settings: Settings, redis_url: str, tmp_path: Path) -> Settings:
+        return settings.replace(
+            shared=True,
+            redis_url=redis_url,
+            redis_channel=f"trainflow-test-{uuid.uuid4().hex}",
+            secret_key="k" * 48,
+            artifacts_uri=str(tmp_path / "artifacts"),
+            public_url="http://127.0.0.1:5000",
+        )
+
+    def test_lines_sent_twice_reach_the_stream_once(self, app, client, alice, job, supervisor):
+        batch = {"first": 1, "events": [log_event(1), log_event(2)]}
+        assert post(client, job.id, batch, supervisor).json["through"] == 2
+        assert post(client, job.id, batch, supervisor).json["through"] == 2
+        assert post(
+            client, job.id, {"first": 2, "events": [log_event(2), log_event(3)]}, supervisor
+        ).json == {
+            "through": 3,
+            "cancel": False,
+        }
+        assert lines(stream_to_the_end(app, client, alice, job.id)) == ["line 1", "line 2", "line 3"]
+
+    def test_a_gap_says_where_to_resume(self, client, job, supervisor):
+        post(client, job.id, {"first": 1, "events": [log_event(1)]}, supervisor)
+        response = post(client, job.id, {"first": 4, "events": [log_event(4)]}, supervisor)
+        assert response.status_code == 409
+        assert response.json["error"]["through"] == 1
+
+    def test_the_log_api_pages_through_ingested_lines(self, client, alice, job, supervisor):
+        """``trainflow logs`` reads a job whose lines came through the ingest."""
+        for first in range(1, 2501, 500):
+            batch = [log_event(n) for n in range(first, first + 500)]
+            assert post(client, job.id, {"first": first, "events": batch}, supervisor).status_code == 200
+        page = client.get(f"{TRAIN}/jobs/{job.id}/logs?offset=1999&limit=3", headers=alice.basic).json
+        assert [line["line"] for line in page["lines"]] == ["line 2000", "line 2001", "line 2002"]

@@ -18,15 +18,11 @@ job (``Job.reported_status``), for an executor that has no files to read it from
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn, TypeGuard
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel
 
 from trainflow.api import endpoint, json_response
@@ -41,13 +37,12 @@ from trainflow.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from trainflow.events.hub import hub_of
-from trainflow.events.record import job_dir
+from trainflow.events.store import IngestGap as StoreGap
+from trainflow.events.store import store_of
 from trainflow.events.types import EventType, JobStatus
 from trainflow.jobs import tokens
 from trainflow.jobs.models import Job
-from trainflow.runner.eventlog import EventWriter, fragment
-from trainflow.runner.supervisor import INDEX_EVERY as LOG_INDEX_EVERY
+from trainflow.runner.eventlog import fragment
 from trainflow.runner.supervisor import MAX_LINE
 
 TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
@@ -139,7 +134,10 @@ def ingest(job_id: int) -> Response:
     db.session.rollback()
 
     first, fragments, status = parse_batch(_read_body())
-    through = ingest_events(current_app, job_id, first, fragments)  # the event store's ingest
+    try:
+        through = store_of(current_app).ingest(job_id, first, fragments)
+    except StoreGap as e:
+        raise IngestGap(e.stored) from None
 
     job = get_by_id(db.session, Job, job_id)
     if job is None:
@@ -285,79 +283,3 @@ def _invalid(field: str, message: str) -> NoReturn:
     raise ValidationFailed(
         f"Invalid batch: {field}: {message}.", fields=[{"field": field, "message": message}]
     )
-
-
-# -- where the events go --------------------------------------------------------------------------
-
-INGESTED = "ingest.seq"  # the highest ordinal stored, 8 bytes; its flock orders ingests of the job
-
-
-def ingest_events(app: Flask, job_id: int, first: int, fragments: Sequence[bytes]) -> int:
-    """Append the events not stored yet to the job's event log; the highest ordinal stored.
-
-    Idempotent: events up to the ordinal already stored are skipped. Raises :class:`IngestGap`
-    when ``first`` is past it + 1, :class:`JobFinished` once the log holds the job's ``end``.
-
-    A stand-in for the event store's ``ingest`` (the one-host file log in the job's folder, of
-    whichever server receives the batch), which takes its place: the same signature, the same
-    rules. Its flaw, which the store's one transaction does not have: a server killed between
-    the append and the ordinal's update would store that batch again when it is sent again.
-    It also keeps the job's ``logs.ndjson``, which the log API reads.
-    """
-    folder = job_dir(app, job_id)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(folder / INGESTED, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        raw = os.pread(fd, 8, 0)
-        through = int.from_bytes(raw, "little") if len(raw) == 8 else 0
-        if first > through + 1:
-            raise IngestGap(through)
-        fresh = list(fragments[through + 1 - first :])
-        if not fresh:
-            return through
-        with EventWriter(folder) as writer:
-            seq = writer.append(fresh, unless_ended=True)
-        if seq is None:
-            raise JobFinished(job_id)
-        _append_log_records(folder, fresh)
-        through = first + len(fragments) - 1
-        os.pwrite(fd, through.to_bytes(8, "little"), 0)
-    finally:
-        os.close(fd)
-    hub_of(app).publisher.publish({"kind": "events", "job": job_id, "seq": seq})
-    return through
-
-
-LOG_MARK = b'"type":"log",'
-
-
-def _append_log_records(folder: Path, fragments: list[bytes]) -> None:
-    """The log lines as the supervisor writes them without an ingest: ``logs.ndjson`` and its index.
-
-    So the log API (``GET .../jobs/<id>/logs``, ``trainflow logs``) reads a job that sends its
-    records here as it reads one on this host. A log event is its log record with a type: the
-    record is the event without it. Each record's ``n`` is the supervisor's line number, from 1,
-    so the index takes the offset of records 1, 1001, 2001 ... as the supervisor's does.
-    """
-    data = bytearray()
-    index = bytearray()
-    path = folder / "logs.ndjson"
-    position = path.stat().st_size if path.exists() else 0
-    for event in fragments:
-        if not event.startswith(LOG_MARK):
-            continue
-        record = b"{" + event[len(LOG_MARK) :] + b"\n"
-        start = record.index(b'"n":') + 4  # the first: ts and stream come before, the line after
-        if (int(record[start : record.index(b",", start)]) - 1) % LOG_INDEX_EVERY == 0:
-            index += (position + len(data)).to_bytes(8, "little")
-        data += record
-    for name, chunk in ((path, data), (path.with_suffix(".idx"), index)):
-        if chunk:
-            fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
