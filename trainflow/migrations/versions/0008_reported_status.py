@@ -1,7 +1,7 @@
 """job reported_status: the last status a job's supervisor sent through the ingest
 
 Revision ID: 0008
-Revises: 0007
+Revises: 0010
 Create Date: 2026-12-07 14:00:00.000000
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision = '0008'
-down_revision = '0007'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
