@@ -11,11 +11,14 @@ from typing import Any
 
 import pytest
 from flask_jwt_extended import create_access_token
+from sqlalchemy import update
 
 from tests.records import running_job
-from trainflow.db import db
-from trainflow.jobs import tokens
+from trainflow.db import db, utcnow
+from trainflow.jobs import hosts, tokens
+from trainflow.jobs.executors.fake import FakeExecutor
 from trainflow.jobs.models import Job, JobStatus
+from trainflow.jobs.scheduler import JobScheduler
 from trainflow.runner.eventlog import fragment
 from trainflow.settings import Settings
 
@@ -119,6 +122,18 @@ def test_the_reported_status_is_kept_on_the_job(app, client, job, supervisor):
     post(client, job.id, {"first": 1, "status": exited}, supervisor)
     with app.app_context():
         assert db.session.get(Job, job.id).reported_status == exited
+
+
+def test_each_batch_records_that_the_supervisor_lives(app, client, job, supervisor):
+    """A survivor leaves a job RUNNING while its supervisor reports, though its host is silent."""
+    with app.app_context():
+        assert hosts.last_report(db.session.get(Job, job.id)) is None
+    post(client, job.id, {"first": 1, "events": []}, supervisor)
+    with app.app_context():
+        reported = hosts.last_report(db.session.get(Job, job.id))
+        now = hosts.now(db.session()) if hosts.is_supported(db.session()) else utcnow()
+    assert reported is not None
+    assert abs((now - reported).total_seconds()) < 5
 
 
 def test_an_older_status_arriving_late_does_not_replace_the_end(app, client, job, supervisor):
@@ -386,3 +401,22 @@ class TestSharedMode:
             assert post(client, job.id, {"first": first, "events": batch}, supervisor).status_code == 200
         page = client.get(f"{TRAIN}/jobs/{job.id}/logs?offset=1999&limit=3", headers=alice.basic).json
         assert [line["line"] for line in page["lines"]] == ["line 2000", "line 2001", "line 2002"]
+
+    @pytest.mark.parametrize("has_reported", [True, False])
+    def test_a_job_whose_supervisor_reports_outlives_its_silent_host(
+        self, app, client, job, supervisor, has_reported
+    ):
+        set_job(app, job.id, runner="host-a")
+        with app.app_context():
+            hosts.beat(db.session(), "host-a")
+            db.session.execute(
+                update(hosts.Host).values(last_seen=hosts.database_now() - timedelta(seconds=120))
+            )
+            db.session.commit()
+        if has_reported:
+            assert post(client, job.id, {"first": 1, "events": []}, supervisor).status_code == 200
+        survivor = JobScheduler(app, app.config["TRAINFLOW"], FakeExecutor("host-b"))
+        with app.app_context():
+            survivor.tick()
+            status = db.session.get(Job, job.id).status
+        assert status == (JobStatus.RUNNING.value if has_reported else JobStatus.LOST.value)

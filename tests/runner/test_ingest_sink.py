@@ -255,6 +255,18 @@ def test_a_cancel_in_the_answer_ends_the_job_cancelled(tmp_path, ingest):
     assert ingest.statuses[-1]["reason"] == "cancelled"
 
 
+def test_a_silent_job_still_reports_and_hears_a_cancel(tmp_path, ingest):
+    """No line for a while: empty batches say the supervisor lives, and their answers carry a cancel."""
+    script = "import time\nprint('started', flush=True)\ntime.sleep(600)\n"
+    supervisor = start_supervisor(tmp_path, script, ingest.url, keepalive_s=0.3)
+    wait_for(lambda: "started" in ingest.lines(), seconds=60)
+    time.sleep(1.5)
+    assert sum(1 for events, _ in ingest.batches[-4:] if events == 0) == 4  # silence, reported
+    ingest.cancel = True
+    assert supervisor.wait(timeout=30) == 0
+    assert read_status(tmp_path)["reason"] == "cancelled"
+
+
 def test_servers_that_refuse_for_too_long_end_the_job_and_it_says_so(tmp_path, ingest):
     script = "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.05)\n"
     supervisor = start_supervisor(tmp_path, script, ingest.url, token="not-the-token", give_up_s=2)

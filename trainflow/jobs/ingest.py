@@ -26,7 +26,7 @@ from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel
 
 from trainflow.api import endpoint, json_response
-from trainflow.db import MAX_ID, db, get_by_id
+from trainflow.db import MAX_ID, db, get_by_id, utcnow
 from trainflow.errors import (
     BadRequest,
     Conflict,
@@ -40,7 +40,7 @@ from trainflow.errors import (
 from trainflow.events.store import IngestGap as StoreGap
 from trainflow.events.store import store_of
 from trainflow.events.types import EventType, JobStatus
-from trainflow.jobs import tokens
+from trainflow.jobs import hosts, tokens
 from trainflow.jobs.models import Job
 from trainflow.runner.eventlog import fragment
 from trainflow.runner.supervisor import MAX_LINE
@@ -144,6 +144,8 @@ def ingest(job_id: int) -> Response:
         raise NotFound(f"No job {job_id}: it was deleted.")
     if status is not None and _rank(status) >= _rank(job.reported_status):
         job.reported_status = status
+    # On the database's clock, as hosts' heartbeats: a survivor compares the two.
+    job.reported_at = hosts.database_now() if hosts.is_supported(db.session()) else utcnow()
     cancel = bool(job.cancel_requested)
     db.session.commit()
     return json_response(IngestOut(through=through, cancel=cancel))

@@ -18,6 +18,8 @@ Memory stays bounded: what is not acknowledged counts in :attr:`IngestSink.pendi
 the supervisor adds to its backlog: past its bound it stops reading the job's pipes, and the job
 waits on its prints, as on a full disk. Nothing is dropped while the servers may still take it.
 
+A job silent for ``KEEPALIVE_S`` still makes a request (with no event), so the servers know its
+supervisor lives (a survivor does not take it for a dead host's job) and a cancel reaches it.
 The answer's ``cancel`` is a cancel asked on any host: the supervisor ends the job as on SIGTERM.
 Servers that say the job has ended or is gone (409 ``job_finished``, 404) take nothing more: the
 supervisor ends the job. A batch the servers refuse as malformed, too large or not this job's
@@ -43,6 +45,7 @@ BATCH_EVENTS = 500
 BATCH_BYTES = 256 * 1024
 TIMEOUT_S = 10.0  # each request: connecting, sending, and each wait for the answer
 GIVE_UP_S = 600.0  # failures for this long (servers unreachable, refusing): the sink gives up
+KEEPALIVE_S = 5.0  # a job silent this long still reports (it lives; a cancel reaches it)
 GATHER_S = 0.01  # the least time between two requests' starts, unless a batch is full
 FIRST_PAUSE_S = 0.05
 MAX_PAUSE_S = 5.0
@@ -63,6 +66,7 @@ class IngestSink:
         *,
         timeout_s: float = TIMEOUT_S,
         give_up_s: float = GIVE_UP_S,
+        keepalive_s: float = KEEPALIVE_S,
         batch_events: int = BATCH_EVENTS,
         batch_bytes: int = BATCH_BYTES,
     ) -> None:
@@ -74,6 +78,7 @@ class IngestSink:
         self.token = token
         self.timeout_s = timeout_s
         self.give_up_s = give_up_s
+        self.keepalive_s = keepalive_s
         self.batch_events = batch_events
         self.batch_bytes = batch_bytes
         self._cond = threading.Condition()
@@ -179,7 +184,10 @@ class IngestSink:
         while True:
             with self._cond:
                 while not self._stop and not self.is_closed and not self._has_work():
-                    self._cond.wait()
+                    silent_for = time.monotonic() - last_start
+                    if silent_for >= self.keepalive_s:
+                        break  # an empty batch: the job lives, and the answer may say cancel
+                    self._cond.wait(self.keepalive_s - silent_for)
                 # A job printing a line every few ms would make a request of each: one soon after
                 # the last waits a moment for more (unless a full batch is there already).
                 gather_until = last_start + GATHER_S
@@ -319,4 +327,5 @@ def sink_for(spec: dict[str, Any]) -> IngestSink | None:
         ingest["token"],
         timeout_s=float(ingest.get("timeout_s") or TIMEOUT_S),
         give_up_s=float(ingest.get("give_up_s") or GIVE_UP_S),
+        keepalive_s=float(ingest.get("keepalive_s") or KEEPALIVE_S),
     )

@@ -1,4 +1,4 @@
-"""job reported_status: the last status a job's supervisor sent through the ingest
+"""job reported_status and reported_at: what a job's supervisor last sent through the ingest, and when
 
 Revision ID: 0008
 Revises: 0010
@@ -20,8 +20,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('tf_jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('reported_status', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('reported_at', sa.DateTime(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('tf_jobs', schema=None) as batch_op:
+        batch_op.drop_column('reported_at')
         batch_op.drop_column('reported_status')
