@@ -418,7 +418,8 @@ class JobScheduler:
         return bool(claimed)
 
     def _launch(self, job: Job, gpu_ids: list[str]) -> None:
-        from trainflow.jobs.tokens import issue_job_token
+        from trainflow.jobs.ingest import ingest_url
+        from trainflow.jobs.tokens import issue_job_token, issue_supervisor_token
 
         try:
             script = db.session.get(Script, job.script_id)
@@ -436,6 +437,8 @@ class JobScheduler:
                 gpu_ids=",".join(gpu_ids) if self.settings.gpu_ids else None,
                 timeout_s=sandboxing.job_timeout(job, self.settings),
                 owner_is_admin=_is_admin(job.owner_id),
+                supervisor_token=issue_supervisor_token(self.app, job),
+                ingest_url=ingest_url(self.settings.jobs_tracking_url, job.id),
             )
             job.supervisor_pid = self.executor.start(launch)
             db.session.commit()

@@ -31,6 +31,10 @@ class Launch:
     gpu_ids: str | None  # "0,2", or None where the server manages no GPUs
     timeout_s: int | None
     owner_is_admin: bool  # only an admin's job may run where no sandbox can be built
+    # Where and with what the supervisor sends the job's records to the servers (the ingest
+    # endpoint, trainflow.jobs.ingest): a token for the supervisor alone, never for the job.
+    supervisor_token: str = ""
+    ingest_url: str = ""
 
 
 @dataclass(frozen=True)
