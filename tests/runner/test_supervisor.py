@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -147,3 +148,15 @@ def test_a_job_that_cannot_start(tmp_path):
     assert subprocess.run(supervisor_command(tmp_path), timeout=30).returncode == 0
     assert read_status(tmp_path)["reason"] == "start_failed"
     assert "could not start" in records(tmp_path)[0]["line"]
+
+
+def test_a_supervisor_whose_job_folder_was_deleted_ends_on_sigterm_without_waiting_to_record(tmp_path):
+    folder = tmp_path / "job"
+    folder.mkdir()
+    process = start(folder, 'import time\nprint("ready", flush=True)\ntime.sleep(60)\n', grace_s=1)
+    wait_for(lambda: (folder / "logs.ndjson").exists() and "ready" in (folder / "logs.ndjson").read_text())
+    shutil.rmtree(folder)  # the job was deleted while its supervisor ran: nobody will read its end
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert time.monotonic() - started < 10, "it waited to write a status nobody can read"

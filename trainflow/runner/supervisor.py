@@ -803,7 +803,8 @@ class Supervisor:
 
         If even that room was taken, the supervisor waits (the job has ended; it only waits to
         say so) for as long as the disk stays full: while it lives the scheduler does not take
-        the job for LOST. Any other write error ends the wait after a while.
+        the job for LOST. Any other write error ends the wait after a while, and a job folder
+        that was deleted ends it at once.
         """
         status["job"] = self.spec.get("job")
         self.status = status
@@ -816,6 +817,9 @@ class Supervisor:
                 continue
             if time.monotonic() >= deadline and not self.trouble.is_disk_full:
                 say(f"job {self.spec.get('job')}: could not record how it ended: {self.trouble.error}")
+                break
+            if not self.job_dir.is_dir():  # the job was deleted: nobody will read its status
+                say(f"job {self.spec.get('job')}: its folder is gone; its end is not recorded")
                 break
             time.sleep(RETRY_S)
         # The server records the end in the database and the event log: the room is theirs now.
