@@ -18,7 +18,7 @@ from trainflow.app import create_app
 from trainflow.db import db
 from trainflow.jobs import hosts
 from trainflow.jobs.executors.fake import FakeExecutor
-from trainflow.jobs.models import JobStatus
+from trainflow.jobs.models import Job, JobStatus
 from trainflow.jobs.scheduler import JobScheduler
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -62,6 +62,25 @@ def test_a_survivor_records_a_dead_hosts_job_lost_and_never_runs_it_again(two_ho
     assert host_b.executor.launches == {}  # type: ignore[attr-defined]
     run = queue.client.get(f"/api/2.0/mlflow/runs/get?run_id={job.run_id}", headers=alice.basic)
     assert run.json["run"]["info"]["status"] == "FAILED"
+
+
+def test_a_dead_hosts_job_that_reported_its_exit_ends_as_it_said_not_lost(two_hosts, alice):
+    queue, host_b = two_hosts
+    beat(queue, "host-a")
+    job_id = queue.submit(alice)
+    queue.tick()
+    with queue.app.app_context():  # what its supervisor sent through the ingest as it ended
+        db.session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(reported_status={"state": "exited", "exit_code": 3, "finished_at": 1.0e9})
+        )
+        db.session.commit()
+        db.session.remove()
+    beat(queue, "host-a", seconds_ago=DEAD_S + 1)
+    queue.tick(host_b)
+    job = queue.job(job_id)
+    assert (job.status, job.exit_code, job.reason) == (JobStatus.FAILED.value, 3, "Exited with code 3.")
 
 
 def test_the_dead_hosts_slot_goes_to_the_next_job_on_a_survivor(two_hosts, alice):

@@ -240,7 +240,8 @@ class JobScheduler:
 
         Under the start lock, so one scheduler of all decides; ``service.finish`` records each
         end once (a host coming back at that moment records nothing over it). A job whose
-        supervisor still reports is left RUNNING.
+        supervisor still reports is left RUNNING; one whose supervisor reported its exit through
+        the ingest ends as it said, not LOST.
         """
         session = db.session()
         if not hosts.is_supported(session):
@@ -261,6 +262,11 @@ class JobScheduler:
             select(Job).where(Job.status == JobStatus.RUNNING.value, Job.runner.in_(silent)).order_by(Job.id)
         ).all()
         for job in orphaned:
+            if (job.reported_status or {}).get("state") == "exited":
+                # Its supervisor said how it ended before its host fell silent: that is its end
+                # (its output folder stayed on that host, so no artifacts are logged).
+                self._record_exit(job, Exit.from_status(job.reported_status))
+                continue
             reported = hosts.last_report(job)
             if reported is not None and (now - reported).total_seconds() < dead_s:
                 continue  # its supervisor still reports: the job lives, whatever its host

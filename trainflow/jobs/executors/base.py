@@ -9,10 +9,10 @@ and an executor never touches the database.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,18 @@ class Exit:
     message: str | None = None  # the runner's own sentence, where it has one (a limit's)
     finished_at: float | None = None  # seconds since the epoch
     outputs: Path | None = None  # the job's output folder, logged to its run as artifacts
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any], outputs: Path | None = None) -> Exit:
+        """How a supervisor's status (its ``status.json``, or what it reported) says the job ended."""
+        return cls(
+            exit_code=status.get("exit_code"),
+            signal=status.get("signal"),
+            reason=status.get("reason"),
+            message=status.get("message"),
+            finished_at=status.get("finished_at"),
+            outputs=outputs,
+        )
 
 
 @dataclass(frozen=True)

@@ -210,14 +210,7 @@ class LocalExecutor:
         return Observation(job_id, State.RUNNING, pid=(status or {}).get("pid"))
 
     def _exited(self, job_id: int, status: dict[str, Any]) -> Observation:
-        ended = Exit(
-            exit_code=status.get("exit_code"),
-            signal=status.get("signal"),
-            reason=status.get("reason"),
-            message=status.get("message"),
-            finished_at=status.get("finished_at"),
-            outputs=self.output_dir(job_id),
-        )
+        ended = Exit.from_status(status, outputs=self.output_dir(job_id))
         return Observation(job_id, State.EXITED, pid=status.get("pid"), exit=ended)
 
     def status(self, job_id: int) -> dict[str, Any] | None:
