@@ -262,10 +262,11 @@ class JobScheduler:
             select(Job).where(Job.status == JobStatus.RUNNING.value, Job.runner.in_(silent)).order_by(Job.id)
         ).all()
         for job in orphaned:
-            if (job.reported_status or {}).get("state") == "exited":
+            reported_status = job.reported_status or {}
+            if reported_status.get("state") == "exited":
                 # Its supervisor said how it ended before its host fell silent: that is its end
                 # (its output folder stayed on that host, so no artifacts are logged).
-                self._record_exit(job, Exit.from_status(job.reported_status))
+                self._record_exit(job, Exit.from_status(reported_status))
                 continue
             reported = hosts.last_report(job)
             if reported is not None and (now - reported).total_seconds() < dead_s:
