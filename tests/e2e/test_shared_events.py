@@ -10,7 +10,6 @@ and on B must see the same events, once each and in order, live and when resumin
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,12 +19,10 @@ import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from tests.e2e.conftest import RunningServer
-from tests.e2e.test_jobs import ADMIN, TRAIN, Api
-from tests.processes import free_port
+from tests.e2e.shared_hosts import ADMIN, Deployment
+from tests.e2e.test_jobs import TRAIN, Api
 
 pytestmark = pytest.mark.e2e
-KEY = secrets.token_urlsafe(48)  # one signing key for every host
 
 TRAINING = """
     import time
@@ -45,23 +42,9 @@ TRAINING = """
 
 @pytest.fixture
 def hosts(server_factory, database_url: str, redis_url: str, tmp_path: Path) -> tuple[Api, Api]:
-    def start(name: str, **env: str) -> RunningServer:
-        port = free_port()
-        return server_factory(
-            tmp_path / name,
-            database_url,
-            TRAINFLOW_PORT=str(port),
-            TRAINFLOW_PUBLIC_URL=f"http://127.0.0.1:{port}",
-            TRAINFLOW_SHARED="true",
-            TRAINFLOW_REDIS_URL=redis_url,
-            TRAINFLOW_SECRET_KEY=KEY,
-            TRAINFLOW_ARTIFACTS_URI=str(tmp_path / "artifacts"),
-            TRAINFLOW_ADMIN_PASSWORD=ADMIN[1],
-            **env,
-        )
-
-    a = start("a")
-    b = start("b", TRAINFLOW_RUN_JOBS="false")  # B runs nothing: every event of the job is written on A
+    deployment = Deployment(database_url, redis_url, tmp_path)
+    a = deployment.start(server_factory, "a")
+    b = deployment.start(server_factory, "b", TRAINFLOW_RUN_JOBS="false")  # every event is written on A
     return Api(a.url, ADMIN), Api(b.url, ADMIN)
 
 

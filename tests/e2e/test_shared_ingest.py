@@ -8,19 +8,17 @@ TRAINFLOW_PUBLIC_URL instead of writing the job's log in its folder.
 from __future__ import annotations
 
 import json
-import secrets
 
 import pytest
 import requests
 from sqlalchemy import create_engine, text
 
+from tests.e2e.shared_hosts import ADMIN, Deployment
 from tests.e2e.test_events import lines_of
 from tests.e2e.test_jobs import Api
-from tests.processes import free_port
 
 pytestmark = pytest.mark.e2e
 TRAIN = "/ajax-api/2.0/mlflow/train"
-ADMIN = ("admin", "adm1n-pass-word")
 COUNT = 3000
 SCRIPT = f"""
 import os, sys
@@ -34,27 +32,10 @@ for name, value in sorted(os.environ.items()):
 
 @pytest.fixture
 def hosts(server_factory, tmp_path, database_url, redis_url):  # type: ignore[no-untyped-def]
-    key = secrets.token_urlsafe(48)
-    port_a = free_port()
-    shared = {
-        "TRAINFLOW_SHARED": "true",
-        "TRAINFLOW_REDIS_URL": redis_url,
-        "TRAINFLOW_SECRET_KEY": key,
-        "TRAINFLOW_ARTIFACTS_URI": str(tmp_path / "artifacts"),
-        "TRAINFLOW_ADMIN_PASSWORD": ADMIN[1],
-        "TRAINFLOW_JOB_GRACE_SECONDS": "2",
-    }
-    a = server_factory(
-        tmp_path / "a",
-        database_url,
-        TRAINFLOW_PORT=str(port_a),
-        TRAINFLOW_PUBLIC_URL=f"http://127.0.0.1:{port_a}",
-        **shared,
-    )
-    b = server_factory(
-        tmp_path / "b", database_url, TRAINFLOW_RUN_JOBS="false", TRAINFLOW_PUBLIC_URL=a.url, **shared
-    )
-    return a, b
+    deployment = Deployment(database_url, redis_url, tmp_path)
+    a = deployment.start(server_factory, "a")
+    deployment.public_url = a.url  # B's jobs, had it any, would report to A too
+    return a, deployment.start(server_factory, "b", TRAINFLOW_RUN_JOBS="false")
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
