@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any, NoReturn, TypeGuard
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
 from pydantic import BaseModel
 
 from trainflow.api import endpoint, json_response
@@ -51,6 +52,7 @@ bp = Blueprint("ingest", __name__, url_prefix=TRAIN_PREFIX)
 MAX_BODY = 4 * 1024 * 1024  # a supervisor sends 256 KB at most, or one line of 64 K characters escaped
 MAX_EVENTS = 10_000
 MAX_STATUS = 64 * 1024  # bytes of the reported status, as JSON
+REPORT_EVERY_S = 2.0  # how stale a job's reported_at may be (a host is dead after 30 s by default)
 STATES = {"starting": 0, "running": 1, "exited": 2}  # the order a supervisor reports them in
 STREAMS = ("stdout", "stderr")
 # The fields each event type a supervisor sends may carry (besides type and ts), and whether
@@ -142,13 +144,42 @@ def ingest(job_id: int) -> Response:
     job = get_by_id(db.session, Job, job_id)
     if job is None:
         raise NotFound(f"No job {job_id}: it was deleted.")
-    if status is not None and _rank(status) >= _rank(job.reported_status):
-        job.reported_status = status
-    # On the database's clock, as hosts' heartbeats: a survivor compares the two.
-    job.reported_at = hosts.database_now() if hosts.is_supported(db.session()) else utcnow()
     cancel = bool(job.cancel_requested)
-    db.session.commit()
+    moved = (
+        status is not None and status != job.reported_status and _rank(status) >= _rank(job.reported_status)
+    )
+    if moved or _report_times(current_app).is_due(job_id):
+        if moved:
+            job.reported_status = status
+        # On the database's clock, as hosts' heartbeats: a survivor compares the two.
+        job.reported_at = hosts.database_now() if hosts.is_supported(db.session()) else utcnow()
+        db.session.commit()
+    else:
+        db.session.rollback()  # nothing new to keep: no second commit on a line's way
     return json_response(IngestOut(through=through, cancel=cancel))
+
+
+class _ReportTimes:
+    """When this process last stored each job's ``reported_at``: a supervisor that sends a batch
+    every 10 ms needs it refreshed every ``REPORT_EVERY_S``, well within the seconds a survivor
+    waits before it takes a job for its dead host's, not a commit per batch."""
+
+    def __init__(self) -> None:
+        self._stored: dict[int, float] = {}
+
+    def is_due(self, job_id: int) -> bool:
+        now = time.monotonic()
+        if now - self._stored.get(job_id, -math.inf) < REPORT_EVERY_S:
+            return False
+        if len(self._stored) >= 4096:  # jobs that stopped reporting: forget them
+            self._stored = {job: at for job, at in self._stored.items() if now - at < REPORT_EVERY_S}
+        self._stored[job_id] = now
+        return True
+
+
+def _report_times(app: Flask) -> _ReportTimes:
+    times: _ReportTimes = app.extensions.setdefault("trainflow.ingest_reports", _ReportTimes())
+    return times
 
 
 def _bearer() -> str:
