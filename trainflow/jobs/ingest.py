@@ -133,6 +133,8 @@ def ingest(job_id: int) -> Response:
         raise Unauthenticated("This supervisor's token is for an earlier job with the same id.")
     if JobStatus(job.status).is_finished:
         raise JobFinished(job_id)
+    # A cancel asked from now on reaches the supervisor with its next batch (10 ms to 5 s on).
+    cancel, reported = bool(job.cancel_requested), job.reported_status
     db.session.rollback()
 
     first, fragments, status = parse_batch(_read_body())
@@ -140,23 +142,25 @@ def ingest(job_id: int) -> Response:
         through = store_of(current_app).ingest(job_id, first, fragments)
     except StoreGap as e:
         raise IngestGap(e.stored) from None
+    if _moves(status, reported) or _report_times(current_app).is_due(job_id):
+        _record_report(job_id, status)  # no second transaction on most lines' way
+    return json_response(IngestOut(through=through, cancel=cancel))
 
+
+def _moves(status: dict[str, Any] | None, reported: dict[str, Any] | None) -> bool:
+    """Whether ``status`` says more than the one stored: never back to an earlier state."""
+    return status is not None and status != reported and _rank(status) >= _rank(reported)
+
+
+def _record_report(job_id: int, status: dict[str, Any] | None) -> None:
     job = get_by_id(db.session, Job, job_id)
     if job is None:
         raise NotFound(f"No job {job_id}: it was deleted.")
-    cancel = bool(job.cancel_requested)
-    moved = (
-        status is not None and status != job.reported_status and _rank(status) >= _rank(job.reported_status)
-    )
-    if moved or _report_times(current_app).is_due(job_id):
-        if moved:
-            job.reported_status = status
-        # On the database's clock, as hosts' heartbeats: a survivor compares the two.
-        job.reported_at = hosts.database_now() if hosts.is_supported(db.session()) else utcnow()
-        db.session.commit()
-    else:
-        db.session.rollback()  # nothing new to keep: no second commit on a line's way
-    return json_response(IngestOut(through=through, cancel=cancel))
+    if _moves(status, job.reported_status):
+        job.reported_status = status
+    # On the database's clock, as hosts' heartbeats: a survivor compares the two.
+    job.reported_at = hosts.database_now() if hosts.is_supported(db.session()) else utcnow()
+    db.session.commit()
 
 
 class _ReportTimes:
