@@ -390,13 +390,16 @@ class _Captured(EventSink):
         return True
 
 
-def write_output(spec: Spec, store: EventStore, tmp_path: Path, count: int) -> list[dict[str, Any]]:
+def write_output(
+    spec: Spec, store: EventStore, tmp_path: Path, count: int, *, ingested: bool = False
+) -> list[dict[str, Any]]:
     """``count`` lines as the supervisor writes them, stored as each store gets them; the log records.
 
-    The file store's are in the job's folder, written there by the supervisor; PostgreSQL gets the
-    supervisor's events through ``ingest``, as the servers do from supervisors anywhere.
+    The file store's are in the job's folder, written there by the supervisor (unless
+    ``ingested``); PostgreSQL gets the supervisor's events through ``ingest``, as the servers do
+    from supervisors anywhere (and the file store does from a cluster's).
     """
-    if isinstance(store, FileEventStore):
+    if isinstance(store, FileEventStore) and not ingested:
         folder = store.job_dir(JOB)
         folder.mkdir(parents=True, exist_ok=True)
         sink: EventSink = EventSink(folder, JOB, None)
@@ -436,6 +439,16 @@ def test_log_lines_are_the_records_the_supervisor_wrote(
 def test_log_lines_start_at_any_offset(spec: Spec, store: EventStore, tmp_path: Path) -> None:
     written = write_output(spec, store, tmp_path, 2500)
     for offset in [0, 1, 999, 1000, 1001, 1234, 2499]:
+        assert log_records(store, offset, 10) == written[offset : offset + 10], offset
+
+
+def test_log_lines_of_output_that_came_through_the_ingest_are_the_supervisors_records(
+    spec: Spec, store: EventStore, tmp_path: Path
+) -> None:
+    """A cluster's supervisor writes no log file where the servers are: the store keeps one."""
+    written = write_output(spec, store, tmp_path, 2500, ingested=True)
+    assert log_records(store) == written
+    for offset in [0, 999, 1000, 1001, 2499]:
         assert log_records(store, offset, 10) == written[offset : offset + 10], offset
 
 

@@ -30,6 +30,8 @@ from trainflow.runner.catalogue import EventType
 EVENTS = "events.ndjson"
 INDEX = "events.idx"
 COUNTER = "events.seq"
+LOGS = "logs.ndjson"  # the job's output lines, one record each (the log API reads it)
+LOGS_INDEX = "logs.idx"  # the byte offset of every 1000th of them
 INGESTED = "events.ingested"  # the highest producer ordinal ingested (8 bytes), see EventWriter.ingest
 INDEX_EVERY = 1000
 PREFIX = b'{"seq":'
@@ -65,6 +67,15 @@ class OrdinalGap(Exception):
     def __init__(self, stored: int) -> None:
         super().__init__(f"records after {stored} are missing")
         self.stored = stored
+
+
+LOG_TYPE = type_mark(EventType.LOG) + b","  # a log event is this, then its log record's fields
+
+
+def _line_number(record: bytes) -> int:
+    """A log record's ``n``."""
+    number = json.loads(record).get("n")
+    return int(number) if isinstance(number, int) else 0
 
 
 def seq_of(record: bytes) -> int:
@@ -111,6 +122,7 @@ class EventWriter:
                 fresh = fragments[max(0, stored + 1 - first) :]
                 seq = self._append_locked(fresh)
                 assert seq is not None
+                self._append_log_records(fresh)
                 if fresh:
                     stored = first + len(fragments) - 1
                     os.pwrite(ordinals, stored.to_bytes(8, "little"), 0)
@@ -119,6 +131,30 @@ class EventWriter:
                 os.close(ordinals)
         finally:
             fcntl.flock(self._counter, fcntl.LOCK_UN)
+
+    def _append_log_records(self, fragments: list[bytes]) -> None:
+        """The ingested log events as the job's log (``logs.ndjson`` and ``logs.idx``), as the
+        supervisor writes it when it writes files itself: the log API reads it either way."""
+        records = [b"{" + data[len(LOG_TYPE) :] + b"\n" for data in fragments if data.startswith(LOG_TYPE)]
+        if not records:
+            return
+        log = os.open(self.job_dir / LOGS, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            size = os.fstat(log).st_size
+            offsets = bytearray()
+            for record in records:
+                if (_line_number(record) - 1) % INDEX_EVERY == 0:
+                    offsets += size.to_bytes(8, "little")
+                size += len(record)
+            _write_all(log, b"".join(records))
+        finally:
+            os.close(log)
+        if offsets:
+            index = os.open(self.job_dir / LOGS_INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                _write_all(index, bytes(offsets))
+            finally:
+                os.close(index)
 
     def _append_locked(self, fragments: list[bytes], *, unless_ended: bool = False) -> int | None:
         seq, size = self._position()

@@ -77,7 +77,7 @@ from typing import Any
 from trainflow.runner import sandbox
 from trainflow.runner.catalogue import EventType
 from trainflow.runner.enforcement import JobLimits, cgroup_name
-from trainflow.runner.eventlog import EVENTS, PREFIX, EventWriter, fragment, last_seq, type_mark
+from trainflow.runner.eventlog import EVENTS, LOG_TYPE, PREFIX, EventWriter, fragment, last_seq
 from trainflow.runner.ingest import IngestSink, sink_for
 from trainflow.runner.limits import REASONS, Limits, apply_rlimits, message
 from trainflow.runner.notice import publisher_for
@@ -85,7 +85,6 @@ from trainflow.runner.progress import parse_bar, parse_marker
 
 MAX_LINE = 64 * 1024
 IDLE_FLUSH_S = 1.0
-LOG_TYPE = type_mark(EventType.LOG) + b","  # a log event is this, then the same fields as the log record
 PROGRESS_EVERY_S = 0.1  # a bar redrawn faster than this still makes ten events a second at most
 DRAIN_S = 2.0  # how long a job's leftover children may keep its pipes open after it exits
 MAX_BACKLOG = 8 * 1024 * 1024  # bytes of records and events held in memory while the disk is full
