@@ -328,6 +328,8 @@ def bench_ingest(hosts: list[Host], opts: Options) -> dict[str, Any]:
 def fmt(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
     if isinstance(value, float):
         return f"{value:,.{digits}f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
@@ -366,7 +368,7 @@ def render(results: dict[str, Any], opts: Options) -> str:
     if "ingest" in opts.only:
         flood = f"{opts.flood:,} lines, followed on B"
         row(f"flood: lines/s to the follower ({flood})", "ingest", "lines_per_s", "", digits=0)
-        row("flood: every line once, in order", "ingest", "complete", "True")
+        row("flood: every line once, in order", "ingest", "complete", "yes")
     header = ["row", "one host", "shared, A", "shared, B", "target"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
