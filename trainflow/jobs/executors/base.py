@@ -66,6 +66,7 @@ class Observation:
     pid: int | None = None  # the job's own process, once it has one
     exit: Exit | None = None  # set when EXITED
     was_cancelled: bool = False  # VANISHED after a cancel was asked: the cancel ended it
+    message: str | None = None  # VANISHED: what the executor knows of why (a cluster's own words)
 
     def __post_init__(self) -> None:
         if (self.state is State.EXITED) != (self.exit is not None):
