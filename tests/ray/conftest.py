@@ -1,4 +1,4 @@
-"""One local Ray head per test session (``ray start --head`` takes ~30 s), stopped after.
+"""One local Ray head for all Ray tests of a run (``ray start --head`` takes ~30 s), stopped after.
 
 Every Ray test is marked ``serial``: ``make test`` runs those in one process after the rest, so
 one head serves them all. Without Ray installed they skip, and under CI they fail instead.

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 import trainflow
-from trainflow.jobs import sandboxing
+from trainflow.jobs import environments, sandboxing
 from trainflow.jobs.executors.base import Exit, Launch, Observation, State, Watched
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(trainflow.__file__).resolve().parent  # trainflow/
 CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 30.0  # a submit waits for Ray's job agent; a package upload for its store
+READ_TIMEOUT_S = 30.0  # a submit waits for Ray to place the job; a package upload for its store
 STOP_MARGIN_S = 5  # Ray's SIGKILL comes this long after the supervisor's own grace period
 ENDED = {"STOPPED", "SUCCEEDED", "FAILED"}
 # Fixed for every file in a package, so the same files make the same package (and name).
@@ -160,6 +160,21 @@ def runner_package() -> bytes:
     return buffer.getvalue()
 
 
+def pip_packages(requirements: Path, working_dir: str) -> list[str]:
+    """Ray's ``pip`` for a job: its requirements.txt, read where Ray unpacked the job's files.
+
+    Ray names (and reuses) a virtualenv by a digest of this list, not of the file it names, so
+    the first line says what decides the install: the file's digest, and the whole package's
+    when the file reads the job's own files (``--find-links wheels``, ``./pkg``). pip reads it
+    as a comment. Relative paths in the file are pip's to resolve, from the file's folder.
+    """
+    text = requirements.read_bytes()
+    key = hashlib.sha256(text).hexdigest()
+    if environments.reads_local_files(text.decode("utf-8", "replace")):
+        key += " " + working_dir
+    return [f"# trainflow requirements {key}", "-r ${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/requirements.txt"]
+
+
 def handle_of(run_id: str) -> int:
     """A job's handle on Ray: 31 bits of its run id's digest (never 0), kept as ``supervisor_pid``."""
     return int.from_bytes(hashlib.sha256(run_id.encode()).digest()[:4], "big") & 0x7FFFFFFF or 1
@@ -248,13 +263,14 @@ class RayExecutor:
             "limits": sandboxing.job_limits(self.settings),
             "disk_full_s": float(self.settings.job_disk_full_seconds),
         }
-        # The supervisor's sink to the servers' ingest endpoint, where the Launch carries its token.
-        supervisor_token = getattr(launch, "supervisor_token", None)
+        # The supervisor sends its records (lines, progress, its end) to the servers' ingest
+        # endpoint, with a token of its own, where the Launch carries one.
+        supervisor_token = getattr(launch, "supervisor_token", "")
         if supervisor_token:
-            spec["ingest"] = {
-                "url": f"{launch.tracking_uri}/ajax-api/2.0/mlflow/train/jobs/{launch.job_id}/ingest",
-                "token": supervisor_token,
-            }
+            url = getattr(launch, "ingest_url", "") or (
+                f"{launch.tracking_uri}/ajax-api/2.0/mlflow/train/jobs/{launch.job_id}/ingest"
+            )
+            spec["ingest"] = {"url": url, "token": supervisor_token}
         return spec
 
     def submission(
@@ -283,7 +299,7 @@ class RayExecutor:
             "env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(stop_wait)},
         }
         if launch.has_requirements:
-            runtime_env["pip"] = {"packages": ["-r ${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/requirements.txt"]}
+            runtime_env["pip"] = {"packages": pip_packages(launch.files / "requirements.txt", working_dir)}
         gpus = len([g for g in (launch.gpu_ids or "").split(",") if g])
         return {
             "entrypoint": entrypoint,
@@ -317,7 +333,12 @@ class RayExecutor:
         for job in jobs:
             if not job.handle:
                 # Claimed, but its start never recorded a handle (the server died mid-start).
-                observed.append(Observation(job.job_id, State.VANISHED, message="It never reached Ray."))
+                message = "It was claimed but never reached Ray (the server stopped while starting it)."
+                observed.append(Observation(job.job_id, State.VANISHED, message=message))
+                continue
+            reported = getattr(job, "reported_status", None)  # what the supervisor sent, if anything
+            if isinstance(reported, dict) and reported.get("state") == "exited":
+                observed.append(_exited(job.job_id, reported))
                 continue
             sid = submission_id(job.job_id, job.handle)
             try:
@@ -337,7 +358,8 @@ class RayExecutor:
             return Observation(
                 job_id,
                 State.VANISHED,
-                message="Ray no longer knows its job (the cluster was restarted, or the job deleted).",
+                message="Ray no longer knows its job (the cluster was restarted, or the job deleted), "
+                "and the job's end was never recorded.",
             )
         status = str(info.get("status", ""))
         if status not in ENDED:
@@ -362,7 +384,12 @@ class RayExecutor:
                     finished_at=finished_at,
                 ),
             )
-        return Observation(job_id, State.VANISHED, message=f"Ray: {_first_line(message) or status}")
+        return Observation(
+            job_id,
+            State.VANISHED,
+            message=f"Its Ray job ended ({status}) without recording how the job ended. "
+            f"Ray: {_summary(message) or status}",
+        )
 
     def _retry_stops(self, watched: set[int]) -> None:
         for job_id, sid in list(self._stops_pending.items()):
@@ -389,6 +416,22 @@ class RayExecutor:
         """Nothing of a Ray job is kept on this host (Ray keeps its own record of it)."""
 
 
-def _first_line(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[0][:500] if lines else ""
+def _exited(job_id: int, status: dict[str, Any]) -> Observation:
+    """The end the supervisor reported (its status.json's fields): preferred to Ray's account."""
+    ended = Exit(
+        exit_code=status.get("exit_code"),
+        signal=status.get("signal"),
+        reason=status.get("reason"),
+        message=status.get("message"),
+        finished_at=status.get("finished_at"),
+    )
+    return Observation(job_id, State.EXITED, pid=status.get("pid"), exit=ended)
+
+
+def _summary(text: str) -> str:
+    """Ray's first line, and the last error pip or Python printed (Ray adds a traceback between)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    errors = [line for line in lines[1:] if line.startswith(("ERROR:", "Error:")) or "Error: " in line]
+    return " ".join([lines[0], *errors[-1:]])[:1000]
