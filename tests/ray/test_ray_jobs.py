@@ -35,7 +35,8 @@ def server(ray_head, tmp_path_factory) -> Iterator[RunningServer]:
         TRAINFLOW_EXECUTOR="ray",
         TRAINFLOW_RAY_ADDRESS=ray_head.address,
         TRAINFLOW_ADMIN_PASSWORD=ADMIN[1],
-        TRAINFLOW_JOB_GRACE_SECONDS="2",
+        # Longer than Ray's own stop wait (3 s): a cancelled job's cleanup must still finish.
+        TRAINFLOW_JOB_GRACE_SECONDS="6",
     )
     yield running
     running.stop()
@@ -148,6 +149,22 @@ time.sleep(600)
 """
 
 
+CLEANS_UP = b"""
+import signal, sys, time
+
+def stop(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print("stopping", flush=True)
+    time.sleep(4)
+    print("stopped cleanly", flush=True)
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+print("started", flush=True)
+time.sleep(600)
+"""
+
+
 def test_a_cancelled_job_is_cancelled_and_its_run_killed(api, ray_head):
     job = api.submit({"train.py": SLEEPER})
     wait_for_line(ray_head, job, "started")
@@ -157,6 +174,14 @@ def test_a_cancelled_job_is_cancelled_and_its_run_killed(api, ray_head):
     assert done["status"] == "CANCELLED"
     assert RayClient(ray_head.address).job(sid_of(job))["status"] == "STOPPED"
     assert api.run(job["run_id"])["info"]["status"] == "KILLED"
+
+
+def test_a_cancelled_job_has_the_grace_period_to_clean_up_not_rays_three_seconds(api, ray_head):
+    job = api.submit({"train.py": CLEANS_UP})
+    wait_for_line(ray_head, job, "started")
+    api.call("POST", f"{TRAIN}/jobs/{job['job']}/cancel")
+    assert api.wait(job["job"], "SUCCEEDED", "FAILED", "LOST", "CANCELLED", seconds=60)["status"] == "CANCELLED"
+    wait_for_line(ray_head, job, "stopped cleanly", seconds=20)
 
 
 def test_rays_job_table_holds_no_token_and_a_used_ticket(api, ray_head):
