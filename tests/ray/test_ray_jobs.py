@@ -180,7 +180,8 @@ def test_a_cancelled_job_has_the_grace_period_to_clean_up_not_rays_three_seconds
     job = api.submit({"train.py": CLEANS_UP})
     wait_for_line(ray_head, job, "started")
     api.call("POST", f"{TRAIN}/jobs/{job['job']}/cancel")
-    assert api.wait(job["job"], "SUCCEEDED", "FAILED", "LOST", "CANCELLED", seconds=60)["status"] == "CANCELLED"
+    done = api.wait(job["job"], "SUCCEEDED", "FAILED", "LOST", "CANCELLED", seconds=60)
+    assert done["status"] == "CANCELLED"
     wait_for_line(ray_head, job, "stopped cleanly", seconds=20)
 
 
@@ -193,6 +194,12 @@ def test_rays_job_table_holds_no_token_and_a_used_ticket(api, ray_head):
     ticket = re.search(r"--ticket (\S+)", record["entrypoint"]).group(1)
     again = requests.post(f"{api.url}{TRAIN}/jobs/{job['job']}/ticket", json={"ticket": ticket}, timeout=10)
     assert again.status_code == 410
+
+
+def test_the_job_does_not_find_its_supervisors_spec_in_its_folder(api, ray_head):
+    job = api.submit({"train.py": b"import os\nprint('spec there:', os.path.exists('../spec.json'))\n"})
+    assert api.wait(job["job"], "SUCCEEDED", "FAILED", "LOST", "CANCELLED")["status"] == "SUCCEEDED"
+    assert "spec there: False" in RayClient(ray_head.address).logs(sid_of(job))
 
 
 def test_a_retried_submit_finds_its_own_ray_job(ray_head, tmp_path: Path):

@@ -40,6 +40,7 @@ EXCHANGE_TIMEOUT_S = 30.0  # each try of the exchange
 EXCHANGE_TRIES = 5  # a server that does not answer at all is tried again, a refusal is final
 PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "CUDA_VISIBLE_DEVICES", "RAY_ADDRESS")
 ECHO_EVERY_S = 0.2
+SPEC_READ_S = 30.0  # the longest a supervisor may take to read its spec and say it started
 
 
 class Refused(Exception):
@@ -170,12 +171,30 @@ def run_supervisor(folder: Path) -> int:
 
     signal.signal(signal.SIGTERM, pass_on)
     signal.signal(signal.SIGINT, pass_on)
+    forget_spec(folder, supervisor)
     echo = Echo(folder / "logs.ndjson")
     while supervisor.poll() is None:
         echo.pump()
         time.sleep(ECHO_EVERY_S)
     echo.pump()
     return supervisor.returncode
+
+
+def forget_spec(folder: Path, supervisor: subprocess.Popen[bytes]) -> None:
+    """Delete the spec once the supervisor has read it (it then writes its first status).
+
+    No sandbox stands between a job and its folder on a Ray node, and the spec holds the
+    supervisor's token, with which a job could write its own records: gone before the job
+    starts, it is at least not lying there. (A job running as the supervisor's user can still
+    look into the supervisor's memory where the system lets it: see docs/SECURITY.md.)
+    """
+    deadline = time.monotonic() + SPEC_READ_S
+    while not (folder / "status.json").exists():
+        if supervisor.poll() is not None or time.monotonic() > deadline:
+            return  # it never started (its own log says why); the folder goes at the end
+        time.sleep(0.005)
+    with contextlib.suppress(OSError):
+        os.unlink(folder / "spec.json")
 
 
 def exit_code_of(folder: Path) -> int:
