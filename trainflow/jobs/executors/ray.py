@@ -330,6 +330,7 @@ class RayExecutor:
         self._retry_stops({job.job_id for job in jobs})
         observed = []
         is_ray = None  # whether the address answers as Ray does, asked once a round at most
+        is_down = False  # one call that got no answer ends the round's calls: no wait per job
         for job in jobs:
             if not job.handle:
                 # Claimed, but its start never recorded a handle (the server died mid-start).
@@ -341,12 +342,16 @@ class RayExecutor:
                 observed.append(_exited(job.job_id, reported))
                 continue
             sid = submission_id(job.job_id, job.handle)
+            if is_down:
+                observed.append(Observation(job.job_id, State.RUNNING))
+                continue
             try:
                 info = self.client.job(sid)
                 if info is None and is_ray is None:
                     is_ray = bool(self.client.version())
             except RayUnavailable as e:
                 self._unreachable(e)
+                is_down = True
                 observed.append(Observation(job.job_id, State.RUNNING))
                 continue
             self._reachable()
