@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 POLL_S = 1.0
 EXTENSION = "trainflow.scheduler"
+RAY_EXECUTOR = "trainflow.ray_executor"  # a process without the scheduler cancels Ray jobs with it
 # PostgreSQL advisory lock held by the one scheduler (of all hosts) starting jobs this round:
 # the concurrency, per-user and GPU limits count every host's jobs. ("tf-sched" in ASCII.)
 START_LOCK_KEY = 0x74662D7363686564
@@ -395,7 +396,13 @@ def executor_for(app: Flask) -> Executor:
     if scheduler is not None:
         return scheduler.executor
     settings = app.config["TRAINFLOW"]
-    return make_executor(app, settings) if settings.executor == "ray" else LocalExecutor(settings)
+    if settings.executor != "ray":
+        return LocalExecutor(settings)
+    # One per app: it keeps a connection pool to Ray.
+    executor: Executor | None = app.extensions.get(RAY_EXECUTOR)
+    if executor is None:
+        executor = app.extensions[RAY_EXECUTOR] = make_executor(app, settings)
+    return executor
 
 
 def start_scheduler(app: Flask) -> JobScheduler:
