@@ -95,3 +95,23 @@ def test_a_malformed_exchange_is_a_400(queue, running, body):
 
 def test_no_job_at_all_is_a_401(queue):
     assert queue.client.post(f"{TRAIN}/jobs/999999/ticket", json={"ticket": "x"}).status_code == 401
+
+
+def test_of_exchanges_racing_each_other_one_gets_the_spec(queue, running):
+    import threading
+
+    ticket = issue(queue, running[0])
+    barrier = threading.Barrier(4)
+    answers: list[int] = []
+
+    def exchange_at_once() -> None:
+        client = queue.app.test_client()
+        barrier.wait()
+        answers.append(client.post(f"{TRAIN}/jobs/{running[0]}/ticket", json={"ticket": ticket}).status_code)
+
+    threads = [threading.Thread(target=exchange_at_once) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(answers) == [200, 410, 410, 410]
