@@ -20,7 +20,7 @@ from tests.e2e.conftest import RunningServer, start_server
 from tests.jobs.wheels import make_wheel
 from trainflow.jobs.executors.ray import RayClient, handle_of, submission_id
 
-pytestmark = pytest.mark.serial
+pytestmark = [pytest.mark.serial, pytest.mark.e2e]
 TRAIN = "/ajax-api/2.0/mlflow/train"
 ADMIN = ("admin", "chosen-admin-pass")
 RAY_WAIT_S = 240  # a first job with requirements waits for Ray to build its virtualenv
