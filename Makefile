@@ -8,6 +8,8 @@ PIP := $(BIN)/python -m pip
 CHROMIUM := /usr/bin/chromium
 # Jobs run in a sandbox that Debian's bubblewrap builds (docs/SECURITY.md).
 BWRAP := /usr/bin/bwrap
+# tests/e2e/test_nginx.py runs Debian's nginx in front of two servers (docs/deploy.md).
+NGINX := /usr/sbin/nginx
 # pytest-xdist workers for `make test` (tests marked serial then run alone).
 TEST_WORKERS ?= 2
 
@@ -53,12 +55,19 @@ node_modules/.installed: package.json package-lock.json
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 	touch $@
 
+## Debian's nginx, for the test that runs docs/deploy/nginx.conf in front of two servers.
+$(NGINX):
+	@if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null; then sudo=sudo; \
+	else echo "$@ is missing: install Debian's nginx package (as root)" >&2; exit 1; fi; \
+	set -x; $$sudo apt-get update && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx
+
 ## Migrate the database and serve on http://127.0.0.1:5000 (SQLite under ./data by default).
 run: install
 	$(BIN)/trainflow server
 
 ## Install everything and run the whole test suite.
-test: install-test install-browser
+test: install-test install-browser $(NGINX)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy

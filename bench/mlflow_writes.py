@@ -483,6 +483,39 @@ class Options:
     bin_dir: Path
 
 
+@contextlib.contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """Yield a URL to an empty database made beside ``url`` (dropped after), or ``url`` itself."""
+    if not url or not url.startswith(("postgres", "postgresql")):
+        yield url
+        return
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    base = make_url(url.replace("postgres://", "postgresql://", 1))
+    name = f"trainflow_bench_{uuid.uuid4().hex[:8]}"
+    dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        with conn.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        conn.close()
+    except psycopg2.Error as e:
+        progress(f"Could not create a fresh database ({str(e).strip()}); using {base.database} as it is.")
+        yield url
+        return
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with contextlib.suppress(psycopg2.Error):
+            conn = psycopg2.connect(dsn)
+            conn.autocommit = True
+            with conn.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.close()
+
+
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TRAINFLOW_"))}
     env.update(NO_PROXY_ENV)

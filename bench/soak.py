@@ -64,7 +64,6 @@ import tarfile  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from collections import Counter, defaultdict  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -77,6 +76,7 @@ from jobs import stop_jobs  # noqa: E402
 from mlflow_writes import (  # noqa: E402
     base_env,
     free_port,
+    fresh_database,
     log_tail,
     percentile,
     progress,
@@ -653,39 +653,6 @@ class MemoryWatch:
 # --------------------------------------------------------------------------------------------
 # A fresh PostgreSQL database, when asked for one
 # --------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def fresh_database(url: str) -> Any:
-    """Yield a URL to an empty database made beside ``url`` (dropped after), or ``url`` itself."""
-    if not url or not url.startswith(("postgres", "postgresql")):
-        yield url
-        return
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    base = make_url(url.replace("postgres://", "postgresql://", 1))
-    name = f"trainflow_soak_{uuid.uuid4().hex[:8]}"
-    dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        conn = psycopg2.connect(dsn)
-        conn.autocommit = True
-        with conn.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        conn.close()
-    except psycopg2.Error as e:
-        progress(f"Could not create a fresh database ({str(e).strip()}); using {base.database} as it is.")
-        yield url
-        return
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with contextlib.suppress(psycopg2.Error):
-            conn = psycopg2.connect(dsn)
-            conn.autocommit = True
-            with conn.cursor() as cursor:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            conn.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,9 +21,11 @@ from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
 from trainflow.meta import bp as meta_bp
 from trainflow.migrate import MIGRATIONS_DIR, VERSION_TABLE
+from trainflow.scripts import shared as scripts_shared
 from trainflow.scripts import views as scripts_views
 from trainflow.settings import Settings
 from trainflow.tracking import experiment_names, permissions
+from trainflow.tracking.blobs import shared_blobs
 from trainflow.tracking.metric_events import push_job_metrics
 from trainflow.tracking.mlflow_server import configure_stores, mlflow_flask_app, pool_options
 from trainflow.web import views as web_views
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # counters through its data directory).
         share_epochs(hub_of(app), [auth_state.epoch, auth_state.job_epoch, permission_epoch])
     jobs_hooks.init_app(app)
+    scripts_shared.init_app(app, shared_blobs(settings))  # scripts' originals, in shared mode
     errors.register(app)
 
     app.register_blueprint(accounts_views.bp)

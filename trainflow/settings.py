@@ -360,6 +360,13 @@ class Settings:
         "The URL jobs reach the server at, for their MLflow calls (`http://trainflow.internal:5000`). "
         "Empty: this host's own address and port.",
     )
+    host_dead_seconds: float = _setting(
+        "TRAINFLOW_HOST_DEAD_SECONDS",
+        30.0,
+        "How long a host that runs jobs may be silent (no heartbeat in the database; each records "
+        "one every few seconds) before another host decides for its RUNNING jobs: LOST, never run "
+        "again. PostgreSQL only (several hosts).",
+    )
     redis_url: str = _setting(
         "TRAINFLOW_REDIS_URL",
         "",
@@ -518,6 +525,7 @@ def _is_http_url(text: str) -> bool:
 
 # Bounds of the numeric settings: a value outside is a start-up error naming the variable.
 _RANGES = [
+    ("host_dead_seconds", 1, 24 * 3600),
     ("port", 1, 65535),
     ("workers", 1, 64),
     ("database_pool_size", 1, 1000),

@@ -60,7 +60,8 @@ def hub(bus_settings: Settings) -> Iterator[Hub]:
 
 @pytest.fixture
 def job_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "jobs" / str(JOB)
+    """The job's folder in the data directory of the hubs' settings: their store's."""
+    folder = tmp_path / "data" / "jobs" / str(JOB)
     folder.mkdir(parents=True)
     return folder
 
@@ -102,7 +103,7 @@ def end() -> bytes:
 
 
 def follow(hub: Hub, job_dir: Path, after: int = 0) -> Iterator[bytes]:
-    return job_events(hub, JOB, job_dir, after, NDJSON, STREAM_HEARTBEAT_S)
+    return job_events(hub, JOB, after, NDJSON, STREAM_HEARTBEAT_S)
 
 
 def caught_up(hub: Hub, job_dir: Path, after: int = 0) -> Iterator[bytes]:
@@ -267,7 +268,7 @@ def test_the_hub_sends_caught_up_followers_their_events_and_heartbeats(
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data", stream_heartbeat_seconds=0.05)
     with running_hub(settings) as hub, contextlib.closing(Supervisor(settings, job_dir)) as supervisor:
-        feed = hub.follow(JOB, job_dir)
+        feed = hub.follow(JOB)
         pipes.append(Pipe(feed))
         assert types(pipes[0].read()) == [EventType.HEARTBEAT]
         supervisor.write(*logs(2))
@@ -279,7 +280,7 @@ def test_a_lost_notice_costs_a_caught_up_follower_one_heartbeat_not_its_events(
 ) -> None:
     settings = Settings(data_dir=tmp_path / "data", stream_heartbeat_seconds=0.05)
     with running_hub(settings) as hub, contextlib.closing(Supervisor(settings, job_dir)) as supervisor:
-        pipes.append(Pipe(hub.follow(JOB, job_dir)))
+        pipes.append(Pipe(hub.follow(JOB)))
         supervisor.write(*logs(2), announce=False)
         assert [event["seq"] for event in pipes[0].read_events()] == [1, 2]
 
@@ -287,7 +288,7 @@ def test_a_lost_notice_costs_a_caught_up_follower_one_heartbeat_not_its_events(
 def test_a_slow_or_gone_follower_goes_back_to_its_greenlet_and_the_others_still_get_the_events(
     hub: Hub, job_dir: Path, supervisor: Supervisor, pipes: list[Pipe]
 ) -> None:
-    feed = hub.follow(JOB, job_dir)
+    feed = hub.follow(JOB)
     fast, slow, gone = Pipe(feed), Pipe(feed), Pipe(feed)
     pipes += [fast, slow, gone]
     slow.fill()
@@ -308,7 +309,7 @@ def test_a_slow_or_gone_follower_goes_back_to_its_greenlet_and_the_others_still_
 def test_a_deleted_job_takes_its_caught_up_followers_back_from_the_feed(
     hub: Hub, job_dir: Path, pipes: list[Pipe]
 ) -> None:
-    feed = hub.follow(JOB, job_dir)
+    feed = hub.follow(JOB)
     pipes.append(Pipe(feed))
     shutil.rmtree(job_dir)
     hub.publisher.publish({"kind": "deleted", "job": JOB, "owner": 1, "seq": 1})

@@ -15,6 +15,7 @@ import pytest
 
 from trainflow.events.framing import RETRY, Framing, chunk
 from trainflow.events.hub import JobFeed, Pushed
+from trainflow.events.store import FileEventStore
 from trainflow.events.stream import job_events
 from trainflow.events.types import EventType
 from trainflow.runner.eventlog import EVENTS, EventWriter, fragment
@@ -30,7 +31,7 @@ class OneFeedHub:
         self.feed = feed
         self.followers = 0
 
-    def follow(self, job_id: int, job_dir: Path) -> JobFeed:
+    def follow(self, job_id: int) -> JobFeed:
         self.followers += 1
         return self.feed
 
@@ -57,14 +58,20 @@ def _types(data: bytes) -> list[str]:
 
 @pytest.fixture
 def job_dir(tmp_path: Path) -> Path:
-    return tmp_path
+    folder = tmp_path / str(JOB_ID)
+    folder.mkdir()
+    return folder
+
+
+def _feed(job_dir: Path, max_bytes: int) -> JobFeed:
+    return JobFeed(FileEventStore(job_dir.parent), JOB_ID, max_bytes)
 
 
 def _stream(
     job_dir: Path, after: int = 0, *, is_sse: bool = False, max_bytes: int = 1 << 20
 ) -> tuple[OneFeedHub, Iterator[bytes]]:
-    hub = OneFeedHub(JobFeed(job_dir, max_bytes))
-    stream = job_events(hub, JOB_ID, job_dir, after, Framing.of(is_sse), HEARTBEAT_S)  # type: ignore[arg-type]
+    hub = OneFeedHub(_feed(job_dir, max_bytes))
+    stream = job_events(hub, JOB_ID, after, Framing.of(is_sse), HEARTBEAT_S)  # type: ignore[arg-type]
     return hub, stream
 
 
@@ -143,7 +150,7 @@ def test_a_deleted_job_ends_the_stream_with_deleted(job_dir: Path) -> None:
 def test_the_feed_writes_a_pushed_follower_the_bytes_the_stream_would(
     job_dir: Path, is_sse: bool, is_chunked: bool
 ) -> None:
-    feed = JobFeed(job_dir, 1 << 20)
+    feed = _feed(job_dir, 1 << 20)
     read_end, write_end = os.pipe()
     try:
         pushed = Pushed(write_end, is_chunked, is_sse, sent=0)

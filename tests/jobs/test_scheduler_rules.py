@@ -285,7 +285,9 @@ def test_a_cancel_asked_on_another_host_reaches_the_job_through_its_own_host(mak
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # shared mode needs it
-def test_in_shared_mode_a_host_starts_only_jobs_whose_files_it_has(make_queue, alice, redis_url, tmp_path):
+def test_in_shared_mode_a_host_runs_a_script_uploaded_elsewhere_from_its_own_copy(
+    make_queue, alice, redis_url, tmp_path
+):
     queue = make_queue(
         shared=True,
         redis_url=redis_url,
@@ -298,6 +300,49 @@ def test_in_shared_mode_a_host_starts_only_jobs_whose_files_it_has(make_queue, a
     elsewhere = queue.scheduler.settings.replace(data_dir=tmp_path / "host-b")
     host_b = JobScheduler(queue.app, elsewhere, FakeExecutor("host-b"))
     queue.tick(host_b)
-    assert queue.status(job_id) == JobStatus.QUEUED.value  # not claimed, so not failed either
-    queue.tick()
-    assert (queue.status(job_id), queue.job(job_id).runner) == (JobStatus.RUNNING.value, "host-a")
+    assert (queue.status(job_id), queue.job(job_id).runner) == (JobStatus.RUNNING.value, "host-b")
+    files = host_b.executor.launches[job_id].files  # type: ignore[attr-defined]
+    assert files.is_relative_to(tmp_path / "host-b")
+    assert (files / "train.py").read_bytes() == b"print('hi')\n"
+
+
+class _StoreAway:
+    """A shared store that does not answer (and then does again: ``back``)."""
+
+    def __init__(self, store):  # type: ignore[no-untyped-def]
+        self.store, self.is_away = store, True
+
+    def put(self, name, source):  # type: ignore[no-untyped-def]
+        self.store.put(name, source)
+
+    def fetch(self, name, destination):  # type: ignore[no-untyped-def]
+        if self.is_away:
+            raise ConnectionError("the artifact store does not answer")
+        self.store.fetch(name, destination)
+
+    def delete(self, name):  # type: ignore[no-untyped-def]
+        self.store.delete(name)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_job_whose_script_the_shared_store_holds_back_waits_queued(make_queue, alice, redis_url, tmp_path):
+    from trainflow.scripts import shared
+
+    queue = make_queue(
+        shared=True,
+        redis_url=redis_url,
+        redis_channel=f"trainflow-test-{uuid.uuid4().hex}",
+        secret_key="k" * 48,
+        artifacts_uri=str(tmp_path / "artifacts"),
+        public_url="http://127.0.0.1:5000",
+    )
+    job_id = queue.submit(alice)
+    away = _StoreAway(shared.shared_files(queue.app))
+    shared.init_app(queue.app, away)
+    elsewhere = queue.scheduler.settings.replace(data_dir=tmp_path / "host-b")
+    host_b = JobScheduler(queue.app, elsewhere, FakeExecutor("host-b"))
+    queue.tick(host_b)
+    assert queue.status(job_id) == JobStatus.QUEUED.value  # not failed for a store that is away
+    away.is_away = False
+    queue.tick(host_b)
+    assert (queue.status(job_id), queue.job(job_id).runner) == (JobStatus.RUNNING.value, "host-b")

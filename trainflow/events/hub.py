@@ -1,9 +1,10 @@
 """The hub: one per server process, between the bus and the streams that process serves.
 
 For each job someone follows, a :class:`JobFeed` keeps the job's most recent events in
-memory (a bounded window, ``TRAINFLOW_STREAM_BUFFER_KB``), read once from the job's event log
-when a notice says there are new ones. Ten thousand followers of one job then cost one file
-read per batch and a slice of a list each, not ten thousand file reads.
+memory (a bounded window, ``TRAINFLOW_STREAM_BUFFER_KB``), read once from the event store
+(:mod:`trainflow.events.store`: the job's folder, or PostgreSQL in shared mode) when a notice
+says there are new ones. Ten thousand followers of one job then cost one read per batch and a
+slice of a list each, not ten thousand reads.
 
 A follower that is catching up waits on its feed's ``changed`` event, which the feed replaces
 and sets on every batch, so a wake-up cannot fall between a follower's check and its wait.
@@ -29,13 +30,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainflow.events.bus import Listener, Publisher, listener_for
 from trainflow.events.changes import ChangeLog, ChangeReader
 from trainflow.events.framing import Framing, chunk
-from trainflow.runner.eventlog import END_MARK, EventCursor, last_seq
+from trainflow.events.store import EventStore, store_for
+from trainflow.runner.eventlog import END_MARK
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 EXTENSION = "trainflow.events"
 REFRESH_EVERY_S = 1.0  # at most this often does a heartbeat look at the log for a missed notice
+REFRESH_BYTES = 1 << 20  # what a feed reads from the store at a time
 
 
 class Pushed:
@@ -81,12 +83,12 @@ class Pushed:
 class JobFeed:
     """The recent events of one job, shared by every follower in this process."""
 
-    def __init__(self, job_dir: Path, max_bytes: int) -> None:
-        self.job_dir = job_dir
+    def __init__(self, store: EventStore, job_id: int, max_bytes: int) -> None:
+        self.store = store
+        self.job_id = job_id
         self.max_bytes = max_bytes
-        seq, size = last_seq(job_dir)
-        self._cursor = EventCursor(job_dir, seq)
-        self._cursor.offset = size
+        seq = store.last_seq(job_id)
+        self._cursor = store.cursor(job_id, seq)
         self._window: list[tuple[int, bytes]] = []  # contiguous seqs; _head is the first kept
         self._head = 0
         self._bytes = 0
@@ -115,19 +117,22 @@ class JobFeed:
         return self._window[start:end]
 
     def refresh(self) -> None:
-        """Read what the log has beyond what is kept, and wake the followers if there was any."""
+        """Read what the store has beyond what is kept, and wake the followers if there was any."""
         with self._lock:  # the listener and a heartbeat may both ask
             self._refreshed_at = time.monotonic()
             added = False
             while True:
-                records = self._cursor.read(1 << 20)
+                records = self._cursor.read(REFRESH_BYTES)
                 if not records:
                     break
                 added = True
+                size = sum(len(record) for _, record in records)
                 self._window.extend(records)
-                self._bytes += sum(len(record) for _, record in records)
+                self._bytes += size
                 self._trim()
                 self._push(records)
+                if size < REFRESH_BYTES // 2:
+                    break  # that was all there was: another read would find nothing (or be announced)
         if added:
             self.wake()
 
@@ -222,13 +227,15 @@ class JobFeed:
 
 
 class Hub:
-    def __init__(self, settings: Settings, app: Flask | None = None) -> None:
+    def __init__(self, settings: Settings, app: Flask | None = None, store: EventStore | None = None) -> None:
         self.settings = settings
         self.app = app
         self._db_engine: Any = None
         self.feeds: dict[int, JobFeed] = {}
         self.changes = ChangeLog(ChangeReader(self._engine))
         self.publisher = Publisher(settings)
+        # The process's event store: it announces what it stored with this process's publisher.
+        self.store = store if store is not None else store_for(settings, self._engine, self.publisher)
         self._listener: Listener | None = None
         self._started = threading.Lock()
         self._stopped = threading.Event()
@@ -293,7 +300,7 @@ class Hub:
         elif kind in ("status", "deleted"):
             seq = notice.get("seq")
             self.changes.want(seq if isinstance(seq, int) else None)
-            if kind == "deleted" and feed is not None and not feed.job_dir.exists():
+            if kind == "deleted" and feed is not None and not self.store.last_seq(feed.job_id):
                 feed.is_deleted = True
                 feed.wake()
                 feed.release_all()
@@ -308,11 +315,11 @@ class Hub:
 
     # -- the stream side --------------------------------------------------------------------
 
-    def follow(self, job_id: int, job_dir: Path) -> JobFeed:
+    def follow(self, job_id: int) -> JobFeed:
         self.start()
         feed = self.feeds.get(job_id)
         if feed is None or feed.is_deleted:
-            feed = self.feeds[job_id] = JobFeed(job_dir, self.settings.stream_buffer_kb * 1024)
+            feed = self.feeds[job_id] = JobFeed(self.store, job_id, self.settings.stream_buffer_kb * 1024)
         feed.followers += 1
         return feed
 

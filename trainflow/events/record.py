@@ -2,7 +2,8 @@
 
 The supervisor writes the job's log lines and progress; these come from the server: the
 scheduler's status changes and the metrics the job's MLflow client logs through the server.
-Each is appended (and so numbered) before the notice that wakes followers is published.
+Each goes through the app's event store (:mod:`trainflow.events.store`), which numbers and
+stores it before it publishes the notice that wakes followers.
 
 Status changes and deletions are also rows of :class:`~trainflow.events.models.JobChange`,
 added by :func:`add_change` in the transaction that changes the job: the all-jobs stream's
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from trainflow.events.hub import hub_of
 from trainflow.events.models import JobChange
+from trainflow.events.store import store_of
 from trainflow.events.types import EventType, JobStatus
-from trainflow.runner.eventlog import EventWriter, fragment
+from trainflow.runner.eventlog import fragment
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -74,59 +77,36 @@ def add_change(
 
 
 def job_dir(app: Flask, job_id: int) -> Path:
+    """The job's folder on this host (its files; its events are the store's, see :func:`store_of`)."""
     settings: Settings = app.config["TRAINFLOW"]
     return settings.jobs_dir / str(job_id)
-
-
-def _append(app: Flask, job_id: int, fragments: list[bytes], *, create: bool = False) -> int | None:
-    folder = job_dir(app, job_id)
-    if create:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    elif not folder.is_dir():
-        return None  # deleted meanwhile
-    with EventWriter(folder) as writer:
-        return writer.append(fragments)
 
 
 def record_status(app: Flask, job: Job, change: int | None = None) -> None:
     """The job's new status (and, once it has finished, the ``end`` event after it) in its log.
 
     ``change`` is the seq :func:`add_change` gave the status change, committed already: the
-    notice that wakes the all-jobs streams carries it.
+    notice that wakes the all-jobs streams carries it. The store announces the events.
     """
     status = JobStatus(job.status)
     fields: dict[str, Any] = {"status": status.value, "reason": job.reason, "exit_code": job.exit_code}
     fragments = [fragment(EventType.STATUS, **fields)]
     try:
         if status.is_finished:
-            seq = _append_end(app, job.id, fragments, status.value, job.exit_code)
+            # Status + end unless the log already has its end (this may run twice).
+            end = fragment(EventType.END, status=status.value, exit_code=job.exit_code)
+            store_of(app).append(job.id, [*fragments, end], unless_ended=True)
         else:
-            seq = _append(app, job.id, fragments, create=True)
-    except OSError:
+            store_of(app).append(job.id, fragments)
+    except (OSError, SQLAlchemyError):
         log.exception("Job %d: could not record its status %s", job.id, status.value)
-        seq = None
-    publisher = hub_of(app).publisher
-    if seq is not None:  # None: deleted meanwhile, or its end was already recorded
-        publisher.publish({"kind": "events", "job": job.id, "seq": seq})
     if change is not None:
-        publisher.publish({"kind": "status", "job": job.id, "owner": job.owner_id, "seq": change})
-
-
-def _append_end(
-    app: Flask, job_id: int, fragments: list[bytes], status: str, exit_code: int | None
-) -> int | None:
-    """Append status + end unless the log already ends with an end (this may run twice)."""
-    folder = job_dir(app, job_id)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with EventWriter(folder) as writer:
-        end = fragment(EventType.END, status=status, exit_code=exit_code)
-        return writer.append([*fragments, end], unless_ended=True)
+        hub_of(app).publisher.publish({"kind": "status", "job": job.id, "owner": job.owner_id, "seq": change})
 
 
 def ensure_end(app: Flask, job: Job) -> None:
     """A finished job's log ends with ``end`` even if the server stopped between the two writes."""
-    if job_dir(app, job.id).is_dir():
-        record_status(app, job)
+    record_status(app, job)
 
 
 def record_metrics(app: Flask, job_id: int, metrics: list[dict[str, Any]]) -> None:
@@ -147,16 +127,18 @@ def record_metrics(app: Flask, job_id: int, metrics: list[dict[str, Any]]) -> No
     if not fragments:
         return
     try:
-        seq = _append(app, job_id, fragments)
-    except OSError:
+        store_of(app).append(job_id, fragments)
+    except (OSError, SQLAlchemyError):
         log.exception("Job %d: could not record its metrics", job_id)
-        return
-    if seq is not None:
-        hub_of(app).publisher.publish({"kind": "events", "job": job_id, "seq": seq})
 
 
 def announce_deleted(app: Flask, job_id: int, owner_id: int, change: int) -> None:
-    """After the commit that deleted the job and added its deletion (``change``) to the sequence."""
+    """After the commit that deleted the job and added its deletion (``change``) to the sequence:
+    its events go, then the streams that follow it are told."""
+    try:
+        store_of(app).delete(job_id)
+    except (OSError, SQLAlchemyError):
+        log.exception("Job %d: could not delete its events", job_id)
     hub_of(app).publisher.publish({"kind": "deleted", "job": job_id, "owner": owner_id, "seq": change})
 
 

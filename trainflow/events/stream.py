@@ -11,13 +11,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Generator, Iterator
-from pathlib import Path
 from typing import Any
 
 from trainflow.events.changes import PAGE
 from trainflow.events.framing import RETRY, Framing
 from trainflow.events.hub import Hub, JobFeed, Pushed
-from trainflow.runner.eventlog import END_MARK, EventCursor
+from trainflow.events.store import Cursor
+from trainflow.runner.eventlog import END_MARK
 
 Records = list[tuple[int, bytes]]
 
@@ -25,13 +25,12 @@ Records = list[tuple[int, bytes]]
 def job_events(
     hub: Hub,
     job_id: int,
-    job_dir: Path,
     after: int,
     framing: Framing,
     heartbeat_s: float,
     handler: Any = None,
 ) -> Iterator[bytes]:
-    """Every event after ``after``: first from the log, then live, until the ``end`` event.
+    """Every event after ``after``: first from the store, then live, until the ``end`` event.
 
     A follower is "live" once it has caught up with the feed. A live follower that falls so far
     behind that the feed no longer holds its next event gets ``resync`` (with the last seq it
@@ -41,9 +40,9 @@ def job_events(
     ``handler`` is gevent pywsgi's connection handler, when there is one: a caught-up follower
     then hands its socket to the feed (see :mod:`trainflow.events.hub`) until it is needed here.
     """
-    feed = hub.follow(job_id, job_dir)
+    feed = hub.follow(job_id)
     try:
-        yield from _Follower(feed, job_id, job_dir, after, framing, heartbeat_s, handler).run()
+        yield from _Follower(feed, job_id, after, framing, heartbeat_s, handler).run()
     finally:
         hub.unfollow(job_id, feed)
 
@@ -55,7 +54,6 @@ class _Follower:
         self,
         feed: JobFeed,
         job_id: int,
-        job_dir: Path,
         after: int,
         framing: Framing,
         heartbeat_s: float,
@@ -63,13 +61,12 @@ class _Follower:
     ) -> None:
         self.feed = feed
         self.job_id = job_id
-        self.job_dir = job_dir
         self.framing = framing
         self.heartbeat_s = heartbeat_s
         self.handler = handler
         self.sent = after
         self.is_live = False
-        self.cursor: EventCursor | None = None
+        self.cursor: Cursor | None = None
         self.wrote_any = framing.is_sse  # SSE's retry line sends the headers
 
     def run(self) -> Iterator[bytes]:
@@ -111,9 +108,9 @@ class _Follower:
         return self._replay()
 
     def _replay(self) -> Records:
-        """The next batch from the job's log, at the client's pace; [] if there is none yet."""
+        """The next batch from the job's stored events, at the client's pace; [] if there is none yet."""
         if self.cursor is None or self.cursor.seq != self.sent:
-            self.cursor = EventCursor(self.job_dir, self.sent)
+            self.cursor = self.feed.store.cursor(self.job_id, self.sent)
         batch = self.cursor.read()
         if not batch:
             self.feed.refresh()  # the log has nothing beyond the feed: the feed is behind

@@ -21,6 +21,7 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -33,7 +34,7 @@ from trainflow.events.bus import describe as describe_bus
 from trainflow.events.bus import private_folder, run_folder
 from trainflow.events.record import add_change, record_status
 from trainflow.housekeeping import has_room_to_start
-from trainflow.jobs import sandboxing, service
+from trainflow.jobs import hosts, sandboxing, service
 from trainflow.jobs.executors import Executor, Exit, Launch, State, Watched
 from trainflow.jobs.executors.local import LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
@@ -41,6 +42,7 @@ from trainflow.runner.limits import REASONS as LIMIT_REASONS
 from trainflow.runner.supervisor import STORAGE_REASONS
 from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
+from trainflow.scripts.shared import shared_files
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -76,11 +78,16 @@ class JobScheduler:
         self._socket: socket.socket | None = None
         self._is_short_of_room = False  # queued jobs wait for disk space (said once per spell)
         self._cancels_sent: set[int] = set()  # jobs whose cancel was passed to the executor
+        self._heartbeat: hosts.Heartbeat | None = None
+        self._running_here: set[int] = set()  # this host's RUNNING jobs, as of the last round
+        self._silent_since: datetime | None = None  # this host's last heartbeat before it started
+        self._waiting_for_store: set[int] = set()  # queued jobs whose script the shared store holds back
 
     # -- running ------------------------------------------------------------------------------
 
     def start(self) -> None:
         log.info("%s", self.executor.open())
+        self._start_heartbeat()
         if self.notify_path is not None:
             self._socket = _bind(self.notify_path)
             self._threads.append(threading.Thread(target=self._listen, name="job-notify", daemon=True))
@@ -91,6 +98,8 @@ class JobScheduler:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.close()
@@ -124,6 +133,7 @@ class JobScheduler:
     def tick(self) -> None:
         self._observe_running()
         self._start_queued()
+        self._stop_jobs_taken_over()  # last: the jobs it just started are among those it watches
 
     # -- watching -----------------------------------------------------------------------------
 
@@ -209,11 +219,95 @@ class JobScheduler:
         ):
             log.info("Job %d: %s (%s)", job.id, outcome.value, text or "exit code 0")
 
+    # -- hosts that die -----------------------------------------------------------------------
+
+    def _start_heartbeat(self) -> None:
+        """Say this host lives, now and every few seconds (PostgreSQL: where hosts share a database)."""
+        with self.app.app_context():
+            try:
+                if not hosts.is_supported(db.session()):
+                    return
+                self._silent_since = hosts.beat(db.session(), self.executor.name)
+            except Exception:
+                log.exception("Could not record this host's first heartbeat; its thread tries again")
+            finally:
+                db.session.remove()
+        interval = hosts.interval_for(self.settings.host_dead_seconds)
+        self._heartbeat = hosts.Heartbeat(self.app, self.executor.name, interval)
+        self._heartbeat.start()
+
+    def _decide_for_dead_hosts(self) -> None:
+        """RUNNING jobs of hosts silent for ``TRAINFLOW_HOST_DEAD_SECONDS``: LOST, never re-run.
+
+        Under the start lock, so one scheduler of all decides; ``service.finish`` records each
+        end once (a host coming back at that moment records nothing over it). A job whose
+        supervisor still reports is left RUNNING.
+        """
+        session = db.session()
+        if not hosts.is_supported(session):
+            return
+        dead_s = self.settings.host_dead_seconds
+        others = set(
+            session.scalars(
+                select(Job.runner)
+                .distinct()
+                .where(Job.status == JobStatus.RUNNING.value, Job.runner != self.executor.name)
+            ).all()
+        )
+        silent = hosts.silent(session, {name for name in others if name}, dead_s)
+        if not silent:
+            return
+        now = hosts.now(session)
+        orphaned = session.scalars(
+            select(Job).where(Job.status == JobStatus.RUNNING.value, Job.runner.in_(silent)).order_by(Job.id)
+        ).all()
+        for job in orphaned:
+            reported = hosts.last_report(job)
+            if reported is not None and (now - reported).total_seconds() < dead_s:
+                continue  # its supervisor still reports: the job lives, whatever its host
+            seen = silent[job.runner or ""]
+            reason = (
+                f"Its host ({job.runner}) stopped: silent since {seen:%Y-%m-%d %H:%M:%S} UTC, over "
+                f"{dead_s:g} s, and the job no longer reported. It was not run again."
+            )
+            if service.finish(session, job, JobStatus.LOST, exit_code=None, reason=reason):
+                log.warning("Job %d: LOST with its host %s", job.id, job.runner)
+
+    def _stop_jobs_taken_over(self) -> None:
+        """This host's jobs that another recorded LOST while this one was silent: stop them here.
+
+        A host that was away (killed and restarted, or paused) finds them no longer RUNNING, so
+        it never observes them again; a supervisor of theirs that still runs is asked to end.
+        """
+        session = db.session()
+        if not hosts.is_supported(session):
+            return  # one host (SQLite): no other to take its jobs over
+        running = set(
+            session.scalars(
+                select(Job.id).where(Job.status == JobStatus.RUNNING.value, Job.runner == self.executor.name)
+            ).all()
+        )
+        left, self._running_here = self._running_here - running, running
+        since, self._silent_since = self._silent_since, None
+        if not left and since is None:
+            return
+        lost = select(Job).where(Job.runner == self.executor.name, Job.status == JobStatus.LOST.value)
+        condition: ColumnElement[bool] = Job.id.in_(left)
+        if since is not None:
+            # Restarted: those recorded since its last heartbeat (clocks may differ a little).
+            margin = timedelta(seconds=self.settings.host_dead_seconds)
+            condition = or_(condition, Job.finished_at >= since - margin)
+        for job in session.scalars(lost.where(condition)).all():
+            if self.executor.cancel(job.id, job.supervisor_pid):
+                log.warning("Job %d: recorded LOST by another host while this one was away; stopped", job.id)
+        session.rollback()
+
     # -- starting -----------------------------------------------------------------------------
 
     def _start_queued(self) -> None:
         with self._start_lock() as is_ours:
             if is_ours:
+                self._decide_for_dead_hosts()
                 self._start_queued_within_limits()
 
     @contextlib.contextmanager
@@ -254,12 +348,9 @@ class JobScheduler:
             self._is_short_of_room = True
             return
         self._is_short_of_room = False
-        here = self._scripts_here(queued)
         for job in queued:
             if slots <= 0:
                 return
-            if job.script_id not in here:
-                continue  # uploaded on another host: that host starts it
             limit = self.settings.max_jobs_per_user
             if limit and per_user[job.owner_id] >= limit:
                 continue  # this user's turn comes when one of theirs ends
@@ -267,6 +358,8 @@ class JobScheduler:
             if job.gpus > len(free):
                 continue
             gpu_ids = free[: job.gpus]
+            if not self._has_files(job):
+                continue  # the shared store is away: the job waits, QUEUED
             if not self._claim(job, gpu_ids):
                 continue
             self._launch(job, gpu_ids)
@@ -274,18 +367,32 @@ class JobScheduler:
             per_user[job.owner_id] += 1
             busy_gpus.update(gpu_ids)
 
-    def _scripts_here(self, queued: Sequence[Job]) -> set[int]:
-        """The scripts of ``queued`` whose files this host has.
+    def _has_files(self, job: Job) -> bool:
+        """Whether this host has the job's script, fetching it first (shared mode) if need be.
 
-        Scripts' files stay on the host they were uploaded to (until they are shared, #13), so
-        in shared mode a host starts only jobs whose files it has: another host claiming one
-        would fail it with "No such file". On one host every script is here.
+        Only a store that does not answer keeps the job queued; any other failure is the job's
+        own, and its launch records it.
         """
-        ids = {job.script_id for job in queued}
-        if not self.settings.shared or not ids:
-            return ids
-        scripts_of = db.session.scalars(select(Script).where(Script.id.in_(ids))).all()
-        return {s.id for s in scripts_of if scripts.files_dir(self.settings, s).is_dir()}
+        script = db.session.get(Script, job.script_id)
+        if script is None or shared_files(self.app) is None:
+            return True
+        # Any other failure is recorded as the job's own by _launch, which tries again.
+        with contextlib.suppress(Exception):
+            try:
+                self._script_files(script)
+            except scripts.SharedStoreUnavailable:
+                if job.id not in self._waiting_for_store:  # said once per job
+                    log.warning("Job %d waits: the shared store holding its script is away", job.id)
+                self._waiting_for_store.add(job.id)
+                return False
+        self._waiting_for_store.discard(job.id)
+        return True
+
+    def _script_files(self, script: Script) -> Path:
+        """The script's files on this host: in shared mode, fetched from the shared store first
+        when it was uploaded elsewhere (checked as an upload is; once per host and script)."""
+        stored = scripts.StoredScript.of(script)
+        return scripts.ensure_here(self.settings, stored, shared_files(self.app)) / "files"
 
     def _claim(self, job: Job, gpu_ids: list[str]) -> bool:
         result = db.session.execute(
@@ -321,7 +428,7 @@ class JobScheduler:
                 job_id=job.id,
                 run_id=job.run_id,
                 experiment_id=job.experiment_id,
-                files=scripts.files_dir(self.settings, script),
+                files=self._script_files(script),
                 argv=service.job_argv(job, script.entrypoint),
                 has_requirements=script.has_requirements,
                 user_env=dict(job.env),

@@ -1,4 +1,4 @@
-"""A job's live stream: its events from the log, then live, once the job is known to be the caller's."""
+"""A job's live stream: its stored events, then live ones, once the job is known to be the caller's."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from trainflow.accounts.auth import current_principal
 from trainflow.api import endpoint
 from trainflow.db import MAX_ID, db
 from trainflow.events.hub import hub_of
-from trainflow.events.record import ensure_end, job_dir
+from trainflow.events.record import ensure_end
+from trainflow.events.store import store_of
 from trainflow.events.stream import job_events
 from trainflow.events.types import JobStatus
 from trainflow.events.views import (
@@ -22,7 +23,6 @@ from trainflow.events.views import (
     streaming_response,
 )
 from trainflow.jobs import service
-from trainflow.runner.eventlog import last_seq
 from trainflow.server import HANDLER_KEY
 
 bp = Blueprint("job_streams", __name__, url_prefix=TRAIN_PREFIX)
@@ -63,14 +63,13 @@ def job_events_stream(job_id: int, query: EventsQuery) -> Response:
     settings = current_app.config["TRAINFLOW"]
     if JobStatus(job.status).is_finished:
         ensure_end(current_app, job)  # normally there already; not if the server stopped meanwhile
-        if after >= last_seq(job_dir(current_app, job.id))[0]:
+        if after >= store_of(current_app).last_seq(job.id):
             # Nothing will come after that: 204 also tells an EventSource not to reconnect.
             db.session.remove()
             return Response(status=204)
     stream = job_events(
         hub_of(current_app),
         job.id,
-        job_dir(current_app, job.id),
         after,
         framing,
         settings.stream_heartbeat_seconds,

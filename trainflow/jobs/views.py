@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 from flask import Blueprint, Response, current_app
 
@@ -12,11 +11,11 @@ from trainflow.accounts.auth import current_principal
 from trainflow.api import endpoint, json_response
 from trainflow.db import db, utcnow
 from trainflow.errors import BadRequest
-from trainflow.events.record import add_change, announce_deleted, job_dir
+from trainflow.events.record import add_change, announce_deleted
+from trainflow.events.store import store_of
 from trainflow.events.types import EventType
 from trainflow.jobs import service
 from trainflow.jobs.executors import Executor
-from trainflow.jobs.logs import complete_lines
 from trainflow.jobs.models import Job, JobStatus
 from trainflow.jobs.scheduler import EXTENSION, executor_for, wake_scheduler
 from trainflow.jobs.schemas import JobListQuery, JobOut, JobPage, LogLine, LogPage, LogQuery, SubmitJobRequest
@@ -171,7 +170,7 @@ def delete_job(job_id: int) -> Response:
     change = add_change(db.session(), job_id, owner_id, EventType.DELETED)
     db.session.commit()
     _executor().remove(job_id)
-    announce_deleted(current_app, job_id, owner_id, change)  # ends the streams that follow it
+    announce_deleted(current_app, job_id, owner_id, change)  # deletes its events, ends its streams
     return Response(status=204)
 
 
@@ -187,13 +186,12 @@ def delete_job(job_id: int) -> Response:
 )
 def logs(job_id: int, query: LogQuery) -> Response:
     job = service.get_job(db.session(), current_principal(), job_id)
-    lines: list[LogLine] = []
-    for raw in complete_lines(_log_path(job.id), query.offset):
-        if len(lines) >= query.limit:
-            break
-        lines.append(LogLine.model_validate(json.loads(raw)))
+    is_finished = JobStatus(job.status).is_finished
+    db.session.remove()  # the store reads on a connection of its own: give this one back first
+    raws = store_of(current_app).log_lines(job_id, query.offset, query.limit)
+    lines = [LogLine.model_validate(json.loads(raw)) for raw in raws]
     next_offset = query.offset + len(lines)
-    is_complete = JobStatus(job.status).is_finished and len(lines) < query.limit
+    is_complete = is_finished and len(lines) < query.limit
     return json_response(
         LogPage(offset=query.offset, next_offset=next_offset, lines=lines, is_complete=is_complete)
     )
@@ -209,20 +207,19 @@ def logs(job_id: int, query: LogQuery) -> Response:
     media_types=("text/plain",),
 )
 def download_logs(job_id: int) -> Response:
-    job = service.get_job(db.session(), current_principal(), job_id)
-    path = _log_path(job.id)  # read now: the generator runs after the request context is gone
+    service.get_job(db.session(), current_principal(), job_id)
+    # Found now: the generator runs after the request context is gone, and reads the store a
+    # page at a time, holding no connection while it writes.
+    store = store_of(current_app)
+    db.session.remove()
 
     def generate() -> Iterator[bytes]:
-        for raw in complete_lines(path):
+        for raw in store.log_lines(job_id):
             record = json.loads(raw)
             end = "" if record.get("partial") else "\n"
             yield (record["line"] + end).encode("utf-8")
 
     response = Response(generate(), mimetype="text/plain")
-    response.headers["Content-Disposition"] = f'attachment; filename="job-{job.id}.log"'
+    response.headers["Content-Disposition"] = f'attachment; filename="job-{job_id}.log"'
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
-
-
-def _log_path(job_id: int) -> Path:
-    return job_dir(current_app, job_id) / "logs.ndjson"

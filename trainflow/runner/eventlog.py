@@ -30,6 +30,7 @@ from trainflow.runner.catalogue import EventType
 EVENTS = "events.ndjson"
 INDEX = "events.idx"
 COUNTER = "events.seq"
+INGESTED = "events.ingested"  # the highest producer ordinal ingested (8 bytes), see EventWriter.ingest
 INDEX_EVERY = 1000
 PREFIX = b'{"seq":'
 
@@ -58,6 +59,14 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+class OrdinalGap(Exception):
+    """A producer's batch starts past the ordinal after the highest one stored (``stored``)."""
+
+    def __init__(self, stored: int) -> None:
+        super().__init__(f"records after {stored} are missing")
+        self.stored = stored
+
+
 def seq_of(record: bytes) -> int:
     return int(record[7 : record.index(b",", 7)])
 
@@ -78,28 +87,60 @@ class EventWriter:
         """
         fcntl.flock(self._counter, fcntl.LOCK_EX)
         try:
-            seq, size = self._position()
-            if unless_ended and self._ends(size):
-                return None
-            if not fragments:
-                return seq
-            offsets = bytearray()
-            parts = []
-            for data in fragments:
-                seq += 1
-                if (seq - 1) % INDEX_EVERY == 0:
-                    offsets += size.to_bytes(8, "little")
-                record = b"%s%d,%s\n" % (PREFIX, seq, data)
-                parts.append(record)
-                size += len(record)
-            _write_all(self._events, b"".join(parts))
-            if offsets:
-                os.lseek(self._index, 0, os.SEEK_END)
-                _write_all(self._index, bytes(offsets))
-            os.pwrite(self._counter, seq.to_bytes(8, "little") + size.to_bytes(8, "little"), 0)
-            return seq
+            return self._append_locked(fragments, unless_ended=unless_ended)
         finally:
             fcntl.flock(self._counter, fcntl.LOCK_UN)
+
+    def ingest(self, first: int, fragments: list[bytes]) -> tuple[int, int]:
+        """Append a producer's records numbered ``first``, ``first + 1`` ... unless stored already.
+
+        Records at or below the highest ordinal ingested so far are skipped, so a batch sent
+        again stores nothing twice. Returns that highest ordinal and the last seq after the
+        append. Raises :class:`OrdinalGap` if ``first`` is past the ordinal after it.
+        The ordinal is written after the events: a writer killed between the two leaves a
+        batch that would be stored again if resent (one repeat, never a loss).
+        """
+        fcntl.flock(self._counter, fcntl.LOCK_EX)
+        try:
+            ordinals = os.open(self.job_dir / INGESTED, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                raw = os.pread(ordinals, 8, 0)
+                stored = int.from_bytes(raw, "little") if len(raw) == 8 else 0
+                if first > stored + 1:
+                    raise OrdinalGap(stored)
+                fresh = fragments[max(0, stored + 1 - first) :]
+                seq = self._append_locked(fresh)
+                assert seq is not None
+                if fresh:
+                    stored = first + len(fragments) - 1
+                    os.pwrite(ordinals, stored.to_bytes(8, "little"), 0)
+                return stored, seq
+            finally:
+                os.close(ordinals)
+        finally:
+            fcntl.flock(self._counter, fcntl.LOCK_UN)
+
+    def _append_locked(self, fragments: list[bytes], *, unless_ended: bool = False) -> int | None:
+        seq, size = self._position()
+        if unless_ended and self._ends(size):
+            return None
+        if not fragments:
+            return seq
+        offsets = bytearray()
+        parts = []
+        for data in fragments:
+            seq += 1
+            if (seq - 1) % INDEX_EVERY == 0:
+                offsets += size.to_bytes(8, "little")
+            record = b"%s%d,%s\n" % (PREFIX, seq, data)
+            parts.append(record)
+            size += len(record)
+        _write_all(self._events, b"".join(parts))
+        if offsets:
+            os.lseek(self._index, 0, os.SEEK_END)
+            _write_all(self._index, bytes(offsets))
+        os.pwrite(self._counter, seq.to_bytes(8, "little") + size.to_bytes(8, "little"), 0)
+        return seq
 
     def _ends(self, size: int) -> bool:
         tail = os.pread(self._events, 512, max(0, size - 512))

@@ -25,4 +25,7 @@ class Script(db.Model):  # type: ignore[name-defined,misc]
     sha256: Mapped[str] = mapped_column(String(64))
     # The folder under the uploads directory: random, so no name a user chose reaches the disk.
     storage_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # Bytes it takes on a host's disk (the original and its files), measured at upload: hosts
+    # without a copy of their own count it in quotas all the same. None: uploaded before it was kept.
+    stored_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

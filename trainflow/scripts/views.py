@@ -22,6 +22,7 @@ from trainflow.scripts import service
 from trainflow.scripts.models import Script
 from trainflow.scripts.multipart import read_multipart
 from trainflow.scripts.schemas import ScriptOut, ScriptPage, UploadForm
+from trainflow.scripts.shared import shared_files
 from trainflow.scripts.signals import script_deleting
 from trainflow.settings import Settings
 
@@ -75,6 +76,11 @@ class UploadSlots:
                     del self._busy[user_id]
 
 
+def _app() -> Flask:
+    # current_app is typed as the Flask app it stands for; a signal's sender is that app itself.
+    return cast("LocalProxy[Flask]", current_app)._get_current_object()
+
+
 def _upload_slots() -> UploadSlots:
     slots: UploadSlots | None = current_app.extensions.get("trainflow.upload_slots")
     if slots is None:
@@ -113,7 +119,9 @@ def script_out(script: Script, owner: str | None = None) -> ScriptOut:
     "stored scripts, as uploaded and unpacked, would pass TRAINFLOW_USER_UPLOADS_MB. 507 "
     "`insufficient_storage` when the server's disk is below TRAINFLOW_MIN_FREE_MB, or full. "
     "429 with Retry-After when the user already has TRAINFLOW_UPLOADS_PER_USER uploads in "
-    "progress; 408 when the body stops arriving for TRAINFLOW_READ_TIMEOUT_SECONDS.",
+    "progress; 408 when the body stops arriving for TRAINFLOW_READ_TIMEOUT_SECONDS. In shared mode, "
+    "503 `storage_unavailable` when the artifact store that keeps scripts for every host does not "
+    "take it.",
 )
 def upload() -> Response:
     principal = current_principal()
@@ -147,6 +155,7 @@ def _receive_upload(principal: Principal) -> Response:
             received,
             form.fields.get("entrypoint"),
             has_quota=not principal.is_admin,
+            shared=shared_files(_app()),
         )
     finally:
         form.discard()
@@ -195,12 +204,25 @@ def get_script(script_id: int) -> Response:
     "GET",
     summary="The uploaded file, as uploaded",
     tag=TAG,
-    errors=(401, 404),
+    errors=(401, 404, 409),
     media_types=("text/x-python", "application/octet-stream"),
+    description="In shared mode a host fetches a script uploaded on another from the artifact store "
+    "first: 409 `script_unavailable` when the stored copy is not the file uploaded, 503 "
+    "`storage_unavailable` when the store does not answer.",
 )
 def script_content(script_id: int) -> Response:
     script = service.get_script(db.session(), current_principal(), script_id)
     path = service.original_path(_settings(), script)
+    shared = shared_files(_app())
+    if not path.is_file() and shared is not None:
+        # Uploaded on another host: this one fetches it once into its cache.
+        stored = service.StoredScript.of(script)
+        db.session.rollback()  # no connection held while the shared store answers
+        try:
+            service.ensure_here(_settings(), stored, shared)
+        except FileNotFoundError:
+            log.warning("Script %d: its shared copy is missing", stored.id)
+        script = service.get_script(db.session(), current_principal(), script_id)
     if not path.is_file():
         # The row outlived its file (removed by hand, or a restore without the data dir).
         log.warning("Script %d: its stored file %s is missing", script.id, path)
@@ -229,8 +251,6 @@ def script_content(script_id: int) -> Response:
 )
 def delete_script(script_id: int) -> Response:
     script = service.get_script(db.session(), current_principal(), script_id)
-    # current_app is typed as the Flask app it stands for; the signal's sender is that app itself.
-    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
-    script_deleting.send(app, script_id=script.id)  # 409 while a job uses it
-    service.delete_script(db.session(), _settings(), script)
+    script_deleting.send(_app(), script_id=script.id)  # 409 while a job uses it
+    service.delete_script(db.session(), _settings(), script, shared_files(_app()))
     return Response(status=204)
