@@ -15,6 +15,7 @@ from trainflow.errors import PermissionDenied
 from trainflow.events import views as events_views
 from trainflow.events.hub import hub_of, share_epochs
 from trainflow.jobs import hooks as jobs_hooks
+from trainflow.jobs import ingest as jobs_ingest
 from trainflow.jobs import sandboxing, stream_views
 from trainflow.jobs import tickets as jobs_tickets
 from trainflow.jobs import views as jobs_views
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(jobs_views.bp)
     app.register_blueprint(jobs_tickets.bp)
     app.register_blueprint(stream_views.bp)
+    app.register_blueprint(jobs_ingest.bp)
     app.register_blueprint(events_views.bp)
     app.register_blueprint(web_views.bp)
     # Run before MLflow's own hooks would touch a store, after its host-header check.

@@ -228,11 +228,6 @@ def test_the_guides_stream_timeout_outlasts_nginxs_default_and_the_heartbeat():
 
 
 @ON_POSTGRESQL
-@pytest.mark.xfail(
-    strict=True,
-    reason="a job's events are still kept by the host that runs it (#13: the shared event store); "
-    "the other host answers 204 for a finished job. Remove this mark when that lands.",
-)
 def test_a_jobs_stream_through_nginx_is_the_same_whichever_host_answers(proxied):
     url, _, _ = proxied
     auth = sign_in(url)

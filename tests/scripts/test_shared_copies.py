@@ -62,6 +62,16 @@ def test_an_upload_puts_its_original_in_the_shared_store_and_a_delete_takes_it_o
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_deleting_a_user_takes_their_scripts_shared_copies_out(client, alice, admin, store):
+    for name in ("train.py", "other.py"):
+        assert post_file(client, alice, name, TRAIN_PY).status_code == 201
+    assert len(shared_files(store)) == 2
+    deleted = client.delete(f"/api/users/{alice.id}", headers=admin.basic)
+    assert deleted.status_code == 204, deleted.json
+    assert shared_files(store) == []
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_an_upload_whose_row_cannot_be_committed_leaves_no_shared_copy(app, client, alice, store, settings):
     def refuse(*_args: object) -> None:
         raise RuntimeError("the database refused the row")

@@ -89,11 +89,11 @@ def last_report(job: Job) -> datetime | None:
     """When the job's supervisor last reported to any server, wherever it runs; ``None``: unknown.
 
     A job whose supervisor still reports is alive though its host is silent (the web process
-    died, the supervisor did not). Supervisors report only to their own host for now, so this
-    knows nothing yet and the decision rests on the host's heartbeat alone; the supervisors'
-    ingest endpoint, which records when each job last reported, answers it.
+    died, the supervisor did not). Supervisors that send their records through the ingest
+    (shared mode) report at least every few seconds, and the endpoint records when
+    (``Job.reported_at``, on the database's clock); one that writes its job's folder never does.
     """
-    return None
+    return job.reported_at
 
 
 class Heartbeat:

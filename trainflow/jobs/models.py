@@ -50,6 +50,12 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     # A cancel asked on any host; the runner's scheduler carries it out.
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     pid: Mapped[int | None] = mapped_column(Integer)
+    # The last status its supervisor sent through the ingest (status.json's fields): how a job
+    # ended, for an executor with no files to read it from.
+    reported_status: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # When its supervisor last reported through the ingest (the database's clock): a job whose
+    # supervisor still reports lives, though its host has gone silent (trainflow.jobs.hosts).
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

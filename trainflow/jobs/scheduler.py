@@ -146,7 +146,9 @@ class JobScheduler:
             select(Job).where(Job.status == JobStatus.RUNNING.value, self._is_mine())
         ).all()
         self._pass_on_cancels(running)
-        observations = self.executor.observe([Watched(job.id, job.supervisor_pid) for job in running])
+        observations = self.executor.observe(
+            [Watched(job.id, job.supervisor_pid, job.reported_status) for job in running]
+        )
         for job, seen in zip(running, observations, strict=True):
             if seen.exit is not None:
                 self._record_exit(job, seen.exit)
@@ -419,7 +421,8 @@ class JobScheduler:
         return bool(claimed)
 
     def _launch(self, job: Job, gpu_ids: list[str]) -> None:
-        from trainflow.jobs.tokens import issue_job_token
+        from trainflow.jobs.ingest import ingest_url
+        from trainflow.jobs.tokens import issue_job_token, issue_supervisor_token
 
         try:
             script = db.session.get(Script, job.script_id)
@@ -437,6 +440,8 @@ class JobScheduler:
                 gpu_ids=",".join(gpu_ids) if self.settings.gpu_ids else None,
                 timeout_s=sandboxing.job_timeout(job, self.settings),
                 owner_is_admin=_is_admin(job.owner_id),
+                supervisor_token=issue_supervisor_token(self.app, job),
+                ingest_url=ingest_url(self.settings.jobs_tracking_url, job.id),
             )
             job.supervisor_pid = self.executor.start(launch)
             db.session.commit()

@@ -27,6 +27,7 @@ from trainflow.jobs.sandboxing import ensure_may_run_jobs
 from trainflow.jobs.schemas import SubmitJobRequest
 from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
+from trainflow.scripts.shared import shared_files
 from trainflow.tracking import runs
 
 if TYPE_CHECKING:
@@ -229,5 +230,7 @@ def purge_owner(session: Session, settings: Any, executor: Executor, user_id: in
         if job.id not in running:  # a running job's supervisor still writes in its folder
             executor.remove(job.id)
         announce_deleted(current_app, job.id, user_id, changes[job.id])
+    shared = shared_files(current_app)
     for script in scripts_owned:
         shutil.rmtree(scripts.files_dir(settings, script).parent, ignore_errors=True)
+        scripts.delete_shared_copy(shared, script.storage_key)

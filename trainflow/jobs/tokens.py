@@ -1,8 +1,15 @@
-"""A job's access token: MLflow calls on its own run, while the job runs.
+"""A job's access token: MLflow calls on its own run, while the job runs; and its supervisor's.
 
 The token is a JWT whose ``job`` claim names the job; accounts accept it through
 :func:`trainflow.accounts.auth.register_scoped_token` (see :func:`init_app`) without knowing
 what a job is.
+
+The supervisor's token (:func:`issue_supervisor_token`) is a JWT of a type of its own
+(``"type": "supervisor"``, not ``"access"``), so the sign-in hook refuses it on every route,
+MLflow's and trainflow's alike; only the ingest endpoint (:mod:`trainflow.jobs.ingest`) reads
+it, and only for the job it names, while that job runs. It travels in the supervisor's spec,
+which the sandboxed job cannot read, never in the job's environment: with it a job could forge
+its own log or its end.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from trainflow.errors import Unauthenticated
 from trainflow.jobs.models import Job, JobStatus
 
 CLAIM = "job"
+SUPERVISOR_TYPE = "supervisor"  # the JWT's "type": never "access", so no other route takes it
+SUPERVISOR_CLAIM = "supervises"  # the job id
 
 
 def init_app(app: Flask) -> None:
@@ -73,3 +82,38 @@ def principal_of(claims: dict[str, object]) -> Principal:
 def forget_job_tokens(app: Flask) -> None:
     """Every process drops every cached job token (a job ended: its token must stop working)."""
     auth.forget_scoped_tokens(app)
+
+
+def issue_supervisor_token(app: Flask, job: Job) -> str:
+    """A token for the job's supervisor: sending its records to the ingest endpoint, until the job ends."""
+    with app.app_context():
+        token: str = create_access_token(
+            identity=f"job-{job.id}",
+            additional_claims={
+                "type": SUPERVISOR_TYPE,
+                SUPERVISOR_CLAIM: job.id,
+                # A later job with the same id (SQLite may reuse a deleted row's) has another run.
+                "run": job.run_id,
+            },
+            # It dies with the job anyway; a job allowed to run longer than a month keeps it.
+            expires_delta=max(timedelta(days=31), timedelta(seconds=job.timeout_s or 0, days=1)),
+        )
+        return token
+
+
+def supervised_job(token: str) -> tuple[int, str]:
+    """The job id and run id a supervisor's token names; Unauthenticated if it is no such token.
+
+    Needs no database: the caller compares them with the job's row.
+    """
+    refused = Unauthenticated(
+        "Only a job's supervisor sends its records, with the unexpired token from its spec."
+    )
+    try:
+        claims = auth.decode_jwt(token, expected_type=SUPERVISOR_TYPE)  # expired, forged, a user's...
+    except Unauthenticated:
+        raise refused from None
+    run = claims.get("run")
+    if SUPERVISOR_CLAIM not in claims or not isinstance(run, str):
+        raise refused
+    return auth.claim_int(claims[SUPERVISOR_CLAIM]), run

@@ -12,9 +12,10 @@ This runner then makes the job a folder in the node's temporary directory (``wor
 of the uploaded files, ``output/``, ``tmp/``, ``home/``), writes the spec there with this
 node's paths, and runs :mod:`trainflow.runner.supervisor` on it, so the job's lines,
 progress and end are recorded exactly as on the server's own machine. There is no sandbox on
-Ray nodes: the cluster's own isolation is what holds a job there. The job's lines are echoed
-to this process's output too (what ``ray job logs`` shows). It exits with the job's code
-(128 + N for a job killed by signal N), and removes the folder.
+Ray nodes: the cluster's own isolation is what holds a job there. The supervisor sends the
+job's records and its end to the servers' ingest endpoint (``ray job logs`` shows only this
+runner's and the supervisor's own lines). It exits with the job's code (128 + N for a job
+killed by signal N), and removes the folder.
 
 Standard library only, like the rest of :mod:`trainflow.runner`.
 """
@@ -39,7 +40,6 @@ from typing import Any
 EXCHANGE_TIMEOUT_S = 30.0  # each try of the exchange
 EXCHANGE_TRIES = 5  # a server that does not answer at all is tried again, a refusal is final
 PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "CUDA_VISIBLE_DEVICES", "RAY_ADDRESS")
-ECHO_EVERY_S = 0.2
 SPEC_READ_S = 30.0  # the longest a supervisor may take to read its spec and say it started
 
 
@@ -129,34 +129,6 @@ def write_spec(folder: Path, document: dict[str, Any]) -> None:
         json.dump(document, f)
 
 
-class Echo:
-    """Copies the job's log records, as plain lines, to this process's output."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.rest = b""
-
-    def pump(self) -> None:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        self.offset += len(data)
-        lines = (self.rest + data).split(b"\n")
-        self.rest = lines.pop()
-        out = []
-        for raw in lines:
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                out.append(json.loads(raw)["line"])
-        if out:
-            with contextlib.suppress(OSError, ValueError):
-                sys.stdout.write("\n".join(out) + "\n")
-                sys.stdout.flush()
-
-
 def run_supervisor(folder: Path) -> int:
     """Run the supervisor on ``folder`` until it ends; SIGTERM (Ray's stop) is passed on to it."""
     supervisor = subprocess.Popen(
@@ -172,12 +144,7 @@ def run_supervisor(folder: Path) -> int:
     signal.signal(signal.SIGTERM, pass_on)
     signal.signal(signal.SIGINT, pass_on)
     forget_spec(folder, supervisor)
-    echo = Echo(folder / "logs.ndjson")
-    while supervisor.poll() is None:
-        echo.pump()
-        time.sleep(ECHO_EVERY_S)
-    echo.pump()
-    return supervisor.returncode
+    return supervisor.wait()
 
 
 def forget_spec(folder: Path, supervisor: subprocess.Popen[bytes]) -> None:

@@ -46,6 +46,14 @@ SIGTERM to the supervisor cancels the job; so does ``JOB_DIR/cancel-requested`` 
 start. The job runs in its own process group; ending it
 sends SIGTERM to the whole group and SIGKILL after the grace period, children included.
 A datagram to ``spec["notify"]`` (if that socket exists) tells the web process a state changed.
+
+With ``spec["ingest"]`` (``{"url", "token"}``: shared mode, a cluster) the events and every
+status go to the servers' ingest endpoint instead (:mod:`trainflow.runner.ingest`), and neither
+``logs.ndjson`` nor the event log is written here; ``status.json`` still is. What the servers
+have not acknowledged counts in the same ``MAX_BACKLOG``, so a slow or unreachable server holds
+the job on its prints as a full disk does. A ``cancel`` in an answer acts as SIGTERM; servers
+that refuse everything for the sink's give-up time end the job with ``storage_failed``. The final
+status goes through the ingest last, after ``status.json``.
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ from trainflow.runner import sandbox
 from trainflow.runner.catalogue import EventType
 from trainflow.runner.enforcement import JobLimits, cgroup_name
 from trainflow.runner.eventlog import EVENTS, PREFIX, EventWriter, fragment, last_seq, type_mark
+from trainflow.runner.ingest import IngestSink, sink_for
 from trainflow.runner.limits import REASONS, Limits, apply_rlimits, message
 from trainflow.runner.notice import publisher_for
 from trainflow.runner.progress import parse_bar, parse_marker
@@ -248,25 +257,29 @@ class LogWriter:
     """
 
     def __init__(
-        self, path: Path, events: EventSink | None = None, trouble: StorageTrouble | None = None
+        self,
+        path: Path | None,
+        events: EventSink | IngestSink | None = None,
+        trouble: StorageTrouble | None = None,
     ) -> None:
-        self.path = path
+        self.path = path  # None: no log file (the events go to the servers' ingest)
         self.events = events
-        self.trouble = trouble or (events.trouble if events is not None else StorageTrouble(None))
-        self.count = _count_lines(path)
-        self._position = path.stat().st_size if path.exists() else 0
+        self.trouble = trouble or (events.trouble if isinstance(events, EventSink) else StorageTrouble(None))
+        self.count = _count_lines(path) if path is not None else 0
+        self._position = path.stat().st_size if path is not None and path.exists() else 0
         # Written with os.write from buffers of our own: what a full disk refused stays here,
         # in order, and goes out on the next try (a buffered file would lose track of it).
         self._data = bytearray()
         self._index_data = bytearray()
         self._fds: dict[str, int] = {}
-        with contextlib.suppress(OSError):  # made now, so the job has a log from its start
-            self._fd("log")
-            self._fd("index")
+        if path is not None:
+            with contextlib.suppress(OSError):  # made now, so the job has a log from its start
+                self._fd("log")
+                self._fd("index")
         self.now = time.time()  # one timestamp per chunk read, set by the reader
 
     def write(self, stream: str, line: str, is_partial: bool = False) -> None:
-        if self.count % INDEX_EVERY == 0:
+        if self.count % INDEX_EVERY == 0 and self.path is not None:
             self._index_data += self._position.to_bytes(8, "little")
         self.count += 1
         # The log record and the log event share everything after their first field: escape
@@ -275,9 +288,10 @@ class LogWriter:
         body = (
             f'"ts":{self.now:.6f},"stream":"{stream}","n":{self.count},"line":{encode_basestring(line)}{flag}}}'
         ).encode("utf-8", "surrogatepass")
-        data = b"{" + body + b"\n"
-        self._data += data
-        self._position += len(data)
+        if self.path is not None:
+            data = b"{" + body + b"\n"
+            self._data += data
+            self._position += len(data)
         if self.events is not None:
             self.events.add(LOG_TYPE + body)
         if len(self._data) >= 1 << 16 and not self.trouble.is_waiting:
@@ -304,6 +318,8 @@ class LogWriter:
         return is_done
 
     def _write_out(self) -> bool:
+        if self.path is None:
+            return True
         # The log first: an index entry never points past what the log holds.
         for name, buffer in (("log", self._data), ("index", self._index_data)):
             try:
@@ -318,6 +334,7 @@ class LogWriter:
     def _fd(self, name: str) -> int:
         fd = self._fds.get(name)
         if fd is None:
+            assert self.path is not None
             path = self.path if name == "log" else self.path.with_suffix(".idx")
             fd = self._fds[name] = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         return fd
@@ -444,6 +461,7 @@ class Supervisor:
         self.disk_full_s = float(self.spec.get("disk_full_s") or DISK_FULL_S)
         self.is_status_pending = False  # a status the disk refused, written on the next try
         self.status: dict[str, Any] = {}
+        self.ingest: IngestSink | None = None  # the servers' ingest, when the spec names one
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_cancel)
@@ -451,9 +469,13 @@ class Supervisor:
         if (self.job_dir / CANCEL_MARKER).exists():  # cancelled before this process could hear it
             self.reason = "cancelled"
         self._reserve()
+        self.ingest = sink_for(self.spec)
         self._set_status(state="starting", supervisor_pid=os.getpid())
-        events = EventSink(self.job_dir, self.spec.get("job"), self.spec.get("bus"), self.trouble)
-        log = LogWriter(self.job_dir / "logs.ndjson", events)
+        if self.ingest is not None:
+            log = LogWriter(None, self.ingest, self.trouble)
+        else:
+            events = EventSink(self.job_dir, self.spec.get("job"), self.spec.get("bus"), self.trouble)
+            log = LogWriter(self.job_dir / "logs.ndjson", events)
         self.limits.start()
         say(f"job {self.spec.get('job')}: {self.limits.describe()}")  # supervisor.log
         if self.reason == "cancelled":  # cancelled before it started
@@ -516,6 +538,8 @@ class Supervisor:
             reason = self.limits.final_reason(exit_code, signum)  # an OOM kill, SIGXFSZ, ...
         if reason is None and (exit_code or signum or lost) and self.trouble.since is not None:
             reason = self.trouble.reason  # it failed while the disk was full: that is the news
+        if reason is None and lost and self.ingest is not None:
+            reason = STORAGE_FAILED  # the servers did not take all it printed
         self.limits.close()  # whatever the job left in its cgroup goes with it
         self._final_status(
             state="exited",
@@ -537,6 +561,11 @@ class Supervisor:
         status: dict[str, Any] = {"limits": self.limits.mechanisms()}
         if reason in REASONS:
             status["message"] = message(reason, self.limits.limits)
+        elif reason in STORAGE_REASONS and self.ingest is not None and self.trouble.since is None:
+            status["message"] = (
+                f"The servers did not take the job's output: {self.ingest.failure or self.ingest.last_error}"
+                + (f"; the last {self.ingest.undelivered} events of it are lost." if lost else ".")
+            )
         elif reason in STORAGE_REASONS:
             waited = self.disk_full_s if self.storage_ended else None
             status["message"] = self.trouble.message(waited, exit_code, lost)
@@ -569,6 +598,17 @@ class Supervisor:
     def _close_log(self, log: LogWriter) -> int:
         """Write out what the job printed, waiting for room while the disk is full (bounded);
         return the bytes given up."""
+        if self.ingest is not None:
+            log.close()  # waits until the servers hold every event, or the sink gave up
+            lost = self.ingest.pending_bytes
+            if lost:
+                print(
+                    f"job {self.spec.get('job')}: {self.ingest.undelivered} events could not be "
+                    f"delivered: {self.ingest.failure or self.ingest.last_error}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return lost
         while not log.flush(force=True) and not self._has_waited_enough():
             time.sleep(RETRY_S)
         lost = log.backlog
@@ -599,6 +639,12 @@ class Supervisor:
         Returns the process and what the sandbox applied (None without a policy, or if the
         sandbox failed to come up: the process then exits 126 having said why on stderr).
         """
+        with self.ingest.paused() if self.ingest is not None else contextlib.nullcontext():
+            return self._spawn(argv, env, policy)
+
+    def _spawn(
+        self, argv: list[str], env: dict[str, str], policy: dict[str, Any] | None
+    ) -> tuple[subprocess.Popen[bytes], dict[str, Any] | None]:
         if not policy:
             process = subprocess.Popen(
                 argv,
@@ -609,7 +655,8 @@ class Supervisor:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 bufsize=0,
-                preexec_fn=self._preexec,  # safe: the supervisor starts no threads
+                # Safe: the ingest's sender, the one other thread, is between requests (paused).
+                preexec_fn=self._preexec,
             )
             return process, None
         return sandbox.spawn(
@@ -682,6 +729,7 @@ class Supervisor:
                 self._terminate()
             if self.is_status_pending and not self.trouble.is_waiting:
                 self._write_status()
+            self._heed_ingest()
             if log.backlog > MAX_BACKLOG:
                 # Held in memory as much as it may: the job waits on its prints until there is
                 # room (or until it is ended for the full disk).
@@ -706,6 +754,17 @@ class Supervisor:
             splitter.close()
         selector.close()
 
+    def _heed_ingest(self) -> None:
+        """A cancel asked on any host, or servers that take no more, end the job."""
+        if self.ingest is None or self.reason is not None:
+            return
+        if self.ingest.cancel_requested or self.ingest.has_ended:
+            self.reason = "cancelled"
+            self._terminate()
+        elif self.ingest.failure is not None:
+            self.reason = STORAGE_FAILED
+            self._terminate()
+
     def _on_cancel(self, signum: int, frame: object) -> None:
         if self.reason is None:
             self.reason = "cancelled"
@@ -726,6 +785,8 @@ class Supervisor:
         status["job"] = self.spec.get("job")
         self.status = status
         self._write_status()
+        if self.ingest is not None:
+            self.ingest.report(status)
 
     def _write_status(self) -> None:
         try:
@@ -759,6 +820,13 @@ class Supervisor:
             time.sleep(RETRY_S)
         # The server records the end in the database and the event log: the room is theirs now.
         self._release_reserve()
+        if self.ingest is not None and not self.ingest.finish(status):
+            print(
+                f"job {self.spec.get('job')}: could not report how it ended to the servers: "
+                f"{self.ingest.failure or self.ingest.last_error}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def notify(path: str | None, message: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,10 @@ class Launch:
     gpu_ids: str | None  # "0,2", or None where the server manages no GPUs
     timeout_s: int | None
     owner_is_admin: bool  # only an admin's job may run where no sandbox can be built
+    # Where and with what the supervisor sends the job's records to the servers (the ingest
+    # endpoint, trainflow.jobs.ingest): a token for the supervisor alone, never for the job.
+    supervisor_token: str = ""
+    ingest_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class Watched:
 
     job_id: int
     handle: int | None
+    # The last status its supervisor sent through the ingest (status.json's fields), if any: how
+    # it ended, for an executor with no files of the job to read (a cluster's).
+    reported_status: dict[str, Any] | None = None
 
 
 class State(enum.Enum):

@@ -51,6 +51,9 @@ class LaunchSpec:
     setup_publish: list[list[str]] = field(default_factory=list)  # [built, place] after setup
     limits: dict[str, Any] | None = None  # trainflow.runner.limits.Limits, as JSON
     disk_full_s: float = 120.0  # how long the job may wait for room on a full disk before it ends
+    # {"url", "token"}: the supervisor sends the job's records to the servers' ingest instead
+    # of writing its event log (shared mode); None: it writes them in the job's folder.
+    ingest: dict[str, str] | None = None
 
 
 class LocalExecutor:
@@ -136,6 +139,7 @@ class LocalExecutor:
                 setup_publish=publish,
                 limits=sandboxing.job_limits(self.settings),
                 disk_full_s=float(self.settings.job_disk_full_seconds),
+                ingest=_ingest_of(self.settings, launch),
             )
         )
 
@@ -159,6 +163,8 @@ class LocalExecutor:
             "notify": str(self.notify_path) if self.notify_path else None,
             "bus": self.bus,
         }
+        if spec.ingest is not None:
+            document["ingest"] = spec.ingest
         # The spec holds the job's token: only the server's user may read it.
         fd = os.open(folder / "spec.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -265,6 +271,14 @@ class LocalExecutor:
 
     def remove(self, job_id: int) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+
+def _ingest_of(settings: Settings, launch: Launch) -> dict[str, str] | None:
+    """In shared mode the supervisor sends the job's records to the servers, whichever host
+    serves its followers; on one machine it writes them in the job's folder itself."""
+    if not settings.shared or not launch.ingest_url:
+        return None
+    return {"url": launch.ingest_url, "token": launch.supervisor_token}
 
 
 def _supervisor_env() -> dict[str, str]:

@@ -45,6 +45,7 @@ CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0  # a submit waits for Ray to place the job; a package upload for its store
 STOP_MARGIN_S = 5  # Ray's SIGKILL comes this long after the supervisor's own grace period
 ENDED = {"STOPPED", "SUCCEEDED", "FAILED"}
+ENDED_GRACE_S = 5.0  # how long a Ray job may have ended before its supervisor's report is missed
 # Fixed for every file in a package, so the same files make the same package (and name).
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -202,6 +203,7 @@ class RayExecutor:
         self._runner_uri: str | None = None
         self._stops_pending: dict[int, str] = {}  # job id -> submission id, stops Ray did not get
         self._is_unreachable = False  # said once per spell
+        self._ended_at: dict[int, float] = {}  # jobs Ray says ended, unreported: since when
 
     def open(self) -> str:
         try:
@@ -265,12 +267,8 @@ class RayExecutor:
         }
         # The supervisor sends its records (lines, progress, its end) to the servers' ingest
         # endpoint, with a token of its own, where the Launch carries one.
-        supervisor_token = getattr(launch, "supervisor_token", "")
-        if supervisor_token:
-            url = getattr(launch, "ingest_url", "") or (
-                f"{launch.tracking_uri}/ajax-api/2.0/mlflow/train/jobs/{launch.job_id}/ingest"
-            )
-            spec["ingest"] = {"url": url, "token": supervisor_token}
+        if launch.supervisor_token and launch.ingest_url:
+            spec["ingest"] = {"url": launch.ingest_url, "token": launch.supervisor_token}
         return spec
 
     def submission(
@@ -327,7 +325,9 @@ class RayExecutor:
         return stopped
 
     def observe(self, jobs: Sequence[Watched]) -> list[Observation]:
-        self._retry_stops({job.job_id for job in jobs})
+        watched = {job.job_id for job in jobs}
+        self._retry_stops(watched)
+        self._ended_at = {job_id: at for job_id, at in self._ended_at.items() if job_id in watched}
         observed = []
         is_ray = None  # whether the address answers as Ray does, asked once a round at most
         is_down = False  # one call that got no answer ends the round's calls: no wait per job
@@ -337,8 +337,8 @@ class RayExecutor:
                 message = "It was claimed but never reached Ray (the server stopped while starting it)."
                 observed.append(Observation(job.job_id, State.VANISHED, message=message))
                 continue
-            reported = getattr(job, "reported_status", None)  # what the supervisor sent, if anything
-            if isinstance(reported, dict) and reported.get("state") == "exited":
+            reported = job.reported_status  # what the supervisor sent through the ingest, if anything
+            if reported is not None and reported.get("state") == "exited":
                 observed.append(_exited(job.job_id, reported))
                 continue
             sid = submission_id(job.job_id, job.handle)
@@ -359,6 +359,7 @@ class RayExecutor:
         return observed
 
     def _observation(self, job_id: int, info: dict[str, Any] | None) -> Observation:
+        """Ray's account of a job whose supervisor has not reported its end (yet)."""
         if info is None:
             return Observation(
                 job_id,
@@ -368,32 +369,23 @@ class RayExecutor:
             )
         status = str(info.get("status", ""))
         if status not in ENDED:
+            self._ended_at.pop(job_id, None)
             return Observation(job_id, State.RUNNING)
-        message = str(info.get("message") or "").strip()
-        finished_at = info["end_time"] / 1000 if info.get("end_time") else None
+        # The supervisor reports its end before it exits, but this round may have read the job
+        # just before the report came: Ray's word decides only after a grace period.
+        first_seen = self._ended_at.setdefault(job_id, time.monotonic())
+        if time.monotonic() - first_seen < ENDED_GRACE_S:
+            return Observation(job_id, State.RUNNING)
+        del self._ended_at[job_id]
         if status == "STOPPED":
             # Only a stop makes STOPPED: trainflow's cancel, or someone with Ray's API.
             return Observation(job_id, State.VANISHED, was_cancelled=True)
-        code = info.get("driver_exit_code")
-        if status == "SUCCEEDED":
-            return Observation(job_id, State.EXITED, exit=Exit(exit_code=0, finished_at=finished_at))
-        if code is not None and info.get("error_type") in (None, "JOB_ENTRYPOINT_COMMAND_ERROR"):
-            # The remote runner exits with the job's own code (128 + N for signal N).
-            signal_number = code - 128 if code > 128 else None
-            return Observation(
-                job_id,
-                State.EXITED,
-                exit=Exit(
-                    exit_code=None if signal_number else code,
-                    signal=signal_number,
-                    finished_at=finished_at,
-                ),
-            )
+        message = str(info.get("message") or "").strip()
         return Observation(
             job_id,
             State.VANISHED,
-            message=f"Its Ray job ended ({status}) without recording how the job ended. "
-            f"Ray: {_summary(message) or status}",
+            message=f"Its Ray job ended ({status}) without its supervisor recording how the job "
+            f"ended. Ray: {_summary(message) or status}",
         )
 
     def _retry_stops(self, watched: set[int]) -> None:
@@ -438,5 +430,7 @@ def _summary(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return ""
-    errors = [line for line in lines[1:] if line.startswith(("ERROR:", "Error:")) or "Error: " in line]
+    errors = [
+        line for line in lines[1:] if line.startswith(("ERROR:", "Error:", "trainflow:")) or "Error: " in line
+    ]
     return " ".join([lines[0], *errors[-1:]])[:1000]
