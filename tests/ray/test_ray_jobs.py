@@ -220,7 +220,7 @@ def test_a_ray_jobs_stream_is_the_one_it_would_have_had_on_the_server(api, tmp_p
         ray_events, local_events = api.events(on_ray["job"]), Api(local.url).events(here["job"])
     finally:
         local.stop()
-    assert recorded(ray_events) == recorded(local_events)
+    assert recorded(ray_events) == recorded(local_events), api.job(on_ray["job"])["reason"]
     assert ("log", "stdout", 4, "no newline yet", True) in recorded(ray_events)
     assert api.job(on_ray["job"])["exit_code"] == 4
 

@@ -200,7 +200,7 @@ class RayExecutor:
         self.client = client or RayClient(settings.ray_address)
         self.name = f"ray:{self.client.address}"
         self.issue_ticket = issue_ticket
-        self._runner_uri: str | None = None
+        self._runner: bytes | None = None  # the runner package, zipped once
         self._stops_pending: dict[int, str] = {}  # job id -> submission id, stops Ray did not get
         self._is_unreachable = False  # said once per spell
         self._ended_at: dict[int, float] = {}  # jobs Ray says ended, unreported: since when
@@ -226,9 +226,12 @@ class RayExecutor:
         sid = submission_id(launch.job_id, handle)
         ticket = self.issue_ticket(launch.job_id, self.supervisor_spec(launch))
         working_dir = self.client.upload_package(zip_folder(launch.files))
-        if self._runner_uri is None:
-            self._runner_uri = self.client.upload_package(runner_package())
-        request = self.submission(launch, sid, ticket, working_dir, self._runner_uri)
+        # Asked for at every start, as Ray's SDK does: the look-up pins the package for a while,
+        # and Ray deletes a package no job refers to (a job whose runtime env failed let go of it).
+        if self._runner is None:
+            self._runner = runner_package()
+        runner_uri = self.client.upload_package(self._runner)
+        request = self.submission(launch, sid, ticket, working_dir, runner_uri)
         self._submit(request)
         return handle
 
