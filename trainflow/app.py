@@ -17,6 +17,7 @@ from trainflow.events.hub import hub_of, share_epochs
 from trainflow.jobs import hooks as jobs_hooks
 from trainflow.jobs import ingest as jobs_ingest
 from trainflow.jobs import sandboxing, stream_views
+from trainflow.jobs import tickets as jobs_tickets
 from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
 from trainflow.meta import bp as meta_bp
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(meta_bp)
     app.register_blueprint(scripts_views.bp)
     app.register_blueprint(jobs_views.bp)
+    app.register_blueprint(jobs_tickets.bp)
     app.register_blueprint(stream_views.bp)
     app.register_blueprint(jobs_ingest.bp)
     app.register_blueprint(events_views.bp)

@@ -317,6 +317,27 @@ class Settings:
         "Whether this server runs the job scheduler. Set false on extra servers that share the data "
         "directory and database with the one that runs jobs (they still serve and stream them).",
     )
+    executor: str = _setting(
+        "TRAINFLOW_EXECUTOR",
+        "local",
+        "Where jobs run. `local`: a supervised process per job on this host. `ray`: a Ray job per "
+        "job on the Ray cluster at `TRAINFLOW_RAY_ADDRESS`, through Ray's Job Submission API (the "
+        "cluster's nodes need Python with MLflow; jobs there run without trainflow's sandbox).",
+    )
+    ray_address: str = _setting(
+        "TRAINFLOW_RAY_ADDRESS",
+        "",
+        "The Ray cluster's job-submission address (its dashboard's HTTP address, "
+        "`http://ray-head:8265`), with `TRAINFLOW_EXECUTOR=ray`. Its nodes must reach "
+        "`TRAINFLOW_PUBLIC_URL`.",
+    )
+    ray_ticket_seconds: int = _setting(
+        "TRAINFLOW_RAY_TICKET_SECONDS",
+        600,
+        "How long a Ray job's single-use ticket (which its entrypoint exchanges for its tokens) stays "
+        "good: longer than a job may wait on the cluster for resources and its requirements.txt. A "
+        "job that starts later fails with a message saying so.",
+    )
     shared: bool = _setting(
         "TRAINFLOW_SHARED",
         False,
@@ -390,6 +411,13 @@ class Settings:
         if self.public_url and not _is_http_url(self.public_url):
             raise ConfigError(
                 f"TRAINFLOW_PUBLIC_URL must be an http:// or https:// URL, not {self.public_url!r}."
+            )
+        if self.executor not in {"local", "ray"}:
+            raise ConfigError(f"TRAINFLOW_EXECUTOR must be local or ray, not {self.executor!r}.")
+        if self.executor == "ray" and not _is_http_url(self.ray_address):
+            raise ConfigError(
+                "TRAINFLOW_EXECUTOR=ray needs TRAINFLOW_RAY_ADDRESS, the Ray cluster's job-submission "
+                f"address (http://ray-head:8265), not {self.ray_address!r}."
             )
         if self.shared:
             self._check_shared()
@@ -536,6 +564,7 @@ _RANGES = [
     ("job_gid", 1, 4_294_967_294),
     ("stream_heartbeat_seconds", 0.05, 3600),
     ("stream_buffer_kb", 64, 1024 * 1024),
+    ("ray_ticket_seconds", 10, 7 * 86_400),
 ]
 
 

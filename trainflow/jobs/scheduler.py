@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 POLL_S = 1.0
 EXTENSION = "trainflow.scheduler"
+RAY_EXECUTOR = "trainflow.ray_executor"  # a process without the scheduler cancels Ray jobs with it
 # PostgreSQL advisory lock held by the one scheduler (of all hosts) starting jobs this round:
 # the concurrency, per-user and GPU limits count every host's jobs. ("tf-sched" in ASCII.)
 START_LOCK_KEY = 0x74662D7363686564
@@ -70,9 +71,7 @@ class JobScheduler:
         self.app = app
         self.settings = settings
         self.notify_path = notify_socket_path(settings) if hasattr(socket, "AF_UNIX") else None
-        self.executor: Executor = executor or LocalExecutor(
-            settings, self.notify_path, describe_bus(settings)
-        )
+        self.executor: Executor = executor or make_executor(app, settings, self.notify_path)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -147,12 +146,14 @@ class JobScheduler:
             select(Job).where(Job.status == JobStatus.RUNNING.value, self._is_mine())
         ).all()
         self._pass_on_cancels(running)
-        observations = self.executor.observe([Watched(job.id, job.supervisor_pid) for job in running])
+        observations = self.executor.observe(
+            [Watched(job.id, job.supervisor_pid, job.reported_status) for job in running]
+        )
         for job, seen in zip(running, observations, strict=True):
             if seen.exit is not None:
                 self._record_exit(job, seen.exit)
             elif seen.state is State.VANISHED:
-                self._record_vanished(job, seen.was_cancelled)
+                self._record_vanished(job, seen.was_cancelled, seen.message)
             elif seen.pid and job.pid != seen.pid:
                 job.pid = seen.pid
                 db.session.commit()
@@ -165,7 +166,7 @@ class JobScheduler:
                 self.executor.cancel(job.id, job.supervisor_pid)
                 self._cancels_sent.add(job.id)
 
-    def _record_vanished(self, job: Job, was_cancelled: bool) -> None:
+    def _record_vanished(self, job: Job, was_cancelled: bool, message: str | None = None) -> None:
         """A job's process ended without a word: cancelled while it was starting up, or lost."""
         if was_cancelled:
             service.finish(db.session(), job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled.")
@@ -175,7 +176,9 @@ class JobScheduler:
             job,
             JobStatus.LOST,
             exit_code=None,
-            reason="Its supervisor process ended without recording how the job ended "
+            # The executor's own words where it has some (a cluster's account of the job).
+            reason=message
+            or "Its supervisor process ended without recording how the job ended "
             "(the machine restarted, or the process was killed).",
         )
         log.warning("Job %d: LOST", job.id)
@@ -496,12 +499,29 @@ def wake_scheduler(app: Flask) -> None:
             sock.sendto(json.dumps({"event": "wake"}).encode(), str(path))
 
 
+def make_executor(app: Flask, settings: Settings, notify_path: Path | None = None) -> Executor:
+    """The executor ``TRAINFLOW_EXECUTOR`` names: this host's supervisors, or a Ray cluster."""
+    if settings.executor == "ray":
+        from trainflow.jobs import tickets
+        from trainflow.jobs.executors.ray import RayExecutor
+
+        return RayExecutor(settings, tickets.issuer(app, settings.ray_ticket_seconds))
+    return LocalExecutor(settings, notify_path, describe_bus(settings))
+
+
 def executor_for(app: Flask) -> Executor:
-    """The running scheduler's executor, or one that can cancel and remove this machine's jobs."""
+    """The running scheduler's executor, or one that can cancel and remove this host's jobs."""
     scheduler: JobScheduler | None = app.extensions.get(EXTENSION)
     if scheduler is not None:
         return scheduler.executor
-    return LocalExecutor(app.config["TRAINFLOW"])
+    settings = app.config["TRAINFLOW"]
+    if settings.executor != "ray":
+        return LocalExecutor(settings)
+    # One per app: it keeps a connection pool to Ray.
+    executor: Executor | None = app.extensions.get(RAY_EXECUTOR)
+    if executor is None:
+        executor = app.extensions[RAY_EXECUTOR] = make_executor(app, settings)
+    return executor
 
 
 def start_scheduler(app: Flask) -> JobScheduler:

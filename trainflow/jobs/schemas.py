@@ -85,6 +85,10 @@ class JobOut(BaseModel):
     timeout_s: int | None
     gpus: int
     gpu_ids: str | None
+    runner: str | None = Field(
+        description="Who runs (or ran) the job: `local:<host>:<data dir digest>` for a host's own "
+        "supervisors, `ray:<address>` for a Ray cluster; null until it starts."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -64,6 +64,7 @@ def jobs_out(jobs: list[Job]) -> list[JobOut]:
                 timeout_s=job.timeout_s,
                 gpus=job.gpus,
                 gpu_ids=job.gpu_ids,
+                runner=job.runner,
                 created_at=job.created_at,
                 started_at=job.started_at,
                 finished_at=job.finished_at,

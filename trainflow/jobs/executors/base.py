@@ -43,6 +43,9 @@ class Watched:
 
     job_id: int
     handle: int | None
+    # The last status its supervisor sent through the ingest (status.json's fields), if any: how
+    # it ended, for an executor with no files of the job to read (a cluster's).
+    reported_status: dict[str, Any] | None = None
 
 
 class State(enum.Enum):
@@ -82,6 +85,7 @@ class Observation:
     pid: int | None = None  # the job's own process, once it has one
     exit: Exit | None = None  # set when EXITED
     was_cancelled: bool = False  # VANISHED after a cancel was asked: the cancel ended it
+    message: str | None = None  # VANISHED: what the executor knows of why (a cluster's own words)
 
     def __post_init__(self) -> None:
         if (self.state is State.EXITED) != (self.exit is not None):

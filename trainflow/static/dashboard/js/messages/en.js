@@ -131,6 +131,7 @@ export default {
   "job.field.params": "Parameters",
   "job.field.timeout": "Timeout",
   "job.field.gpus": "GPUs",
+  "job.field.runner": "Runs on",
 
   "charts.title": "Charts",
   "charts.xAxis": "Horizontal axis",

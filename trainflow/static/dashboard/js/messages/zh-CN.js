@@ -131,6 +131,7 @@ export default {
   "job.field.params": "参数",
   "job.field.timeout": "超时",
   "job.field.gpus": "GPU",
+  "job.field.runner": "运行于",
 
   "charts.title": "图表",
   "charts.xAxis": "横轴",

@@ -84,6 +84,7 @@ export function jobPage({ params, signal }) {
       params.length ? item("params", h("ul", { class: "params" }, params.map(([k, v]) => h("li", null, h("code", null, `${k}=${v}`))))) : null,
       job.timeout_s ? item("timeout", formatDuration(job.timeout_s)) : null,
       job.gpus ? item("gpus", `${job.gpus}${job.gpu_ids ? ` (${job.gpu_ids})` : ""}`) : null,
+      job.runner ? item("runner", job.runner) : null,
     );
   }
 
