@@ -1,8 +1,8 @@
 """hosts: a heartbeat per executor that runs jobs (a survivor decides for a dead host's jobs), and
 each script's size on disk as measured at upload (hosts without a copy count it in quotas)
 
-Revision ID: 0010
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-07 14:00:00.000000
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 
-revision = '0010'
+revision = '0008'
 down_revision = '0007'
 branch_labels = None
 depends_on = None
