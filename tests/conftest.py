@@ -163,6 +163,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, templates: Temp
     _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def shared_mode(redis_url: str, tmp_path: Path) -> dict[str, Any]:
+    """The settings of a host in shared mode (#13) for an app made in the test's own process:
+    PostgreSQL comes from the test's database, the rest is made up here."""
+    return {
+        "shared": True,
+        "redis_url": redis_url,
+        "redis_channel": f"trainflow-test-{uuid.uuid4().hex}",
+        "secret_key": "k" * 48,
+        "artifacts_uri": str(tmp_path / "artifacts"),
+        "public_url": "http://127.0.0.1:5000",
+    }
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A database with no table at all (outside any data directory), for start-up and upgrades."""

@@ -13,6 +13,7 @@ import pytest
 from flask_jwt_extended import create_access_token
 from sqlalchemy import update
 
+from tests.conftest import shared_mode
 from tests.records import running_job
 from trainflow.db import db, utcnow
 from trainflow.jobs import hosts, tokens
@@ -368,12 +369,7 @@ class TestSharedMode:
     @pytest.fixture
     def settings(self, settings: Settings, redis_url: str, tmp_path: Path) -> Settings:
         return settings.replace(
-            shared=True,
-            redis_url=redis_url,
-            redis_channel=f"trainflow-test-{uuid.uuid4().hex}",
-            secret_key="k" * 48,
-            artifacts_uri=str(tmp_path / "artifacts"),
-            public_url="http://127.0.0.1:5000",
+            **shared_mode(redis_url, tmp_path),
         )
 
     def test_lines_sent_twice_reach_the_stream_once(self, app, client, alice, job, supervisor):

@@ -7,11 +7,10 @@ of ending is recorded (LOST included), and cancel.
 from __future__ import annotations
 
 import io
-import uuid
 
 import pytest
 
-from tests.conftest import dispose
+from tests.conftest import dispose, shared_mode
 from trainflow.app import create_app
 from trainflow.db import db
 from trainflow.jobs.executors.fake import FakeExecutor
@@ -289,12 +288,7 @@ def test_in_shared_mode_a_host_runs_a_script_uploaded_elsewhere_from_its_own_cop
     make_queue, alice, redis_url, tmp_path
 ):
     queue = make_queue(
-        shared=True,
-        redis_url=redis_url,
-        redis_channel=f"trainflow-test-{uuid.uuid4().hex}",
-        secret_key="k" * 48,
-        artifacts_uri=str(tmp_path / "artifacts"),
-        public_url="http://127.0.0.1:5000",
+        **shared_mode(redis_url, tmp_path),
     )
     job_id = queue.submit(alice)  # uploaded to host a: its files are in a's data directory
     elsewhere = queue.scheduler.settings.replace(data_dir=tmp_path / "host-b")
@@ -329,12 +323,7 @@ def test_a_job_whose_script_the_shared_store_holds_back_waits_queued(make_queue,
     from trainflow.scripts import shared
 
     queue = make_queue(
-        shared=True,
-        redis_url=redis_url,
-        redis_channel=f"trainflow-test-{uuid.uuid4().hex}",
-        secret_key="k" * 48,
-        artifacts_uri=str(tmp_path / "artifacts"),
-        public_url="http://127.0.0.1:5000",
+        **shared_mode(redis_url, tmp_path),
     )
     job_id = queue.submit(alice)
     away = _StoreAway(shared.shared_files(queue.app))

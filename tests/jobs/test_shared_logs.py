@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import shared_mode
 from tests.records import running_job
 from trainflow.events.store import store_of
 from trainflow.runner.supervisor import EventSink, LogWriter
@@ -24,12 +25,7 @@ LINES = ["starting", 'a "quoted" line, with \\ and é', "epoch 1/3", "partial li
 @pytest.fixture
 def settings(settings: Settings, redis_url: str, tmp_path: Path) -> Settings:
     return settings.replace(
-        shared=True,
-        redis_url=redis_url,
-        redis_channel=f"trainflow-test-{uuid.uuid4().hex}",
-        secret_key="k" * 48,
-        artifacts_uri=str(tmp_path / "artifacts"),
-        public_url="http://127.0.0.1:5000",
+        **shared_mode(redis_url, tmp_path),
     )
 
 

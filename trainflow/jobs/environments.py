@@ -237,15 +237,22 @@ def job_env(launch: Launch, *, base_env: dict[str, str], folder: Path) -> dict[s
         PATH=str(Path(sys.executable).parent) + ":/usr/local/bin:/usr/bin:/bin",
         HOME=str(folder / "home"),
         TMPDIR=str(folder / "tmp"),
-        PYTHONUNBUFFERED="1",
-        PYTHONIOENCODING="utf-8",
-        MLFLOW_TRACKING_URI=launch.tracking_uri,
-        MLFLOW_RUN_ID=launch.run_id,
-        MLFLOW_EXPERIMENT_ID=launch.experiment_id,
-        MLFLOW_TRACKING_TOKEN=launch.token,
         TRAINFLOW_OUTPUT_DIR=str(folder / "output"),
-        TRAINFLOW_JOB_ID=str(launch.job_id),
     )
+    env.update(run_env(launch))
     if launch.gpu_ids is not None:
         env["CUDA_VISIBLE_DEVICES"] = launch.gpu_ids
     return env
+
+
+def run_env(launch: Launch) -> dict[str, str]:
+    """What every job gets wherever it runs, over the user's own variables: its run, its token."""
+    return {
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "MLFLOW_TRACKING_URI": launch.tracking_uri,
+        "MLFLOW_RUN_ID": launch.run_id,
+        "MLFLOW_EXPERIMENT_ID": launch.experiment_id,
+        "MLFLOW_TRACKING_TOKEN": launch.token,
+        "TRAINFLOW_JOB_ID": str(launch.job_id),
+    }

@@ -249,16 +249,7 @@ class RayExecutor:
 
     def supervisor_spec(self, launch: Launch) -> dict[str, Any]:
         """What the remote runner gets for its ticket: the supervisor's spec, less the node's paths."""
-        env = dict(launch.user_env)
-        env.update(
-            PYTHONUNBUFFERED="1",
-            PYTHONIOENCODING="utf-8",
-            MLFLOW_TRACKING_URI=launch.tracking_uri,
-            MLFLOW_RUN_ID=launch.run_id,
-            MLFLOW_EXPERIMENT_ID=launch.experiment_id,
-            MLFLOW_TRACKING_TOKEN=launch.token,
-            TRAINFLOW_JOB_ID=str(launch.job_id),
-        )
+        env = {**launch.user_env, **environments.run_env(launch)}
         spec: dict[str, Any] = {
             "job": launch.job_id,
             "argv": list(launch.argv),  # the remote runner puts the node's Python first
