@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
+from tests.conftest import shared_mode
 from tests.scripts.test_quota import python_file
 from tests.scripts.test_upload import TRAIN_PY, make_zip, post_file, uploads_left
 from trainflow.scripts import service
@@ -198,3 +199,26 @@ def test_a_host_without_copies_of_a_users_scripts_still_counts_them_in_the_quota
     second = post_file(client, alice, "second.py", python_file(300 * 1024))
     assert second.status_code == 413
     assert second.json["error"]["code"] == "quota_exceeded"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+class TestThroughMlflowsArtifactProxy:
+    """The originals share the artifact store with MLflow's proxy: no user reaches them there."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings, redis_url: str, tmp_path: Path) -> Settings:
+        return settings.replace(**shared_mode(redis_url, tmp_path))
+
+    def test_a_user_can_neither_list_nor_read_the_scripts_copies(self, client, alice, bob):
+        assert post_file(client, alice, "train.py", TRAIN_PY).status_code == 201
+        proxy = "/api/2.0/mlflow-artifacts/artifacts"
+        for path in ("", "trainflow-scripts"):
+            listed = client.get(proxy, query_string={"path": path}, headers=bob.basic)
+            assert listed.status_code in (400, 403, 404), (path, listed.status_code, listed.json)
+        (name,) = [
+            p for p in Path(client.application.config["TRAINFLOW"].artifacts_destination).rglob("original")
+        ]
+        relative = name.relative_to(client.application.config["TRAINFLOW"].artifacts_destination)
+        read = client.get(f"{proxy}/{relative}", headers=bob.basic)
+        assert read.status_code in (403, 404), read.status_code
+        assert TRAIN_PY not in read.data

@@ -163,6 +163,8 @@ class MlflowAuthorizer:
         if not parts:
             raise refused
         experiment_id = parts[0]
+        if not experiment_id.isdigit():  # not an experiment's folder (scripts' shared copies live there)
+            raise refused
         if len(parts) == 1:
             return Target("experiment", experiment_id, action)
         if parts[1] in ("models", "traces") and len(parts) >= 3:
