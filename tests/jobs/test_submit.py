@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
 from tests.scripts.test_upload import TRAIN_PY, post_file
 
 JOBS = "/ajax-api/2.0/mlflow/train/jobs"
@@ -47,3 +53,23 @@ def test_a_script_a_job_uses_is_kept(client, alice):
     assert "delete those jobs first" in refused.json["error"]["message"]
     kept = client.get(f"/ajax-api/2.0/mlflow/train/scripts/{script}", headers=alice.basic)
     assert kept.status_code == 200
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_first_jobs_of_a_script_submitted_at_once_share_one_experiment(app, alice):
+    """The first submit makes the experiment; those racing it find it (one used to get MLflow's
+    unique-name error as a 400 with SQL in it), and its owner may add runs to it at once."""
+    first = app.test_client()
+    script = post_file(first, alice, "train.py", TRAIN_PY).json["script"]
+    barrier = threading.Barrier(8)
+
+    def submit(_: int) -> tuple[int, Any]:
+        client = app.test_client()
+        barrier.wait()
+        answer = client.post(JOBS, json={"script_id": script}, headers=alice.basic)
+        return answer.status_code, answer.json
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(submit, range(8)))
+    assert [status for status, _ in answers] == [201] * 8, answers
+    assert len({body["experiment_id"] for _, body in answers}) == 1

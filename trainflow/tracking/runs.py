@@ -7,11 +7,18 @@ through MLflow's process-wide tracking store (:func:`trainflow.tracking.mlflow_s
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainflow.errors import BadRequest, PermissionDenied
+from sqlalchemy.exc import OperationalError
+
+from trainflow.db import db
+from trainflow.errors import BadRequest, Conflict, PermissionDenied
 from trainflow.tracking.experiment_names import check_experiment_name, may_use_name
 from trainflow.tracking.permissions import MlflowAuthorizer, Permission
 
@@ -31,12 +38,17 @@ def experiment_for_job(principal: Principal, name: str, authorizer: MlflowAuthor
     experiment = store.get_experiment_by_name(name)
     if experiment is None:
         check_experiment_name(principal, name)  # no one creates a name in another user's namespace
-        try:
-            experiment_id = str(store.create_experiment(name))
-        except MlflowException as e:
-            raise BadRequest(f"Cannot create experiment {name!r}: {e.message}") from None
-        authorizer.grant(principal.user_id, "experiment", experiment_id, Permission.MANAGE)
-        return experiment_id
+        with _one_creator(name):  # two first jobs of a script at once: one creates, one finds it
+            experiment = store.get_experiment_by_name(name)
+            if experiment is None:
+                try:
+                    experiment_id = str(store.create_experiment(name))
+                except MlflowException as e:
+                    if e.error_code == "RESOURCE_ALREADY_EXISTS":
+                        raise Conflict(f"Experiment {name!r} is being created; submit again.") from None
+                    raise BadRequest(f"Cannot create experiment {name!r}: {e.message}") from None
+                authorizer.grant(principal.user_id, "experiment", experiment_id, Permission.MANAGE)
+                return experiment_id
     experiment_id = str(experiment.experiment_id)
     if experiment.lifecycle_stage != "active":
         raise BadRequest(f"Experiment {name!r} is deleted; restore it or choose another name.")
@@ -52,6 +64,36 @@ def experiment_for_job(principal: Principal, name: str, authorizer: MlflowAuthor
             )
         )
     return experiment_id
+
+
+_CREATING = threading.Lock()  # made after gevent patches the server: greenlets wait their turn
+_LOCK_WAIT_S = 30
+
+
+@contextlib.contextmanager
+def _one_creator(name: str) -> Iterator[None]:
+    """One creator of an experiment name at a time: in this process, and on PostgreSQL across
+    processes and hosts (an advisory lock on the name), so the creator's MANAGE grant is
+    committed before anyone else looks the name up (a second creator failed with MLflow's
+    unique-name error, and a non-admin finding it before the grant was refused)."""
+    with _CREATING:
+        if db.engine.dialect.name != "postgresql":
+            yield  # SQLite: one process writes at a time; several workers may still meet below
+            return
+        key = int.from_bytes(hashlib.sha256(f"experiment:{name}".encode()).digest()[:8], "big", signed=True)
+        with db.engine.connect() as connection:
+            connection.exec_driver_sql(f"SET lock_timeout = '{_LOCK_WAIT_S}s'")
+            try:
+                connection.exec_driver_sql("SELECT pg_advisory_lock(%s)", (key,))
+            except OperationalError:
+                raise Conflict(f"Experiment {name!r} is still being created; submit again.") from None
+            finally:
+                connection.exec_driver_sql("RESET lock_timeout")
+            try:
+                yield
+            finally:
+                connection.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (key,))
+                connection.commit()
 
 
 def create_job_run(experiment_id: str, username: str, entrypoint: str, run_name: str | None) -> str:
