@@ -140,16 +140,26 @@ def follow(host: Host, job_id: int, arrivals: list[tuple[dict[str, Any], float]]
 
 
 def _follow(host: Host, job_id: int, arrivals: list[tuple[dict[str, Any], float]]) -> None:
-    with host.http.get(host.api(f"/jobs/{job_id}/events"), stream=True, timeout=(10, 120)) as response:
-        response.raise_for_status()
-        for line in response.iter_lines(chunk_size=1):
-            arrived = time.time()
-            if not line:
-                continue
-            event = json.loads(line)
-            arrivals.append((event, arrived))
-            if event.get("type") == "end":
+    """As a client does: a response that ends before the job's ``end`` (a ``resync`` for a
+    reader that fell behind, a dropped connection) is followed by another from the last seq."""
+    after = 0
+    while True:
+        url = host.api(f"/jobs/{job_id}/events")
+        with host.http.get(url, params={"after": after}, stream=True, timeout=(10, 120)) as response:
+            if response.status_code == 204:
                 return
+            response.raise_for_status()
+            for line in response.iter_lines(chunk_size=64 * 1024):
+                arrived = time.time()
+                if not line:
+                    continue
+                event = json.loads(line)
+                if event.get("type") in ("heartbeat", "resync"):
+                    continue
+                after = max(after, int(event.get("seq") or 0))
+                arrivals.append((event, arrived))
+                if event.get("type") == "end":
+                    return
 
 
 # --------------------------------------------------------------------------------------------
