@@ -314,19 +314,24 @@ def test_a_job_whose_supervisor_died_is_lost(start):
     wait_for(lambda: not alive(child), 10)
 
 
-def _supervisor_of(job_id, server_pid):
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if (
-                b"trainflow.runner.supervisor" in cmdline
-                and cmdline[-2].endswith(f"/jobs/{job_id}".encode())
-                and descends_from(int(pid), server_pid)
-            ):
-                return int(pid)
+def _supervisor_of(job_id, server_pid, seconds: float = 30):
+    """The job's supervisor, once its server has spawned it (a job is RUNNING from its claim,
+    a moment before that on a busy machine)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if (
+                    b"trainflow.runner.supervisor" in cmdline
+                    and cmdline[-2].endswith(f"/jobs/{job_id}".encode())
+                    and descends_from(int(pid), server_pid)
+                ):
+                    return int(pid)
+        time.sleep(0.05)
     raise AssertionError("no supervisor process found")
 
 
