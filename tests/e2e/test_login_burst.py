@@ -97,7 +97,7 @@ def test_150_sign_ups_and_logins_at_once_cost_bounded_memory_and_stall_no_one(se
         if response.status_code == 429:
             assert int(response.headers["Retry-After"]) >= 1
             assert response.json()["error"]["code"] == "too_many_requests"
-    assert len(answers) >= 10
+    assert len(answers) >= 4  # two rounds at least while the burst ran (it lasts ~1-3 s here)
     assert {status for _, status in answers} == {200}
     # One 64 MiB hash per hashing worker at most, not one per request.
     assert growth_mb < default_workers() * 64 + 120
