@@ -1,8 +1,10 @@
 /**
  * The MLflow run's artifacts (a job's output folder is logged there when it ends), as a tree:
- * folders are listed when opened, files are downloaded with the session's token.
+ * folders are listed when opened, files are downloaded with the session's token, and images,
+ * text, JSON, CSV and metric files can be previewed in place (./artifact-preview.js).
  */
 import { api } from "./api.js";
+import { previewKind, renderPreview } from "./artifact-preview.js";
 import { h, replace } from "./dom.js";
 import { downloadFile } from "./download.js";
 import { errorBox, messageOf } from "./forms.js";
@@ -44,7 +46,7 @@ export function createArtifacts() {
         },
         name,
       );
-      return h("li", { class: "file" }, download, " ", h("small", { class: "hint" }, formatSize(file.file_size ?? 0)));
+      return h("li", { class: "file" }, download, " ", h("small", { class: "hint" }, formatSize(file.file_size ?? 0)), previewer(file));
     }
     const children = h("ul", { hidden: true });
     const toggle = h(
@@ -70,6 +72,42 @@ export function createArtifacts() {
       `${name}/`,
     );
     return h("li", { class: "folder" }, toggle, children);
+  }
+
+  /** A "Preview" toggle and the area it fills, for a file that has a preview; else nothing. */
+  function previewer(file) {
+    const kind = previewKind(file.path, file.file_size ?? 0);
+    if (!kind) return null;
+    const area = h("div", { class: "preview-area", hidden: true, dataset: { kind, preview: file.path } });
+    const toggle = h(
+      "button",
+      {
+        type: "button",
+        class: "compact preview-toggle",
+        "aria-expanded": "false",
+        dataset: { preview: file.path },
+        onclick: async () => {
+          const open = toggle.getAttribute("aria-expanded") !== "true";
+          toggle.setAttribute("aria-expanded", String(open));
+          toggle.textContent = t(open ? "artifacts.hidePreview" : "artifacts.preview");
+          area.hidden = !open;
+          if (!open || area.dataset.loaded) return;
+          area.dataset.loaded = "loading";
+          replace(area, h("p", { class: "hint" }, t("artifacts.loading")));
+          try {
+            const query = new URLSearchParams({ path: file.path, run_uuid: runId });
+            replace(area, await renderPreview(kind, `/get-artifact?${query}`, file.path, file.file_size ?? 0));
+            area.dataset.loaded = "true";
+          } catch (e) {
+            delete area.dataset.loaded;
+            replace(area, h("p", { class: "message error" }, messageOf(e)));
+          }
+        },
+      },
+      t("artifacts.preview"),
+    );
+    // In a span: the file's own button stays the item's only button (its download).
+    return [" ", h("span", { class: "preview-control" }, toggle), area];
   }
 
   return {

@@ -5,6 +5,7 @@ import { h } from "./dom.js";
 import { initLanguage, languageEvents, t } from "./i18n.js";
 import { notFoundContent } from "./not-found.js";
 import { accountPage } from "./pages/account.js";
+import { comparePage } from "./pages/compare.js";
 import { jobPage } from "./pages/job.js";
 import { jobsPage } from "./pages/jobs.js";
 import { newJobPage } from "./pages/new-job.js";
@@ -24,6 +25,7 @@ const ROUTES = [
   { path: `${BASE}/`, page: jobsPage, title: "jobs.title", nav: "jobs" },
   { path: `${BASE}/new`, page: newJobPage, title: "new.title", nav: "new" },
   { path: `${BASE}/jobs/:id`, page: jobPage, title: "job.pageTitle", nav: "jobs" },
+  { path: `${BASE}/compare`, page: comparePage, title: "compare.title", nav: "jobs" },
   { path: `${BASE}/scripts`, page: scriptsPage, title: "scripts.title", nav: "scripts" },
   { path: `${BASE}/scripts/:id`, page: scriptPage, title: "scripts.title", nav: "scripts" },
   { path: `${BASE}/account`, page: accountPage, title: "account.pageTitle", nav: "account" },

@@ -1,4 +1,4 @@
-/** The latest value of each metric the job has logged, updated from its `metric` events. */
+/** The latest value of each metric the job has logged, updated from its `metric` events; how a value is shown. */
 import { h } from "./dom.js";
 import { t } from "./i18n.js";
 
@@ -40,7 +40,7 @@ export function createMetrics() {
   };
 }
 
-function formatValue(value) {
+export function formatValue(value) {
   if (typeof value !== "number") return String(value);
   return Number.isInteger(value) ? String(value) : value.toPrecision(6).replace(/\.?0+(e|$)/, "$1");
 }
