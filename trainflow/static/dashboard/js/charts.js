@@ -257,7 +257,7 @@ function metricChart(group, { mode, label, style, sources, requestDraw, keys, mo
   const save = h("button", { type: "button", class: "compact chart-save", onclick: onSave }, t("charts.savePng"));
   const element = h(
     "figure",
-    { class: "chart", dataset: { metric: group, metrics: "", points: "0", zoomed: "false", drawn: "false" } },
+    { class: "chart", dataset: { metric: group, metrics: "", series: "0", points: "0", zoomed: "false", drawn: "false" } },
     h("figcaption", null, title, h("span", { class: "chart-tools" }, adder, save)),
     plotArea,
   );
@@ -384,7 +384,7 @@ function metricChart(group, { mode, label, style, sources, requestDraw, keys, mo
     order();
     structure = false;
     const labels = axisLabels();
-    Object.assign(element.dataset, { metrics: memberKeys().join(" "), xLabel: labels.x, yLabel: labels.y });
+    Object.assign(element.dataset, { metrics: memberKeys().join(" "), series: String(members.length), xLabel: labels.x, yLabel: labels.y });
     plot = new uPlot(options(width()), [[], ...members.map(() => [])], plotArea);
     plot.uPlot = uPlot;
     ownScaleChange = range !== null;
@@ -422,6 +422,7 @@ function metricChart(group, { mode, label, style, sources, requestDraw, keys, mo
       one.chart = this;
       members.push(one);
       structure = true;
+      element.dataset.drawn = "false"; // until uPlot is built with it
       dirty = true;
     },
     changed() {
