@@ -150,6 +150,7 @@ def test_compare_finished_and_running_jobs_then_a_jobs_charts_and_artifact_previ
     assert compare["missing"] == [f"Job #{others} was not found (or is not yours)."]
     assert compare["listed"] == [str(fast), str(slow), str(running)]
     assert "bobs" not in json.dumps(compare)
+    assert compare["loadingHidden"], "the loading note goes once every history is in"
     # train_loss and val_loss share a chart, every job's curve on it, labelled.
     loss = compare["charts"]["loss"]
     assert loss["metrics"] == "train_loss val_loss"
@@ -184,6 +185,7 @@ def test_compare_finished_and_running_jobs_then_a_jobs_charts_and_artifact_previ
     assert compare["differingRowVisibleWhenOnlyDifferences"]
     # A metric put on another chart by hand.
     assert compare["moved"] == "accuracy train_loss"
+    assert compare["phoneOverflow"] <= 0, "the compare page scrolls sideways at phone width"
     # Save PNG: a PNG file.
     assert compare["png"]["name"] == "loss.png"
     assert compare["png"]["magic"] == "89504e470d0a1a0a", compare["png"]

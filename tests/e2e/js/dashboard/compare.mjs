@@ -22,6 +22,7 @@ export default async function compare({ page, options, step, shot }) {
   await page.waitForFunction(() => document.querySelectorAll('#charts .chart .u-legend .u-series').length >= 9); // 3 + 6 rows: x and the series of each chart
   const compare = {};
   compare.missing = await page.locator("#compare-missing li").allTextContents();
+  compare.loadingHidden = await page.locator("#compare-loading").isHidden();
   compare.listed = await page.locator("#compare-jobs li").evaluateAll((items) => items.map((li) => li.dataset.job));
   compare.charts = {};
   for (const metric of ["loss", "accuracy"]) compare.charts[metric] = await chartInfo(page, metric);
@@ -65,6 +66,10 @@ export default async function compare({ page, options, step, shot }) {
   await page.locator('#charts .chart[data-metric="accuracy"][data-metrics="accuracy train_loss"][data-drawn="true"]').waitFor();
   compare.moved = await page.locator('#charts .chart[data-metric="accuracy"]').getAttribute("data-metrics");
   await shot("moved");
+  await page.setViewportSize({ width: 375, height: 740 });
+  compare.phoneOverflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  await shot("phone");
+  await page.setViewportSize({ width: 1280, height: 800 });
   result.compare = compare;
 
   step("what the page refuses");

@@ -53,7 +53,8 @@ export function createDiffTable() {
           "tr",
           { class: differs ? "differs" : null, dataset: { [kind]: key, differs: String(differs) } },
           h("th", { scope: "row" }, key),
-          values.map((value) => h("td", { class: kind === "metric" ? "num" : null }, value ?? "—")),
+          // data-label: at phone width each cell is a line of its own, named by its job.
+          values.map((value, i) => h("td", { class: kind === "metric" ? "num" : null, "data-label": `#${jobs[i].id}` }, value ?? "—")),
         );
       }),
     ];

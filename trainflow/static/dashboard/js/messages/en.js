@@ -235,6 +235,7 @@ export default {
   "compare.name": "Name",
   "compare.params": "Parameters",
   "compare.metrics": "Metrics (latest value)",
+  "compare.loadingHistories": "Reading histories from MLflow: {done} of {total} metrics…",
   "artifacts.preview": "Preview",
   "artifacts.hidePreview": "Hide preview",
   "artifacts.truncated": "Showing the first {size}.",

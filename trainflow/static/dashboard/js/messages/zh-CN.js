@@ -235,6 +235,7 @@ export default {
   "compare.name": "名称",
   "compare.params": "参数",
   "compare.metrics": "指标（最新值）",
+  "compare.loadingHistories": "正在从 MLflow 读取历史：{done} / {total} 个指标…",
   "artifacts.preview": "预览",
   "artifacts.hidePreview": "隐藏预览",
   "artifacts.truncated": "只显示前 {size}。",

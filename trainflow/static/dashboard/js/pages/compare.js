@@ -45,6 +45,7 @@ export function comparePage({ query, signal, navigate }) {
   const shown = () => columns.filter((column) => column.status !== null);
   const error = errorBox();
   const missing = h("ul", { class: "message error", id: "compare-missing", hidden: true });
+  const loading = h("p", { class: "hint", id: "compare-loading", role: "status" }, t("artifacts.loading"));
   const jobList = h("ul", { class: "compare-jobs", id: "compare-jobs" });
   const diff = createDiffTable();
   const board = createChartBoard({
@@ -140,12 +141,30 @@ export function comparePage({ query, signal, navigate }) {
     for (const column of columns) if (column.status && !FINISHED.has(column.status)) followJob(column);
     const keys = [...new Set(ended.flatMap((column) => [...column.metrics.keys()]))].sort();
     const sourceOf = new Map(ended.map((column) => [column.runId, String(column.id)]));
-    await loadHistories([...sourceOf.keys()], keys, (runId, key, points) => board.addHistory(sourceOf.get(runId), key, points), signal);
+    let done = 0;
+    const counted = new Set();
+    const showLoading = () => replace(loading, t("compare.loadingHistories", { done, total: keys.length }));
+    showLoading();
+    await loadHistories(
+      [...sourceOf.keys()],
+      keys,
+      (runId, key, points) => {
+        board.addHistory(sourceOf.get(runId), key, points);
+        if (!counted.has(key)) {
+          counted.add(key);
+          done += 1;
+          showLoading();
+        }
+      },
+      signal,
+    );
+    loading.hidden = true;
     page.dataset.state = "ready";
   }
 
   load().catch((e) => {
     if (!signal.aborted) {
+      loading.hidden = true;
       error.show(messageOf(e));
       page.dataset.state = "failed";
     }
@@ -157,6 +176,7 @@ export function comparePage({ query, signal, navigate }) {
     h("div", { class: "page-head" }, h("h1", null, t("compare.title"))),
     error.element,
     missing,
+    loading,
     jobList,
     board.element,
     diff.element,
