@@ -55,6 +55,8 @@ FINISHED_SCRIPT = """
     (out / "config.json").write_text(json.dumps(config))
     (out / "train.log").write_text("epoch 1 <img src=x onerror=alert(1)>\\nepoch 2\\n")
     (out / "weights.bin").write_bytes(bytes(range(256)))
+    (out / "metrics").mkdir()
+    (out / "metrics" / "loss").write_text("1700000000000 0.5 0\\n1700000001000 0.25 1\\n")
 """
 RUNNING_SCRIPT = """
     import argparse, time
@@ -214,5 +216,6 @@ def test_compare_finished_and_running_jobs_then_a_jobs_charts_and_artifact_previ
     assert previews["json"].startswith('{\n  "lr": 0.1,')
     assert previews["text"] == "epoch 1 <img src=x onerror=alert(1)>\nepoch 2\n"
     assert previews["injected"] == 0
+    assert previews["metricFile"] == [["0", "0.5"], ["1", "0.25"]]
     assert previews["binaryPreview"] == 0, "a file of unknown type gets no preview"
     assert previews["binary"] == list(range(256))

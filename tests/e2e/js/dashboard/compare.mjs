@@ -115,6 +115,9 @@ export default async function compare({ page, options, step, shot }) {
   };
   previews.json = await (await open("config.json")).locator("pre").textContent();
   previews.text = await (await open("train.log")).locator("pre").textContent();
+  await page.locator('#artifacts button[data-path="metrics"]').click();
+  const metricFile = await open("metrics/loss");
+  previews.metricFile = await metricFile.locator("tbody tr").evaluateAll((rows) => rows.map((row) => [...row.cells].slice(0, 2).map((cell) => cell.textContent)));
   previews.injected = await page.evaluate(() => document.querySelectorAll("#artifacts script, #artifacts b, #artifacts [onerror]").length);
   previews.binaryPreview = await page.locator('#artifacts button[data-preview="weights.bin"]').count();
   const [binary] = await Promise.all([page.waitForEvent("download"), page.locator('#artifacts button[data-path="weights.bin"]').click()]);
