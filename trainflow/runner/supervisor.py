@@ -82,6 +82,8 @@ from trainflow.runner.ingest import IngestSink, sink_for
 from trainflow.runner.limits import REASONS, Limits, apply_rlimits, message
 from trainflow.runner.notice import publisher_for
 from trainflow.runner.progress import parse_bar, parse_marker
+from trainflow.runner.runlog import RunLog
+from trainflow.runner.sysmetrics import SystemSampler
 
 MAX_LINE = 64 * 1024
 IDLE_FLUSH_S = 1.0
@@ -300,6 +302,10 @@ class LogWriter:
         if self.events is not None:
             self.events.add(fragment(EventType.PROGRESS, self.now, **fields))
 
+    def system(self, fields: dict[str, Any], ts: float) -> None:
+        if self.events is not None:
+            self.events.add(fragment(EventType.SYSTEM, ts, **fields))
+
     @property
     def backlog(self) -> int:
         """Bytes waiting to be written (all of them only while the disk refuses them)."""
@@ -461,6 +467,10 @@ class Supervisor:
         self.is_status_pending = False  # a status the disk refused, written on the next try
         self.status: dict[str, Any] = {}
         self.ingest: IngestSink | None = None  # the servers' ingest, when the spec names one
+        # The job's CPU, memory and GPU use (trainflow.runner.sysmetrics), sampled once it runs,
+        # and its MLflow run, where the samples go too (trainflow.runner.runlog).
+        self.system = SystemSampler.from_spec(self.spec)
+        self.runlog: RunLog | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_cancel)
@@ -522,10 +532,14 @@ class Supervisor:
         )
         if self.reason == "cancelled":
             self._terminate()
+        if self.system is not None:
+            self.system.start(self.process.pid)
+            self.runlog = RunLog.from_env(self.spec["env"])
         timeout = self.spec.get("timeout_s")
         deadline = started + timeout if timeout else None
         self._pump(log, deadline)
         code = self.process.wait()
+        self._stop_system()
         lost = self._close_log(log)
         exit_code, signum = sandbox.exit_status(code) if policy else (code, None)
         if not policy and code < 0:
@@ -729,6 +743,8 @@ class Supervisor:
             if self.is_status_pending and not self.trouble.is_waiting:
                 self._write_status()
             self._heed_ingest()
+            if drain_until is None:
+                self._sample_system(log, now)
             if log.backlog > MAX_BACKLOG:
                 # Held in memory as much as it may: the job waits on its prints until there is
                 # room (or until it is ended for the full disk).
@@ -752,6 +768,22 @@ class Supervisor:
         for splitter in splitters.values():
             splitter.close()
         selector.close()
+
+    def _sample_system(self, log: LogWriter, now: float) -> None:
+        """Every few seconds while the job runs: its use of CPU, memory and GPUs, as an event and
+        to its MLflow run (which never waits on the server)."""
+        if self.system is None or self.process is None or not self.system.is_due(now):
+            return
+        sample = self.system.sample(self.process.pid, now)
+        log.system(sample.fields(), sample.ts)
+        if self.runlog is not None:
+            self.runlog.add(sample)
+
+    def _stop_system(self) -> None:
+        if self.system is not None:
+            self.system.close()
+        if self.runlog is not None:
+            self.runlog.close()  # a couple of seconds at most: then the end is recorded
 
     def _heed_ingest(self) -> None:
         """A cancel asked on any host, or servers that take no more, end the job."""
