@@ -59,6 +59,7 @@ status goes through the ingest last, after ``status.json``.
 from __future__ import annotations
 
 import codecs
+import collections
 import contextlib
 import errno
 import json
@@ -84,6 +85,7 @@ from trainflow.runner.notice import publisher_for
 from trainflow.runner.progress import parse_bar, parse_marker
 from trainflow.runner.runlog import RunLog
 from trainflow.runner.sysmetrics import SystemSampler
+from trainflow.runner.tracebacks import TAIL_LINES, missing_module
 
 MAX_LINE = 64 * 1024
 IDLE_FLUSH_S = 1.0
@@ -278,6 +280,8 @@ class LogWriter:
                 self._fd("log")
                 self._fd("index")
         self.now = time.time()  # one timestamp per chunk read, set by the reader
+        # The job's last lines on stderr: what a traceback ended with (trainflow.runner.tracebacks).
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
     def write(self, stream: str, line: str, is_partial: bool = False) -> None:
         if self.count % INDEX_EVERY == 0 and self.path is not None:
@@ -295,6 +299,8 @@ class LogWriter:
             self._position += len(data)
         if self.events is not None:
             self.events.add(LOG_TYPE + body)
+        if stream == "stderr":
+            self.stderr_tail.append(line)
         if len(self._data) >= 1 << 16 and not self.trouble.is_waiting:
             self._write_out()
 
@@ -532,6 +538,7 @@ class Supervisor:
         )
         if self.reason == "cancelled":
             self._terminate()
+        log.stderr_tail.clear()  # what the setup steps said is not the job's
         if self.system is not None:
             self.system.start(self.process.pid)
             self.runlog = RunLog.from_env(self.spec["env"])
@@ -554,6 +561,8 @@ class Supervisor:
         if reason is None and lost and self.ingest is not None:
             reason = STORAGE_FAILED  # the servers did not take all it printed
         self.limits.close()  # whatever the job left in its cgroup goes with it
+        # A job that died of a missing import: the server says how to declare the package.
+        missing = missing_module(log.stderr_tail) if reason is None and exit_code else None
         self._final_status(
             state="exited",
             exit_code=exit_code,
@@ -564,6 +573,7 @@ class Supervisor:
             pid=self.process.pid,
             sandbox=applied,
             **self._limit_status(reason, exit_code, lost),
+            **({"missing_module": missing} if missing else {}),
         )
         return 0
 

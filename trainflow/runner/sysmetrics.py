@@ -29,7 +29,6 @@ from typing import Any
 from trainflow.runner.enforcement import ProcessInfo, job_processes
 from trainflow.runner.nvml import GpuReading, Nvml, open_nvml, visible_devices
 
-DEFAULT_EVERY_S = 5.0
 NVML_LIBRARY = "libnvidia-ml.so.1"
 MB = 1024 * 1024
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -107,9 +106,10 @@ class SystemSampler:
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> SystemSampler | None:
-        """The sampler a job's spec asks for (``"system_metrics": {"every_s", "nvml"}``); None: off."""
+        """The sampler a job's spec asks for (``"system_metrics": {"every_s", "nvml"}``); None: off,
+        as for a spec that does not ask (the server's executors always say)."""
         config = spec.get("system_metrics") or {}
-        every = float(config.get("every_s", DEFAULT_EVERY_S) or 0)
+        every = float(config.get("every_s") or 0)
         if every <= 0:
             return None
         devices = visible_devices((spec.get("env") or {}).get("CUDA_VISIBLE_DEVICES"))
