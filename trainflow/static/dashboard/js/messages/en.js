@@ -214,4 +214,18 @@ export default {
 
   "artifacts.title": "Artifacts",
   "artifacts.none": "This run has no artifacts. A job's files written under $TRAINFLOW_OUTPUT_DIR are kept here when it ends.",
+
+  // System metrics (issue 14): the job's own CPU, memory and GPUs, sampled by its supervisor.
+  "system.title": "System",
+  "system.hint": "What the job's own processes use, sampled every few seconds. CPU is per core: 200 % is two cores busy.",
+  "system.cpu": "CPU",
+  "system.memory": "Memory (resident)",
+  "system.gpu": "GPU {device}",
+  "system.percent": "{value} %",
+  "system.megabytes": "{value} MB",
+  "system.gpuFigures": "{utilization} % busy, {used} of {total} MB",
+  "system.cpuChart": "CPU (%)",
+  "system.memoryChart": "Memory (MB)",
+  "system.gpuUtilizationChart": "GPU {device} utilisation (%)",
+  "system.gpuMemoryChart": "GPU {device} memory (MB)",
 };

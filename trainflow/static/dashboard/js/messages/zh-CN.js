@@ -214,4 +214,18 @@ export default {
 
   "artifacts.title": "产物",
   "artifacts.none": "此运行没有产物。作业写到 $TRAINFLOW_OUTPUT_DIR 下的文件会在结束时保存在这里。",
+
+  // System metrics (issue 14): the job's own CPU, memory and GPUs, sampled by its supervisor.
+  "system.title": "系统",
+  "system.hint": "作业自身进程的资源占用，每隔几秒采样一次。CPU 按核计算：200 % 表示两个核满载。",
+  "system.cpu": "CPU",
+  "system.memory": "内存（常驻）",
+  "system.gpu": "GPU {device}",
+  "system.percent": "{value} %",
+  "system.megabytes": "{value} MB",
+  "system.gpuFigures": "利用率 {utilization} %，显存 {used} / {total} MB",
+  "system.cpuChart": "CPU（%）",
+  "system.memoryChart": "内存（MB）",
+  "system.gpuUtilizationChart": "GPU {device} 利用率（%）",
+  "system.gpuMemoryChart": "GPU {device} 显存（MB）",
 };
