@@ -292,3 +292,27 @@ def test_sandboxed_jobs_are_sampled_too(tmp_path):
     samples = system_events(folder)
     assert max(sample["cpu_percent"] for sample in samples) > core_floor()
     assert max(sample["rss_mb"] for sample in samples) > 150
+
+
+def test_with_the_ingest_samples_and_a_missing_module_go_to_the_servers(tmp_path):
+    """Shared mode and Ray: the supervisor sends its samples, and the module its job missed,
+    through the ingest (a server of the test's own speaking its protocol)."""
+    from tests.runner.test_ingest_sink import TOKEN, FakeIngest
+
+    ingest = FakeIngest()
+    try:
+        write_job(
+            tmp_path,
+            "import time; time.sleep(1.5)\nimport cv2\n",
+            grace_s=2,
+            ingest={"url": ingest.url, "token": TOKEN},
+            system_metrics={"every_s": 0.4},
+        )
+        assert subprocess.run(supervisor_command(tmp_path), timeout=60).returncode == 0
+    finally:
+        ingest.stop()
+    samples = [event for event in ingest.events if event["type"] == "system"]
+    assert len(samples) >= 2
+    assert all(sample["rss_mb"] > 0 for sample in samples)
+    assert ingest.statuses[-1]["exit_code"] == 1
+    assert ingest.statuses[-1]["missing_module"] == "cv2"
