@@ -215,7 +215,7 @@ export default {
   "artifacts.title": "Artifacts",
   "artifacts.none": "This run has no artifacts. A job's files written under $TRAINFLOW_OUTPUT_DIR are kept here when it ends.",
 
-  // System metrics (issue 14): the job's own CPU, memory and GPUs, sampled by its supervisor.
+  // Issue 14: system metrics (the job's own CPU, memory and GPUs) and inline script metadata.
   "system.title": "System",
   "system.hint": "What the job's own processes use, sampled every few seconds. CPU is per core: 200 % is two cores busy.",
   "system.cpu": "CPU",
@@ -228,4 +228,5 @@ export default {
   "system.memoryChart": "Memory (MB)",
   "system.gpuUtilizationChart": "GPU {device} utilisation (%)",
   "system.gpuMemoryChart": "GPU {device} memory (MB)",
+  "script.hasInlineRequirements": "Its inline script metadata (PEP 723), installed in the job's own environment",
 };

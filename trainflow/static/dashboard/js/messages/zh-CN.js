@@ -215,7 +215,7 @@ export default {
   "artifacts.title": "产物",
   "artifacts.none": "此运行没有产物。作业写到 $TRAINFLOW_OUTPUT_DIR 下的文件会在结束时保存在这里。",
 
-  // System metrics (issue 14): the job's own CPU, memory and GPUs, sampled by its supervisor.
+  // Issue 14: system metrics (the job's own CPU, memory and GPUs) and inline script metadata.
   "system.title": "系统",
   "system.hint": "作业自身进程的资源占用，每隔几秒采样一次。CPU 按核计算：200 % 表示两个核满载。",
   "system.cpu": "CPU",
@@ -228,4 +228,5 @@ export default {
   "system.memoryChart": "内存（MB）",
   "system.gpuUtilizationChart": "GPU {device} 利用率（%）",
   "system.gpuMemoryChart": "GPU {device} 显存（MB）",
+  "script.hasInlineRequirements": "脚本内联元数据（PEP 723）中的依赖，安装在作业自己的环境中",
 };
