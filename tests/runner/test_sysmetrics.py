@@ -316,3 +316,29 @@ def test_with_the_ingest_samples_and_a_missing_module_go_to_the_servers(tmp_path
     assert all(sample["rss_mb"] > 0 for sample in samples)
     assert ingest.statuses[-1]["exit_code"] == 1
     assert ingest.statuses[-1]["missing_module"] == "cv2"
+
+
+ESCAPER = """
+import os, time
+
+if os.fork() == 0:
+    os.setsid()  # a session of its own, and (its parent gone) no longer the job's descendant
+    if os.fork() == 0:
+        held = bytearray(200 * 1024 * 1024)
+        for i in range(0, len(held), 4096):
+            held[i] = 1
+        time.sleep(3)
+    os._exit(0)
+time.sleep(2.5)
+print("done", flush=True)
+"""
+
+
+def test_a_process_that_left_the_jobs_tree_is_counted_through_its_cgroup(tmp_path):
+    from trainflow.runner.enforcement import find_cgroup_parent
+
+    if find_cgroup_parent() is None:
+        pytest.skip("no cgroup can be made here (root with cgroups, or a delegated v2 subtree)")
+    write_job(tmp_path, ESCAPER, limits={"memory_mb": 4096}, system_metrics={"every_s": 0.5})
+    assert subprocess.run(supervisor_command(tmp_path), timeout=60).returncode == 0
+    assert max(sample["rss_mb"] for sample in system_events(tmp_path)) > 150

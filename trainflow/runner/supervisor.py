@@ -540,7 +540,7 @@ class Supervisor:
             self._terminate()
         log.stderr_tail.clear()  # what the setup steps said is not the job's
         if self.system is not None:
-            self.system.start(self.process.pid)
+            self.system.start(self.process.pid, also=self._cgroup_pids())
             self.runlog = RunLog.from_env(self.spec["env"])
         timeout = self.spec.get("timeout_s")
         deadline = started + timeout if timeout else None
@@ -784,10 +784,15 @@ class Supervisor:
         to its MLflow run (which never waits on the server)."""
         if self.system is None or self.process is None or not self.system.is_due(now):
             return
-        sample = self.system.sample(self.process.pid, now)
+        sample = self.system.sample(self.process.pid, now, also=self._cgroup_pids())
         log.system(sample.fields(), sample.ts)
         if self.runlog is not None:
             self.runlog.add(sample)
+
+    def _cgroup_pids(self) -> list[int]:
+        """The processes in the job's cgroup, where it has one (those that left its tree too)."""
+        cgroup = self.limits.cgroup
+        return cgroup.pids_inside() if cgroup is not None else []
 
     def _stop_system(self) -> None:
         if self.system is not None:

@@ -3,8 +3,9 @@
 Standard library only (the supervisor imports it). Every ``every_s`` seconds the supervisor
 reads ``/proc`` for the job's processes: the job's first process (bubblewrap's, for a sandboxed
 job), its descendants and whatever shares its session, found by parent pid in this PID
-namespace, so a sandboxed job's PID namespace is no obstacle. Figures are the job's, not the
-machine's:
+namespace, so a sandboxed job's PID namespace is no obstacle; and, where the job has a cgroup,
+every process in it (one that started a session of its own and lost its parent has left the
+tree, not the cgroup). Figures are the job's, not the machine's:
 
 - ``cpu_percent``: CPU time the job's processes used since the last sample, per second of wall
   time, as a percentage of one core (a job keeping two cores busy reads 200). Each process counts
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,21 +117,25 @@ class SystemSampler:
         devices = visible_devices((spec.get("env") or {}).get("CUDA_VISIBLE_DEVICES"))
         return cls(every, devices, str(config.get("nvml", NVML_LIBRARY) or ""))
 
-    def start(self, root: int, now: float | None = None) -> None:
-        """The job has started as ``root``: take the baseline the first CPU figure is measured from."""
+    def start(self, root: int, now: float | None = None, also: Iterable[int] = ()) -> None:
+        """The job has started as ``root``: take the baseline the first CPU figure is measured from.
+
+        ``also``: pids known to be the job's besides ``root``'s tree (its cgroup's, where it has
+        one: a process that left the tree by starting a session of its own is still in there).
+        """
         now = time.monotonic() if now is None else now
         stats = read_stats()
-        self._last = (now, self._ticks(job_processes(root, self._infos(stats)), stats))
+        self._last = (now, self._ticks(self._mine(root, stats, also), stats))
         self._next = now + self.every_s
 
     def is_due(self, now: float) -> bool:
         return self._last is not None and now >= self._next
 
-    def sample(self, root: int, now: float | None = None) -> Sample:
-        """The job's use since the last sample (or the start)."""
+    def sample(self, root: int, now: float | None = None, also: Iterable[int] = ()) -> Sample:
+        """The job's use since the last sample (or the start); ``also`` as for :meth:`start`."""
         now = time.monotonic() if now is None else now
         stats = read_stats()
-        mine = job_processes(root, self._infos(stats))
+        mine = self._mine(root, stats, also)
         ticks = self._ticks(mine, stats)
         previous_at, previous = self._last or (now, ticks)
         elapsed = max(now - previous_at, 1e-3)
@@ -166,8 +172,10 @@ class SystemSampler:
             self.nvml = None
 
     @staticmethod
-    def _infos(stats: dict[int, ProcessStat]) -> dict[int, ProcessInfo]:
-        return {pid: stat.info for pid, stat in stats.items()}
+    def _mine(root: int, stats: dict[int, ProcessStat], also: Iterable[int]) -> list[ProcessInfo]:
+        mine = job_processes(root, {pid: stat.info for pid, stat in stats.items()})
+        seen = {info.pid for info in mine}
+        return mine + [stats[pid].info for pid in sorted(set(also) - seen) if pid in stats]
 
     @staticmethod
     def _ticks(mine: list[ProcessInfo], stats: dict[int, ProcessStat]) -> dict[int, int]:
