@@ -342,3 +342,14 @@ def test_a_process_that_left_the_jobs_tree_is_counted_through_its_cgroup(tmp_pat
     write_job(tmp_path, ESCAPER, limits={"memory_mb": 4096}, system_metrics={"every_s": 0.5})
     assert subprocess.run(supervisor_command(tmp_path), timeout=60).returncode == 0
     assert max(sample["rss_mb"] for sample in system_events(tmp_path)) > 150
+
+
+def test_gpu_memory_is_the_devices_when_no_listed_pid_is_the_jobs(stub, tmp_path, monkeypatch):
+    """Where the server runs in a container, NVML names processes by the machine's pids."""
+    pids = tmp_path / "pids"
+    pids.write_text("4000000\n")  # no process of this PID namespace
+    monkeypatch.setenv("STUB_NVML_PIDS", str(pids))
+    sampler = SystemSampler(1, ["0"], str(stub))
+    sampler.start(os.getpid())
+    (gpu,) = sampler.sample(os.getpid()).gpus
+    assert gpu.memory_used_mb == 1000.0

@@ -9,7 +9,8 @@ simply reports no GPU figures: never an error.
 A job's devices are its ``CUDA_VISIBLE_DEVICES``: indices (NVML's numbering, which is what the
 scheduler hands out of ``TRAINFLOW_GPUS``) or ``GPU-...`` / ``MIG-...`` UUIDs. Utilisation is the
 device's (NVML has no per-process figure for it, and a job's GPUs are its own); memory is what
-the job's processes hold on the device when NVML lists them, else the device's used memory.
+the job's processes hold on the device when NVML lists them, else (no list, or none of the
+listed pids in this PID namespace) the device's used memory.
 """
 
 from __future__ import annotations
@@ -123,9 +124,15 @@ class Nvml:
             if code != SUCCESS:
                 return None
             listed = infos[: count.value]
-            if any(info.usedGpuMemory == NOT_AVAILABLE for info in listed if info.pid in pids):
-                return None  # hidden from this process (a container): the device's figure then
-            return sum(int(info.usedGpuMemory) for info in listed if info.pid in pids)
+            ours = [info for info in listed if info.pid in pids]
+            if listed and not ours:
+                # Processes, none of them the job's by pid: NVML names them in the machine's
+                # PID namespace, which is not this one's where the server runs in a container.
+                # The device is the job's alone: its figure then.
+                return None
+            if any(info.usedGpuMemory == NOT_AVAILABLE for info in ours):
+                return None  # hidden from this process: the device's figure then
+            return sum(int(info.usedGpuMemory) for info in ours)
         return None
 
     def close(self) -> None:
