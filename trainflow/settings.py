@@ -239,6 +239,20 @@ class Settings:
         "supervisor holds the job's output in memory meanwhile (8 MB at most, then the job waits on "
         "its prints). Past it the job ends FAILED: `The disk holding the data directory is full`.",
     )
+    system_metrics_seconds: float = _setting(
+        "TRAINFLOW_SYSTEM_METRICS_SECONDS",
+        5.0,
+        "How often each job's supervisor samples the job's own CPU (100 % = one core, summed over "
+        "its processes), memory (their resident memory) and, through NVML, its GPUs' utilisation "
+        "and memory: shown live in the job page's System panel and logged to the job's MLflow run "
+        "under MLflow's `system/` keys. 0: off.",
+    )
+    nvml_library: str = _setting(
+        "TRAINFLOW_NVML_LIBRARY",
+        "libnvidia-ml.so.1",
+        "The NVML library supervisors read a job's GPU figures from (the NVIDIA driver's, found by "
+        "the system's loader). Where it cannot be loaded, jobs report no GPU figures. Empty: none.",
+    )
     sweep_seconds: int = _setting(
         "TRAINFLOW_SWEEP_SECONDS",
         600,
@@ -558,6 +572,7 @@ _RANGES = [
     ("user_jobs_mb", 0, 1 << 40),
     ("min_free_mb", 0, 1 << 30),
     ("job_disk_full_seconds", 1, 86_400),
+    ("system_metrics_seconds", 0, 3600),
     ("sweep_seconds", 0, 86_400),
     ("debris_grace_seconds", 0, 30 * 86_400),
     ("job_uid", 1, 4_294_967_294),

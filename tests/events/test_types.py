@@ -98,7 +98,17 @@ def sources() -> dict[str, str]:
 
 
 def test_the_catalogue_names_every_event_type_a_stream_sends() -> None:
-    assert EVENT_TYPES == {"status", "log", "metric", "progress", "end", "resync", "deleted", "heartbeat"}
+    assert EVENT_TYPES == {
+        "status",
+        "log",
+        "metric",
+        "progress",
+        "system",
+        "end",
+        "resync",
+        "deleted",
+        "heartbeat",
+    }
 
 
 def test_finished_statuses_are_those_after_running() -> None:

@@ -5,7 +5,7 @@ supervisor, which imports only the runner and the standard library, can write th
 server's Python uses these, and a test holds the dashboard's JavaScript (and the public
 ``events.js``) to them.
 
-- A job's stream (``/jobs/<id>/events``): ``status``, ``log``, ``metric``, ``progress`` and
+- A job's stream (``/jobs/<id>/events``): ``status``, ``log``, ``metric``, ``progress``, ``system`` and
   finally ``end``, each with a ``seq``; without a seq, ``heartbeat``, ``resync`` (then the
   response ends) and ``deleted`` (likewise).
 - The all-jobs stream (``/events``): ``status`` and ``deleted`` changes, and ``heartbeat``

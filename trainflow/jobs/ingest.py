@@ -9,7 +9,7 @@ was lost) is stored once, and a batch that would leave a gap is refused with wha
 has, so the supervisor sends again from there. The answer says whether a cancel was asked,
 which is how a cancel reaches a supervisor no server can signal.
 
-A supervisor sends only what it produces, ``log`` and ``progress`` events, with the fields it
+A supervisor sends only what it produces, ``log``, ``progress`` and ``system`` events, with the fields it
 gives them; ``status``, ``end`` and ``metric`` come from the server, and a job's supervisor
 (run beside untrusted code) must not be able to forge them. The status it reports (``starting``,
 ``running``, ``exited`` with code and reason: what it writes to ``status.json``) is kept on the
@@ -66,7 +66,21 @@ PROGRESS_FIELDS: dict[str, tuple[Any, bool]] = {
     "eta_s": (_NUMBER, False),
     "desc": (str, False),
 }
-SENT_BY_SUPERVISORS = {EventType.LOG.value, EventType.PROGRESS.value}
+SYSTEM_FIELDS: dict[str, tuple[Any, bool]] = {
+    "cpu_percent": (_NUMBER, True),
+    "rss_mb": (_NUMBER, True),
+    "processes": (int, False),
+    "gpus": (list, False),
+}
+GPU_FIELDS: dict[str, tuple[Any, bool]] = {
+    "device": (int, True),
+    "id": (str, True),
+    "utilization_percent": (_NUMBER, True),
+    "memory_used_mb": (_NUMBER, True),
+    "memory_total_mb": (_NUMBER, False),
+}
+MAX_GPUS = 64
+SENT_BY_SUPERVISORS = {EventType.LOG.value, EventType.PROGRESS.value, EventType.SYSTEM.value}
 
 
 def ingest_url(public_url: str, job_id: int) -> str:
@@ -110,7 +124,7 @@ class JobFinished(Conflict):
     response=IngestOut,
     errors=(400, 401, 403, 404, 409, 413, 415),
     description="Called by a job's supervisor with `Authorization: Bearer <its token>`: a body "
-    '`{"first": N, "events": [...], "status": {...}}` where `events` are `log` and `progress` '
+    '`{"first": N, "events": [...], "status": {...}}` where `events` are `log`, `progress` and `system` '
     "events without `seq` and N is the supervisor's ordinal of the first (1, 2, 3 ... across "
     "batches). Answers the highest ordinal stored (`through`) and whether a cancel was asked. A "
     "batch sent again is stored once; one that would leave a gap is a 409 `ingest_gap` whose "
@@ -245,15 +259,31 @@ def _event(index: int, event: Any) -> bytes:
     if kind not in SENT_BY_SUPERVISORS:
         _invalid(
             f"{where}.type",
-            "must be log or progress: status, end and metric events come from the server",
+            "must be log, progress or system: status, end and metric events come from the server",
         )
     ts = event.get("ts")
     if not _is_number(ts) or ts <= 0:
         _invalid(f"{where}.ts", "must be a time in seconds since the epoch")
+    if kind == EventType.SYSTEM:
+        return fragment(kind, ts, **_system_fields(where, event))
     spec = LOG_FIELDS if kind == EventType.LOG else PROGRESS_FIELDS
-    extra = set(event) - set(spec) - {"type", "ts"}
+    fields = _fields(
+        where, event, spec, {"type", "ts", "partial"} if kind == EventType.LOG else {"type", "ts"}
+    )
     if kind == EventType.LOG:
-        extra.discard("partial")
+        _check_log(where, fields, event.get("partial"))
+        if event.get("partial") is True:
+            fields["partial"] = True
+    elif len(fields.get("desc", "")) > 200:
+        _invalid(f"{where}.desc", "is 200 characters at most")
+    return fragment(kind, ts, **fields)
+
+
+def _fields(
+    where: str, event: dict[str, Any], spec: dict[str, tuple[Any, bool]], also: set[str]
+) -> dict[str, Any]:
+    """The fields ``spec`` names, each checked for presence and type; 400 for any other."""
+    extra = set(event) - set(spec) - also
     if extra:
         _invalid(f"{where}.{sorted(extra)[0]}", "is not a field of this event type")
     fields: dict[str, Any] = {}
@@ -271,13 +301,26 @@ def _event(index: int, event: Any) -> bytes:
         if not is_ok:
             _invalid(f"{where}.{name}", "is not of the right type")
         fields[name] = value
-    if kind == EventType.LOG:
-        _check_log(where, fields, event.get("partial"))
-        if event.get("partial") is True:
-            fields["partial"] = True
-    elif len(fields.get("desc", "")) > 200:
-        _invalid(f"{where}.desc", "is 200 characters at most")
-    return fragment(kind, ts, **fields)
+    return fields
+
+
+def _system_fields(where: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A ``system`` sample (trainflow.runner.sysmetrics): figures, and one object per GPU."""
+    fields = _fields(where, event, SYSTEM_FIELDS, {"type", "ts"})
+    gpus = fields.get("gpus", [])
+    if len(gpus) > MAX_GPUS:
+        _invalid(f"{where}.gpus", f"holds {MAX_GPUS} devices at most")
+    checked = []
+    for index, gpu in enumerate(gpus):
+        if not isinstance(gpu, dict):
+            _invalid(f"{where}.gpus.{index}", "must be an object")
+        device = _fields(f"{where}.gpus.{index}", gpu, GPU_FIELDS, set())
+        if len(device["id"]) > 100:
+            _invalid(f"{where}.gpus.{index}.id", "is 100 characters at most")
+        checked.append(device)
+    if gpus:
+        fields["gpus"] = checked
+    return fields
 
 
 def _check_log(where: str, fields: dict[str, Any], partial: Any) -> None:

@@ -34,7 +34,7 @@ from trainflow.events.bus import describe as describe_bus
 from trainflow.events.bus import private_folder, run_folder
 from trainflow.events.record import add_change, record_status
 from trainflow.housekeeping import has_room_to_start
-from trainflow.jobs import hosts, sandboxing, service
+from trainflow.jobs import hints, hosts, sandboxing, service
 from trainflow.jobs.executors import Executor, Exit, Launch, State, Watched
 from trainflow.jobs.executors.local import LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
@@ -210,6 +210,8 @@ class JobScheduler:
             outcome, text = JobStatus.FAILED, f"Killed by signal {signal_number}."
         else:
             outcome, text = JobStatus.FAILED, f"Exited with code {code}."
+            hint = self._missing_module_hint(job, ended)
+            text += f" {hint}" if hint else ""
         if service.finish(
             db.session(),
             job,
@@ -220,6 +222,14 @@ class JobScheduler:
             output_dir=ended.outputs,
         ):
             log.info("Job %d: %s (%s)", job.id, outcome.value, text or "exit code 0")
+
+    def _missing_module_hint(self, job: Job, ended: Exit) -> str | None:
+        """How to declare the package a job failed to import: in a single file's inline
+        metadata, or in an archive's requirements.txt."""
+        if not ended.missing_module:
+            return None
+        script = db.session.get(Script, job.script_id)
+        return hints.missing_module_hint(ended.missing_module, script is None or script.kind == "python")
 
     # -- hosts that die -----------------------------------------------------------------------
 

@@ -24,3 +24,4 @@ class EventType(enum.StrEnum):
     RESYNC = "resync"  # a live follower fell too far behind: reconnect with ``after`` = its seq
     DELETED = "deleted"  # the job was deleted
     HEARTBEAT = "heartbeat"  # a silence kept open; on the all-jobs stream, how far it has come
+    SYSTEM = "system"  # the job's CPU, memory and GPU use, sampled every few seconds (the supervisor)

@@ -114,6 +114,7 @@ def supervisor_spec(spec: dict[str, Any], folder: Path, environ: dict[str, str])
         "setup_publish": [],
         "limits": spec.get("limits"),
         "disk_full_s": spec.get("disk_full_s", 120.0),
+        "system_metrics": spec.get("system_metrics"),
         "notify": None,
         "bus": None,
     }

@@ -59,6 +59,7 @@ status goes through the ingest last, after ``status.json``.
 from __future__ import annotations
 
 import codecs
+import collections
 import contextlib
 import errno
 import json
@@ -82,6 +83,9 @@ from trainflow.runner.ingest import IngestSink, sink_for
 from trainflow.runner.limits import REASONS, Limits, apply_rlimits, message
 from trainflow.runner.notice import publisher_for
 from trainflow.runner.progress import parse_bar, parse_marker
+from trainflow.runner.runlog import RunLog
+from trainflow.runner.sysmetrics import SystemSampler
+from trainflow.runner.tracebacks import TAIL_LINES, missing_module
 
 MAX_LINE = 64 * 1024
 IDLE_FLUSH_S = 1.0
@@ -276,6 +280,8 @@ class LogWriter:
                 self._fd("log")
                 self._fd("index")
         self.now = time.time()  # one timestamp per chunk read, set by the reader
+        # The job's last lines on stderr: what a traceback ended with (trainflow.runner.tracebacks).
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
 
     def write(self, stream: str, line: str, is_partial: bool = False) -> None:
         if self.count % INDEX_EVERY == 0 and self.path is not None:
@@ -293,12 +299,18 @@ class LogWriter:
             self._position += len(data)
         if self.events is not None:
             self.events.add(LOG_TYPE + body)
+        if stream == "stderr":
+            self.stderr_tail.append(line)
         if len(self._data) >= 1 << 16 and not self.trouble.is_waiting:
             self._write_out()
 
     def progress(self, fields: dict[str, Any]) -> None:
         if self.events is not None:
             self.events.add(fragment(EventType.PROGRESS, self.now, **fields))
+
+    def system(self, fields: dict[str, Any], ts: float) -> None:
+        if self.events is not None:
+            self.events.add(fragment(EventType.SYSTEM, ts, **fields))
 
     @property
     def backlog(self) -> int:
@@ -461,6 +473,10 @@ class Supervisor:
         self.is_status_pending = False  # a status the disk refused, written on the next try
         self.status: dict[str, Any] = {}
         self.ingest: IngestSink | None = None  # the servers' ingest, when the spec names one
+        # The job's CPU, memory and GPU use (trainflow.runner.sysmetrics), sampled once it runs,
+        # and its MLflow run, where the samples go too (trainflow.runner.runlog).
+        self.system = SystemSampler.from_spec(self.spec)
+        self.runlog: RunLog | None = None
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_cancel)
@@ -522,10 +538,15 @@ class Supervisor:
         )
         if self.reason == "cancelled":
             self._terminate()
+        log.stderr_tail.clear()  # what the setup steps said is not the job's
+        if self.system is not None:
+            self.system.start(self.process.pid, also=self._cgroup_pids())
+            self.runlog = RunLog.from_env(self.spec["env"])
         timeout = self.spec.get("timeout_s")
         deadline = started + timeout if timeout else None
         self._pump(log, deadline)
         code = self.process.wait()
+        self._stop_system()
         lost = self._close_log(log)
         exit_code, signum = sandbox.exit_status(code) if policy else (code, None)
         if not policy and code < 0:
@@ -540,6 +561,8 @@ class Supervisor:
         if reason is None and lost and self.ingest is not None:
             reason = STORAGE_FAILED  # the servers did not take all it printed
         self.limits.close()  # whatever the job left in its cgroup goes with it
+        # A job that died of a missing import: the server says how to declare the package.
+        missing = missing_module(log.stderr_tail) if reason is None and exit_code else None
         self._final_status(
             state="exited",
             exit_code=exit_code,
@@ -550,6 +573,7 @@ class Supervisor:
             pid=self.process.pid,
             sandbox=applied,
             **self._limit_status(reason, exit_code, lost),
+            **({"missing_module": missing} if missing else {}),
         )
         return 0
 
@@ -729,6 +753,8 @@ class Supervisor:
             if self.is_status_pending and not self.trouble.is_waiting:
                 self._write_status()
             self._heed_ingest()
+            if drain_until is None:
+                self._sample_system(log, now)
             if log.backlog > MAX_BACKLOG:
                 # Held in memory as much as it may: the job waits on its prints until there is
                 # room (or until it is ended for the full disk).
@@ -752,6 +778,27 @@ class Supervisor:
         for splitter in splitters.values():
             splitter.close()
         selector.close()
+
+    def _sample_system(self, log: LogWriter, now: float) -> None:
+        """Every few seconds while the job runs: its use of CPU, memory and GPUs, as an event and
+        to its MLflow run (which never waits on the server)."""
+        if self.system is None or self.process is None or not self.system.is_due(now):
+            return
+        sample = self.system.sample(self.process.pid, now, also=self._cgroup_pids())
+        log.system(sample.fields(), sample.ts)
+        if self.runlog is not None:
+            self.runlog.add(sample)
+
+    def _cgroup_pids(self) -> list[int]:
+        """The processes in the job's cgroup, where it has one (those that left its tree too)."""
+        cgroup = self.limits.cgroup
+        return cgroup.pids_inside() if cgroup is not None else []
+
+    def _stop_system(self) -> None:
+        if self.system is not None:
+            self.system.close()
+        if self.runlog is not None:
+            self.runlog.close()  # a couple of seconds at most: then the end is recorded
 
     def _heed_ingest(self) -> None:
         """A cancel asked on any host, or servers that take no more, end the job."""

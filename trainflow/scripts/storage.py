@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from trainflow.errors import BadRequest, PayloadTooLarge
+from trainflow.scripts import inline_metadata
 
 MAX_MEMBERS = 10_000
 MAX_FILENAME = 255  # bytes, of a file name and of each component of a member's path
@@ -97,10 +98,17 @@ def store(
     if kind == "python":
         if entrypoint not in (None, "", filename):
             raise BadRequest("entrypoint applies to project archives only.")
-        check_python_source(original.read_bytes(), filename)
+        data = original.read_bytes()
+        check_python_source(data, filename)
+        # Its inline script metadata (PEP 723), if any, is its requirements.txt.
+        metadata = inline_metadata.read(data.decode("utf-8-sig"), filename)
         os.replace(original, target / "original")
         shutil.copyfile(target / "original", files / filename)
-        return CheckedUpload(filename, kind, filename, has_requirements=False)
+        if metadata is None or not metadata.dependencies:
+            return CheckedUpload(filename, kind, filename, has_requirements=False)
+        text = inline_metadata.requirements_text(metadata, filename)
+        (files / "requirements.txt").write_text(text, encoding="utf-8")
+        return CheckedUpload(filename, kind, filename, has_requirements=True)
     members = _zip_members(original) if kind == "zip" else _tar_members(original)
     _check_layout(members)
     root = _common_root(members, entrypoint or DEFAULT_ENTRYPOINT)

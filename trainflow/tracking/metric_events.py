@@ -12,6 +12,7 @@ from flask import Response, current_app, g, request
 from trainflow.events.record import record_metrics
 
 METRIC_PATHS = ("/runs/log-metric", "/runs/log-batch")
+SYSTEM = "system/"  # the prefix of MLflow's system metrics
 
 
 def push_job_metrics(response: Response) -> Response:
@@ -28,5 +29,11 @@ def push_job_metrics(response: Response) -> Response:
     if isinstance(body, dict):
         metrics = body.get("metrics") if request.path.endswith("log-batch") else [body]
         if isinstance(metrics, list):
-            record_metrics(current_app, principal.job_id, metrics)
+            # MLflow's system metrics (the supervisor's samples, trainflow.runner.runlog) reach
+            # followers as the job's ``system`` events; as metrics they would be charted twice.
+            metrics = [
+                m for m in metrics if not (isinstance(m, dict) and str(m.get("key", "")).startswith(SYSTEM))
+            ]
+            if metrics:
+                record_metrics(current_app, principal.job_id, metrics)
     return response

@@ -64,6 +64,7 @@ class Exit:
     message: str | None = None  # the runner's own sentence, where it has one (a limit's)
     finished_at: float | None = None  # seconds since the epoch
     outputs: Path | None = None  # the job's output folder, logged to its run as artifacts
+    missing_module: str | None = None  # a module the job failed to import (its traceback's last line)
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any], outputs: Path | None = None) -> Exit:
@@ -75,6 +76,7 @@ class Exit:
             message=status.get("message"),
             finished_at=status.get("finished_at"),
             outputs=outputs,
+            missing_module=status.get("missing_module"),
         )
 
 

@@ -162,6 +162,11 @@ class LocalExecutor:
             "disk_full_s": spec.disk_full_s,
             "notify": str(self.notify_path) if self.notify_path else None,
             "bus": self.bus,
+            # trainflow.runner.sysmetrics: how often the job's CPU, memory and GPUs are sampled
+            "system_metrics": {
+                "every_s": self.settings.system_metrics_seconds,
+                "nvml": self.settings.nvml_library,
+            },
         }
         if spec.ingest is not None:
             document["ingest"] = spec.ingest

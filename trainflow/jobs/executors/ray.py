@@ -258,6 +258,10 @@ class RayExecutor:
             "grace_s": float(self.settings.job_grace_seconds),
             "limits": sandboxing.job_limits(self.settings),
             "disk_full_s": float(self.settings.job_disk_full_seconds),
+            "system_metrics": {
+                "every_s": self.settings.system_metrics_seconds,
+                "nvml": self.settings.nvml_library,
+            },
         }
         # The supervisor sends its records (lines, progress, its end) to the servers' ingest
         # endpoint, with a token of its own, where the Launch carries one.

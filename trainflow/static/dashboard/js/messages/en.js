@@ -242,4 +242,18 @@ export default {
   "artifacts.firstRows": "Showing the first {n} rows.",
   "artifacts.metricFile": "An MLflow metric file: timestamp, value, step.",
   "artifacts.loading": "Loading…",
+  // Issue 14: system metrics (the job's own CPU, memory and GPUs) and inline script metadata.
+  "system.title": "System",
+  "system.hint": "What the job's own processes use, sampled every few seconds. CPU is per core: 200 % is two cores busy.",
+  "system.cpu": "CPU",
+  "system.memory": "Memory (resident)",
+  "system.gpu": "GPU {device}",
+  "system.percent": "{value} %",
+  "system.megabytes": "{value} MB",
+  "system.gpuFigures": "{utilization} % busy, {used} of {total} MB",
+  "system.cpuChart": "CPU (%)",
+  "system.memoryChart": "Memory (MB)",
+  "system.gpuUtilizationChart": "GPU {device} utilisation (%)",
+  "system.gpuMemoryChart": "GPU {device} memory (MB)",
+  "script.hasInlineRequirements": "Its inline script metadata (PEP 723), installed in the job's own environment",
 };

@@ -242,4 +242,18 @@ export default {
   "artifacts.firstRows": "只显示前 {n} 行。",
   "artifacts.metricFile": "MLflow 指标文件：时间戳、值、步数。",
   "artifacts.loading": "加载中…",
+  // Issue 14: system metrics (the job's own CPU, memory and GPUs) and inline script metadata.
+  "system.title": "系统",
+  "system.hint": "作业自身进程的资源占用，每隔几秒采样一次。CPU 按核计算：200 % 表示两个核满载。",
+  "system.cpu": "CPU",
+  "system.memory": "内存（常驻）",
+  "system.gpu": "GPU {device}",
+  "system.percent": "{value} %",
+  "system.megabytes": "{value} MB",
+  "system.gpuFigures": "利用率 {utilization} %，显存 {used} / {total} MB",
+  "system.cpuChart": "CPU（%）",
+  "system.memoryChart": "内存（MB）",
+  "system.gpuUtilizationChart": "GPU {device} 利用率（%）",
+  "system.gpuMemoryChart": "GPU {device} 显存（MB）",
+  "script.hasInlineRequirements": "脚本内联元数据（PEP 723）中的依赖，安装在作业自己的环境中",
 };

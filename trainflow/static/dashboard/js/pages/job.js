@@ -19,6 +19,7 @@ import { createMetrics } from "../metrics.js";
 import { notFoundContent, showNotFound } from "../not-found.js";
 import { createProgress } from "../progress.js";
 import { BASE } from "../router.js";
+import { createSystemMetrics } from "../system-metrics.js";
 
 export function jobPage({ params, signal }) {
   const id = Number(params.id);
@@ -33,6 +34,7 @@ export function jobPage({ params, signal }) {
   const metrics = createMetrics();
   const charts = createCharts();
   const artifacts = createArtifacts();
+  const system = createSystemMetrics({ signal }); // the job's CPU, memory and GPUs
   const output = createConsole();
   const cancel = h("button", { type: "button", id: "cancel", class: "danger", hidden: true, onclick: onCancel }, t("job.cancel"));
   const rerun = h("a", { class: "button", id: "rerun", href: `${BASE}/new?rerun=${id}`, hidden: true }, t("job.rerun"));
@@ -159,6 +161,9 @@ export function jobPage({ params, signal }) {
         case "deleted":
           error.show(t("job.deleted"));
           break;
+        case "system":
+          system.add(event);
+          break;
         default:
           break;
       }
@@ -179,6 +184,7 @@ export function jobPage({ params, signal }) {
     error.element,
     h("div", { class: "job-grid" }, h("div", { class: "card" }, summary), side),
     charts.element,
+    system.element,
     artifacts.element,
     h("h2", null, t("job.output")),
     output.element,

@@ -26,7 +26,7 @@ export function scriptPage({ params, signal }) {
         details,
         item("kind", script.kind),
         script.kind !== "python" ? item("entrypoint", h("code", null, script.entrypoint)) : null,
-        script.has_requirements ? item("requirements", t("script.hasRequirements")) : null,
+        script.has_requirements ? item("requirements", t(script.kind === "python" ? "script.hasInlineRequirements" : "script.hasRequirements")) : null,
         item("size", formatSize(script.size)),
         item("sha256", h("code", { class: "hash" }, script.sha256)),
         item("owner", script.owner),
