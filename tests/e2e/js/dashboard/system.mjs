@@ -33,7 +33,7 @@ export default async function system({ page, options, step, shot }) {
   result.cpu = await figure("cpu");
   result.memory = await figure("memory");
   result.gpu = await figure("gpu-0");
-  result.charts = await page.locator("#system-charts .chart figcaption").allTextContents();
+  result.charts = await page.locator("#system-charts .chart .chart-title").allTextContents();
   await shot("system-panel");
 
   step("the job ends; the panel keeps what it showed");

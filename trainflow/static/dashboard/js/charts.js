@@ -47,9 +47,13 @@ export function splitGroup(key) {
   return key.match(PREFIX)?.[1] ?? key.match(SUFFIX)?.[1] ?? key;
 }
 
-/** The job page's charts: one source, a colour per metric of a chart. */
-export function createCharts() {
+/**
+ * The job page's charts: one source, a colour per metric of a chart. `id` names the board's grid
+ * (its grouping button is `<id>-group`): a page with two boards gives each its own.
+ */
+export function createCharts({ id = "charts" } = {}) {
   const board = createChartBoard({
+    id,
     label: (_source, key) => key,
     style: (_source, key, chartKeys) => ({ colour: PALETTE[chartKeys.indexOf(key) % PALETTE.length], dash: [] }),
   });
@@ -64,15 +68,16 @@ export function createCharts() {
 /**
  * @param {{label: (source: string, key: string, chartKeys: string[]) => string,
  *   style: (source: string, key: string, chartKeys: string[]) => {colour: string, dash: number[]},
- *   sources?: () => string[]}} describe how a series is named and drawn; `sources`: their order
+ *   sources?: () => string[], id?: string}} describe how a series is named and drawn; `sources`:
+ *   their order; `id`: the grid's id, unique on the page (the grouping button is `<id>-group`)
  */
-export function createChartBoard({ label, style, sources = null }) {
-  const grid = h("div", { class: "chart-grid", id: "charts" });
+export function createChartBoard({ label, style, sources = null, id = "charts" }) {
+  const grid = h("div", { class: "chart-grid", id });
   const stepButton = h("button", { type: "button", class: "compact", "aria-pressed": "true" }, t("charts.byStep"));
   const timeButton = h("button", { type: "button", class: "compact", "aria-pressed": "false" }, t("charts.byTime"));
   const groupButton = h(
     "button",
-    { type: "button", class: "compact", id: "charts-group", "aria-pressed": "true", title: t("charts.groupHint") },
+    { type: "button", class: "compact", id: `${id}-group`, "aria-pressed": "true", title: t("charts.groupHint") },
     t("charts.group"),
   );
   const element = h(

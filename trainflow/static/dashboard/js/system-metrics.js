@@ -11,10 +11,7 @@ import { t } from "./i18n.js";
 const SELECTORS = { panel: "system", latest: "system-latest", charts: "system-charts" };
 
 export function createSystemMetrics({ signal }) {
-  const charts = createCharts();
-  // charts.js names its grid for the job's own metrics; this one is the System panel's.
-  const grid = charts.element.querySelector(".chart-grid");
-  if (grid) grid.id = SELECTORS.charts;
+  const charts = createCharts({ id: SELECTORS.charts });
   const cpu = h("dd", { dataset: { system: "cpu" } });
   const memory = h("dd", { dataset: { system: "memory" } });
   const latest = h("dl", { class: "summary", id: SELECTORS.latest }, h("dt", null, t("system.cpu")), cpu, h("dt", null, t("system.memory")), memory);
