@@ -218,19 +218,28 @@ def test_job_columns_sort_both_ways_with_missing_last(app, client, alice, admin)
 
 
 def test_paging_through_ties_shows_every_job_once(client, alice):
-    jobs = [submit(client, alice)["job"] for _ in range(7)]
-    for job_id in jobs:
+    """Equal values, and jobs without the value, across page boundaries: each job once, in the
+    same order as one big page, the ones without a value last."""
+    jobs = [submit(client, alice)["job"] for _ in range(8)]
+    for index, job_id in enumerate(jobs):
         run_id = client.get(f"{JOBS}/{job_id}", headers=alice.basic).json["run_id"]
-        log_metrics(client, alice, run_id, loss=1.0 if job_id % 2 else 2.0)
+        if index % 4 == 3:
+            log_metrics(client, alice, run_id, other=1.0)  # no loss: sorts last
+        else:
+            log_metrics(client, alice, run_id, loss=1.0 if index % 2 else 2.0)
+    missing = [jobs[3], jobs[7]]
     for order in ("asc", "desc"):
-        seen: list[int] = []
-        for page in (1, 2, 3):
-            answer = listed(client, alice, sort="metrics.loss", order=order, size=3, page=page)
-            assert answer["total"] == 7
-            seen += ids(answer)
-        assert sorted(seen) == sorted(jobs), order
-        full = ids(listed(client, alice, sort="metrics.loss", order=order, size=100))
-        assert seen == full
+        for sort in ("metrics.loss", "params.none", "finished_at"):
+            seen: list[int] = []
+            for page in (1, 2, 3, 4):
+                answer = listed(client, alice, sort=sort, order=order, size=3, page=page)
+                assert answer["total"] == 8, (sort, page)
+                seen += ids(answer)
+            assert sorted(seen) == sorted(jobs), (sort, order)
+            full = ids(listed(client, alice, sort=sort, order=order, size=100))
+            assert seen == full, (sort, order)
+        loss_order = ids(listed(client, alice, sort="metrics.loss", order=order, size=100))
+        assert sorted(loss_order[-2:]) == sorted(missing), order
 
 
 def test_the_experiment_filter_keeps_one_experiments_jobs(client, alice):

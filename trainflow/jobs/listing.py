@@ -13,7 +13,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, exists, extract, false, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Text,
+    and_,
+    exists,
+    extract,
+    false,
+    func,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.orm import Session
 
 from trainflow.accounts.credentials import Principal
@@ -21,7 +33,7 @@ from trainflow.accounts.models import User
 from trainflow.jobs.models import Job
 from trainflow.jobs.schemas import JobListQuery
 from trainflow.scripts.models import Script
-from trainflow.tracking.run_table import number_or_null, run_tables
+from trainflow.tracking.run_table import metrics_by_value, number_or_null, run_tables
 
 # What a sort or a search needs joined to the jobs table.
 RUNS, EXPERIMENTS, USERS, SCRIPTS = "runs", "experiments", "users", "scripts"
@@ -29,25 +41,76 @@ RUNS, EXPERIMENTS, USERS, SCRIPTS = "runs", "experiments", "users", "scripts"
 
 def list_jobs(session: Session, principal: Principal, query: JobListQuery) -> tuple[int, list[Job]]:
     """The total of jobs that match, and the page of them asked for, in order."""
-    dialect = session.get_bind().dialect.name
     conditions, joins = _conditions(session, principal, query)
-    count = _joined(select(func.count(Job.id)).select_from(Job), joins).where(*conditions)
-    total = session.scalar(count) or 0
-    if total <= (query.page - 1) * query.size:
-        return total, []
-    order, sort_joins, extra = _order(query, dialect)
-    page = (
-        _joined(select(Job.id).select_from(Job), joins | sort_joins)
-        .where(*conditions)
-        .order_by(*order)
-        .offset((query.page - 1) * query.size)
-        .limit(query.size)
-    )
-    for join in extra:
-        page = join(page)
-    ids = list(session.scalars(page).all())
-    by_id = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids))).all()}
+    offset, size = (query.page - 1) * query.size, query.size
+    sort = query.sort or "job"
+    if sort.startswith("metrics."):
+        ids = _page_by_metric(
+            session, conditions, joins, sort.removeprefix("metrics."), query.order, offset, size
+        )
+    else:
+        order, sort_joins, extra = _order(sort, query.order, session.get_bind().dialect.name)
+        page = _joined(select(Job.id).select_from(Job), joins | sort_joins)
+        for join in extra:
+            page = join(page)
+        ids = list(session.scalars(page.where(*conditions).order_by(*order).offset(offset).limit(size)))
+    total = _total(session, conditions, joins, offset, size, ids)
+    by_id = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids))).all()} if ids else {}
     return total, [by_id[i] for i in ids if i in by_id]
+
+
+def _total(
+    session: Session,
+    conditions: list[ColumnElement[bool]],
+    joins: set[str],
+    offset: int,
+    size: int,
+    ids: list[int],
+) -> int:
+    """How many jobs match. A page that is not full ends the list, which then says how many there
+    are: a search that matches few jobs scans them once, not twice."""
+    if 0 < len(ids) < size or (not ids and offset == 0):
+        return offset + len(ids)
+    count = _joined(select(func.count(Job.id)).select_from(Job), joins).where(*conditions)
+    return session.scalar(count) or 0
+
+
+def _page_by_metric(
+    session: Session,
+    conditions: list[ColumnElement[bool]],
+    joins: set[str],
+    key: str,
+    order: str,
+    offset: int,
+    size: int,
+) -> list[int]:
+    """A page sorted by a metric's latest value: first the jobs that have one (NaN counts as
+    none), in order, walking MLflow's latest_metrics by the (key, value) index; then those
+    without, by id. Two queries, so neither has to sort every job."""
+    metric = metrics_by_value(session)
+    has_value = and_(metric.c.run_uuid == Job.run_id, metric.c.key == key, metric.c.is_nan == false())
+    ascending = order == "asc"
+    by_value = _joined(select(Job.id).select_from(Job).join(metric, has_value), joins)
+    by_value = by_value.where(*conditions).order_by(
+        metric.c.value.asc() if ascending else metric.c.value.desc(),
+        Job.id.asc() if ascending else Job.id.desc(),
+    )
+    ids = list(session.scalars(by_value.offset(offset).limit(size)))
+    if len(ids) == size:
+        return ids
+    if ids:
+        with_value = offset + len(ids)
+    else:
+        count = _joined(select(func.count(Job.id)).select_from(Job).join(metric, has_value), joins)
+        with_value = session.scalar(count.where(*conditions)) or 0
+    without = (
+        _joined(select(Job.id).select_from(Job), joins)
+        .where(*conditions, ~exists().where(has_value))
+        .order_by(Job.id.asc() if ascending else Job.id.desc())
+        .offset(max(0, offset - with_value))
+        .limit(size - len(ids))
+    )
+    return ids + list(session.scalars(without))
 
 
 def _conditions(
@@ -68,30 +131,38 @@ def _conditions(
         conditions.append(Job.experiment_id == query.experiment_id)
     text = (query.q or "").strip().lower()
     if text:
-        joins |= {RUNS, USERS, SCRIPTS}
-        conditions.append(_search(text))
+        conditions.append(_search(text, session.get_bind().dialect.name))
     return conditions, joins
 
 
-def _search(text: str) -> ColumnElement[bool]:
-    """Case-insensitive: the run's name, the script's, a param's key or value, the status, the
-    user, a tag (key or value) or the note holds ``text``."""
+def _search(text: str, dialect: str) -> ColumnElement[bool]:
+    """Case-insensitive: the status, a tag (key or value), the note, the run's name, the
+    script's, the user or a param's key or value holds ``text``.
+
+    What lives in other tables is matched once per table (``run_id IN (runs whose name
+    matches)``), not once per job, so a search reads each table once. PostgreSQL's ILIKE folds
+    case; SQLite's LIKE folds ASCII letters by itself (and its lower() folds no others).
+    """
     runs, params = run_tables().runs, run_tables().params
+    pattern = "%" + text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
 
     def holds(column: Any) -> ColumnElement[bool]:
-        return func.lower(column).contains(text, autoescape=True)
+        text_column = type_coerce(column, Text)  # the tags column's own type would encode the pattern
+        matched: ColumnElement[bool] = (
+            text_column.ilike(pattern, escape="/")
+            if dialect == "postgresql"
+            else text_column.like(pattern, escape="/")
+        )
+        return matched
 
-    in_params = exists().where(
-        params.c.run_uuid == Job.run_id, or_(holds(params.c.key), holds(params.c.value))
-    )
     return or_(
-        holds(runs.c.name),
-        holds(Script.filename),
         holds(Job.status),
-        holds(User.username),
         holds(Job.tags),
         holds(Job.note),
-        in_params,
+        Job.run_id.in_(select(runs.c.run_uuid).where(holds(runs.c.name))),
+        Job.script_id.in_(select(Script.id).where(holds(Script.filename))),
+        Job.owner_id.in_(select(User.id).where(holds(User.username))),
+        Job.run_id.in_(select(params.c.run_uuid).where(or_(holds(params.c.key), holds(params.c.value)))),
     )
 
 
@@ -109,20 +180,14 @@ def _joined(statement: Select[Any], joins: set[str]) -> Select[Any]:
     return statement
 
 
-def _order(query: JobListQuery, dialect: str) -> tuple[list[Any], set[str], list[Any]]:
-    """ORDER BY terms, the joins they need, and joins of their own (a param's or metric's row)."""
-    ascending = query.order == "asc"
-    sort = query.sort or "job"
+def _order(sort: str, order: str, dialect: str) -> tuple[list[Any], set[str], list[Any]]:
+    """ORDER BY terms, the joins they need, and joins of their own (a param's row)."""
+    ascending = order == "asc"
     tables = run_tables()
     keys: list[Any]
     joins: set[str] = set()
     extra: list[Any] = []
-    if sort.startswith("metrics."):
-        metric = tables.latest_metrics.alias("sort_metric")
-        condition = and_(metric.c.run_uuid == Job.run_id, metric.c.key == sort.removeprefix("metrics."))
-        extra.append(lambda s: s.outerjoin(metric, condition))
-        keys = [case((metric.c.is_nan == false(), metric.c.value), else_=None)]
-    elif sort.startswith("params."):
+    if sort.startswith("params."):
         param = tables.params.alias("sort_param")
         condition = and_(param.c.run_uuid == Job.run_id, param.c.key == sort.removeprefix("params."))
         extra.append(lambda s: s.outerjoin(param, condition))

@@ -37,7 +37,7 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     reason: Mapped[str | None] = mapped_column(Text)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     experiment_id: Mapped[str] = mapped_column(String(64))
-    run_id: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(64), index=True)  # joined with MLflow's runs (the run table)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     args: Mapped[list[str]] = mapped_column(JSON, default=list)
     env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
