@@ -53,10 +53,23 @@ def list_jobs(session: Session, principal: Principal, query: JobListQuery) -> tu
         page = _joined(select(Job.id).select_from(Job), joins | sort_joins)
         for join in extra:
             page = join(page)
-        ids = list(session.scalars(page.where(*conditions).order_by(*order).offset(offset).limit(size)))
+        page = page.where(*conditions).order_by(*order).offset(offset).limit(size)
+        if query.q:
+            # A search reads every job anyway: count them in the same pass, not in a second one.
+            rows = session.execute(page.add_columns(func.count().over())).all()
+            ids = [row[0] for row in rows]
+            if rows:
+                return rows[0][1], _jobs(session, ids)
+        else:
+            ids = list(session.scalars(page))
     total = _total(session, conditions, joins, offset, size, ids)
+    return total, _jobs(session, ids)
+
+
+def _jobs(session: Session, ids: list[int]) -> list[Job]:
+    """The jobs with these ids, in this order."""
     by_id = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids))).all()} if ids else {}
-    return total, [by_id[i] for i in ids if i in by_id]
+    return [by_id[i] for i in ids if i in by_id]
 
 
 def _total(
