@@ -145,6 +145,10 @@ export function jobsPage({ query, signal, navigate }) {
       if (ticket !== latest) return;
       error.clear();
       picker.offer(data.param_keys, data.metric_keys);
+      if (!experimentsLoaded) {
+        experimentsLoaded = true; // once the session is known to work: no second refresh races the first
+        loadExperiments();
+      }
       const filtered = Boolean(view.status || view.q || view.experiment);
       const sort = view.sort || "job";
       table.show(data.list, { params: shownParams(picker.columns, data.param_keys), metrics, sort, order: view.order, filtered });
@@ -191,6 +195,7 @@ export function jobsPage({ query, signal, navigate }) {
   }
 
   let isLoaded = false;
+  let experimentsLoaded = false;
   follow(`${TRAIN}/events`, {
     signal,
     onState: (state) => {
@@ -208,7 +213,6 @@ export function jobsPage({ query, signal, navigate }) {
       reload();
     },
   });
-  loadExperiments();
 
   const ticker = setInterval(() => table.tick(), 1000);
   signal.addEventListener("abort", () => {
