@@ -76,6 +76,9 @@ def database(url: str | None, tmp: Path) -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
+    from trainflow.settings import normalize_database_url
+
+    url = normalize_database_url(url)
     name = f"tf_bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
