@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from trainflow.db import TABLE_PREFIX, UTCDateTime, db, utcnow
 from trainflow.events.types import JobStatus as JobStatus  # defined in the event catalogue
+from trainflow.jobs.tags import TagsText
 
 # How each end of a job shows in MLflow.
 MLFLOW_RUN_STATUS = {
@@ -36,7 +37,7 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     reason: Mapped[str | None] = mapped_column(Text)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     experiment_id: Mapped[str] = mapped_column(String(64))
-    run_id: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[str] = mapped_column(String(64), index=True)  # joined with MLflow's runs (the run table)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     args: Mapped[list[str]] = mapped_column(JSON, default=list)
     env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
@@ -59,3 +60,6 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Housekeeping (the run table): the user's own labels and notes on the job.
+    tags: Mapped[dict[str, str] | None] = mapped_column(TagsText)
+    note: Mapped[str | None] = mapped_column(Text)

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from trainflow.runner.sandbox import LOADER_PREFIXES, LOADER_VARIABLES
 
@@ -93,13 +93,65 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float | None
+    run_name: str | None = Field(default=None, description="The MLflow run's name, as MLflow holds it now.")
+    experiment_name: str | None = Field(default=None, description="The name of the run's experiment.")
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="The latest value of each metric asked for with `metrics=` that the run has "
+        "logged (null for NaN).",
+    )
+    tags: dict[str, str] = Field(default_factory=dict, description="The user's labels on the job.")
+    note: str = Field(default="", description="The user's note on the job.")
 
 
 class JobPage(BaseModel):
+    param_keys: list[str] = Field(
+        default_factory=list, description="The param keys of the jobs on this page, sorted."
+    )
+    metric_keys: list[str] = Field(
+        default_factory=list,
+        description="The metric keys the runs of the jobs on this page have logged, sorted.",
+    )
     total: int
     page: int
     size: int
     list: list[JobOut]
+
+
+# The job list's sort columns, besides ``params.<key>`` and ``metrics.<key>``.
+SORT_COLUMNS = (
+    "job",
+    "status",
+    "user",
+    "script",
+    "run_name",
+    "experiment",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "duration_s",
+)
+SORT_PREFIXES = ("params.", "metrics.")
+MAX_METRIC_COLUMNS = 20
+
+
+def _check_sort(sort: str | None) -> str | None:
+    if sort is None or sort in SORT_COLUMNS:
+        return sort
+    for prefix in SORT_PREFIXES:
+        if sort.startswith(prefix) and 0 < len(sort) - len(prefix) <= 250:
+            return sort
+    raise ValueError(
+        f"{sort!r} is not a column to sort by: one of {', '.join(SORT_COLUMNS)}, "
+        "params.<key> or metrics.<key>"
+    )
+
+
+def _split_metrics(value: object) -> object:
+    """``metrics=a,b`` as ``["a", "b"]``; repeated keys once."""
+    if isinstance(value, str):
+        return list(dict.fromkeys(key.strip() for key in value.split(",") if key.strip()))
+    return value
 
 
 class JobListQuery(BaseModel):
@@ -109,6 +161,60 @@ class JobListQuery(BaseModel):
     size: int = Field(default=20, ge=1, le=100)
     status: JobStatusName | None = None
     user: str | None = Field(default=None, max_length=64, description="A username (admins see everyone's).")
+    q: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Text to find, case-insensitively, in a job's run name, script name, param "
+        "keys and values, status, user, tags or note.",
+    )
+    sort: Annotated[str | None, AfterValidator(_check_sort)] = Field(
+        default=None,
+        max_length=260,
+        description=f"The column to sort by: {', '.join(SORT_COLUMNS)}, `params.<key>` or "
+        "`metrics.<key>` (its latest value). Numbers sort as numbers, missing values last in "
+        "either order, ties by job id. Default: newest first.",
+    )
+    order: Literal["asc", "desc"] = Field(default="desc")
+    experiment_id: str | None = Field(
+        default=None, pattern=r"^[0-9]{1,19}$", description="Only this experiment's jobs."
+    )
+    metrics: Annotated[list[Annotated[str, Field(max_length=250)]], BeforeValidator(_split_metrics)] = Field(
+        default_factory=list,
+        max_length=MAX_METRIC_COLUMNS,
+        description=f"Comma-separated metric keys (at most {MAX_METRIC_COLUMNS}) whose latest "
+        "values each job carries.",
+    )
+
+
+def _check_tags(tags: dict[str, str]) -> dict[str, str]:
+    for key, value in tags.items():
+        if not _NAME.match(key):
+            raise ValueError(f"{key!r} is not a valid tag name (letters, digits, _ . -)")
+        if len(value) > 250:
+            raise ValueError(f"the value of tag {key!r} is longer than 250 characters")
+    return tags
+
+
+class JobPatchRequest(BaseModel):
+    """What a user may change of a job at any time: its tags and note (a field left out stays)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tags: Annotated[dict[str, str], Field(max_length=20), AfterValidator(_check_tags)] | None = Field(
+        default=None, description="All the job's tags (replacing those it had); at most 20."
+    )
+    note: str | None = Field(
+        default=None, max_length=10_000, description="The job's note (empty removes it)."
+    )
+
+
+class JobDeleteQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    delete_run: bool = Field(
+        default=False,
+        description="Delete the job's MLflow run too (needs the permission MLflow's `runs/delete` needs).",
+    )
 
 
 class LogQuery(BaseModel):

@@ -24,7 +24,7 @@ from trainflow.events.types import EventType
 from trainflow.jobs.models import MLFLOW_RUN_STATUS, Job, JobStatus
 from trainflow.jobs.quota import check_jobs_quota
 from trainflow.jobs.sandboxing import ensure_may_run_jobs
-from trainflow.jobs.schemas import SubmitJobRequest
+from trainflow.jobs.schemas import JobListQuery, JobPatchRequest, SubmitJobRequest
 from trainflow.scripts import service as scripts
 from trainflow.scripts.models import Script
 from trainflow.scripts.shared import shared_files
@@ -84,22 +84,20 @@ def get_job(session: Session, principal: Principal, job_id: int) -> Job:
     return job
 
 
-def list_jobs(
-    session: Session, principal: Principal, page: int, size: int, status: str | None, username: str | None
-) -> tuple[int, list[Job]]:
-    query = select(Job)
-    if not principal.is_admin:
-        query = query.where(Job.owner_id == principal.user_id)
-    if status:
-        query = query.where(Job.status == status)
-    if username:
-        from trainflow.accounts.service import find_user
+def list_jobs(session: Session, principal: Principal, query: JobListQuery) -> tuple[int, list[Job]]:
+    """The caller's jobs (an admin's: everyone's) that match ``query``: their total and one page."""
+    from trainflow.jobs.listing import list_jobs as run_table_page
 
-        user = find_user(session, username)
-        query = query.where(Job.owner_id == (user.id if user else -1))
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    jobs = session.scalars(query.order_by(Job.id.desc()).offset((page - 1) * size).limit(size)).all()
-    return total, list(jobs)
+    return run_table_page(session, principal, query)
+
+
+def update_housekeeping(session: Session, job: Job, request: JobPatchRequest) -> None:
+    """Set the job's tags and/or note (those the request names); an empty note removes it."""
+    if request.tags is not None:
+        job.tags = dict(request.tags) or None
+    if request.note is not None:
+        job.note = request.note or None
+    session.commit()
 
 
 def queue_positions(session: Session) -> dict[int, int]:

@@ -1,4 +1,4 @@
-"""The jobs API: submit, list, show, logs, cancel and delete."""
+"""The jobs API: submit, list, show, tag and annotate, logs, cancel and delete."""
 
 from __future__ import annotations
 
@@ -18,8 +18,19 @@ from trainflow.jobs import service
 from trainflow.jobs.executors import Executor
 from trainflow.jobs.models import Job, JobStatus
 from trainflow.jobs.scheduler import EXTENSION, executor_for, wake_scheduler
-from trainflow.jobs.schemas import JobListQuery, JobOut, JobPage, LogLine, LogPage, LogQuery, SubmitJobRequest
+from trainflow.jobs.schemas import (
+    JobDeleteQuery,
+    JobListQuery,
+    JobOut,
+    JobPage,
+    JobPatchRequest,
+    LogLine,
+    LogPage,
+    LogQuery,
+    SubmitJobRequest,
+)
 from trainflow.settings import Settings
+from trainflow.tracking import run_removal, run_table
 
 TRAIN_PREFIX = "/ajax-api/2.0/mlflow/train"
 bp = Blueprint("jobs", __name__, url_prefix=TRAIN_PREFIX)
@@ -35,12 +46,17 @@ def _executor() -> Executor:
     return executor_for(current_app)
 
 
-def jobs_out(jobs: list[Job]) -> list[JobOut]:
+def jobs_out(jobs: list[Job], metric_keys: list[str] | None = None) -> list[JobOut]:
+    """The jobs as the API shows them, with their runs' names as MLflow holds them now and the
+    latest values of ``metric_keys``."""
     users = service.usernames(db.session(), jobs)
     scripts = service.script_names(db.session(), jobs)
     positions = (
         service.queue_positions(db.session()) if any(j.status == JobStatus.QUEUED.value for j in jobs) else {}
     )
+    run_ids = [job.run_id for job in jobs]
+    names = run_table.run_names(db.session(), run_ids)
+    metrics = run_table.latest_metrics(db.session(), run_ids, metric_keys or [])
     out = []
     for job in jobs:
         duration = None
@@ -69,6 +85,11 @@ def jobs_out(jobs: list[Job]) -> list[JobOut]:
                 started_at=job.started_at,
                 finished_at=job.finished_at,
                 duration_s=duration,
+                run_name=names.get(job.run_id, (None, None))[0],
+                experiment_name=names.get(job.run_id, (None, None))[1],
+                metrics=metrics.get(job.run_id, {}),
+                tags=job.tags or {},
+                note=job.note or "",
             )
         )
     return out
@@ -109,17 +130,44 @@ def submit(body: SubmitJobRequest) -> Response:
     bp,
     "/jobs",
     "GET",
-    summary="Jobs, newest first (yours; an admin: everyone's)",
+    summary="Jobs as a run table: search, sort, filter, page (yours; an admin: everyone's)",
     tag=TAG,
     query=JobListQuery,
     response=JobPage,
     errors=(400, 401),
+    description="Newest first unless `sort` says otherwise. Each job carries its MLflow run's "
+    "name, its experiment's name, and the latest values of the metrics named in `metrics`; "
+    "`param_keys` and `metric_keys` list what the jobs of the page have, for choosing columns.",
 )
 def list_jobs(query: JobListQuery) -> Response:
-    total, jobs = service.list_jobs(
-        db.session(), current_principal(), query.page, query.size, query.status, query.user
+    total, jobs = service.list_jobs(db.session(), current_principal(), query)
+    page = JobPage(
+        total=total,
+        page=query.page,
+        size=query.size,
+        list=jobs_out(jobs, query.metrics),
+        param_keys=sorted({key for job in jobs for key in job.params}),
+        metric_keys=run_table.metric_keys(db.session(), [job.run_id for job in jobs]),
     )
-    return json_response(JobPage(total=total, page=query.page, size=query.size, list=jobs_out(jobs)))
+    return json_response(page)
+
+
+@endpoint(
+    bp,
+    "/jobs/<int:job_id>",
+    "PATCH",
+    summary="Change a job's tags or note",
+    tag=TAG,
+    body=JobPatchRequest,
+    response=JobOut,
+    errors=(400, 401, 404, 415),
+    description="`tags` replaces all the job's tags; a field left out stays as it is. Any job of "
+    "yours, running or finished.",
+)
+def patch_job(job_id: int, body: JobPatchRequest) -> Response:
+    job = service.get_job(db.session(), current_principal(), job_id)
+    service.update_housekeeping(db.session(), job, body)
+    return json_response(jobs_out([job])[0])
 
 
 @endpoint(bp, "/jobs/<int:job_id>", "GET", summary="One job", tag=TAG, response=JobOut, errors=(401, 404))
@@ -157,15 +205,25 @@ def cancel(job_id: int) -> Response:
     bp,
     "/jobs/<int:job_id>",
     "DELETE",
-    summary="Delete a finished job and its logs",
+    summary="Delete a finished job and its logs (and, when asked, its MLflow run)",
     tag=TAG,
+    query=JobDeleteQuery,
     status=204,
-    errors=(401, 404, 409),
+    errors=(400, 401, 403, 404, 409),
+    description="The MLflow run is kept unless `delete_run=true`; deleting it needs the "
+    "permission MLflow's own `runs/delete` needs (403 otherwise, and nothing is deleted).",
 )
-def delete_job(job_id: int) -> Response:
-    job = service.get_job(db.session(), current_principal(), job_id)
+def delete_job(job_id: int, query: JobDeleteQuery) -> Response:
+    principal = current_principal()
+    job = service.get_job(db.session(), principal, job_id)
     service.ensure_deletable(job)
     owner_id = job.owner_id
+    if query.delete_run:
+        run_id = job.run_id
+        run_removal.check_may_delete_run(
+            principal, run_id, current_app.extensions["trainflow.mlflow_authorizer"]
+        )
+        run_removal.delete_run(run_id)
     db.session.delete(job)
     change = add_change(db.session(), job_id, owner_id, EventType.DELETED)
     db.session.commit()

@@ -166,6 +166,7 @@ export default async function jobs({ page, options, step, shot }) {
   await page.locator("#console .line", { hasText: "sleeping" }).waitFor({ timeout: 90_000 });
   await statusOf("RUNNING").waitFor();
   await page.locator("#cancel").click();
+  await page.locator("#cancel-dialog-confirm").click(); // the question asked first (#14)
   await statusOf("CANCELLED").waitFor({ timeout: 60_000 });
   await page.locator('#job-summary [data-field="reason"]').waitFor();
   result.cancelReason = await page.locator('#job-summary [data-field="reason"]').textContent();

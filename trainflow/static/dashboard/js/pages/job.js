@@ -13,6 +13,7 @@ import { downloadFile } from "../download.js";
 import { errorBox, messageOf } from "../forms.js";
 import { formatDuration, formatTime, parseTime } from "../format.js";
 import { t } from "../i18n.js";
+import { confirmCancel, createHousekeeping } from "../housekeeping.js";
 import { FINISHED, statusBadge } from "../jobs.js";
 import { follow } from "../live.js";
 import { createMetrics } from "../metrics.js";
@@ -40,6 +41,7 @@ export function jobPage({ params, signal }) {
   const rerun = h("a", { class: "button", id: "rerun", href: `${BASE}/new?rerun=${id}`, hidden: true }, t("job.rerun"));
   const download = h("button", { type: "button", id: "download-log", onclick: onDownload }, t("job.downloadLog"));
   const side = h("div", { class: "card side", hidden: true }, progress.element, metrics.element);
+  const housekeeping = createHousekeeping({ id, signal, error });
   let job = null;
   let artifactsShown = false;
   let status = null;
@@ -61,6 +63,7 @@ export function jobPage({ params, signal }) {
     }
     showStatus(status && FINISHED.has(status) && !FINISHED.has(job.status) ? status : job.status);
     renderSummary();
+    housekeeping.show(job);
     // The output folder becomes the run's artifacts when the job ends.
     if (FINISHED.has(job.status) && !artifactsShown) {
       artifactsShown = true;
@@ -108,6 +111,7 @@ export function jobPage({ params, signal }) {
   });
 
   async function onCancel() {
+    if (!(await confirmCancel(id))) return;
     cancel.disabled = true;
     try {
       await api(`${TRAIN}/jobs/${id}/cancel`, { method: "POST", signal });
@@ -183,6 +187,7 @@ export function jobPage({ params, signal }) {
     ),
     error.element,
     h("div", { class: "job-grid" }, h("div", { class: "card" }, summary), side),
+    housekeeping.element,
     charts.element,
     system.element,
     artifacts.element,
