@@ -93,6 +93,7 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_s: float | None
+    sweep_id: int | None = Field(default=None, description="The parameter sweep this job is a trial of.")
 
 
 class JobPage(BaseModel):

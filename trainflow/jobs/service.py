@@ -174,6 +174,10 @@ def finish(
     session.refresh(job)
     _end_run(job, status, output_dir)
     record_status(current_app, job, change)  # after the run's end: a follower that sees `end` finds it ended
+    from trainflow.jobs.signals import job_finished
+
+    # The app itself, not the proxy: receivers are connected for it (a sweep's trial, say).
+    job_finished.send(current_app._get_current_object(), job=job, session=session)  # type: ignore[attr-defined]
     return True
 
 

@@ -69,6 +69,7 @@ def jobs_out(jobs: list[Job]) -> list[JobOut]:
                 started_at=job.started_at,
                 finished_at=job.finished_at,
                 duration_s=duration,
+                sweep_id=job.sweep_id,
             )
         )
     return out
