@@ -7,11 +7,13 @@ from __future__ import annotations
 import io
 import itertools
 import math
+import threading
 
 import pytest
 
 from tests.conftest import dispose
 from tests.jobs.test_scheduler_rules import Queue
+from tests.tracking.test_official_client import run_client
 from trainflow.app import create_app
 from trainflow.jobs.models import JobStatus
 
@@ -394,3 +396,49 @@ def test_trials_wait_in_the_normal_queue_and_limits(make_queue, alice, bob):
     assert queue.executor.running() == [first, other]  # one of alice's at a time, bob's beside it
     counts = show(queue, alice, made["sweep"])["counts"]
     assert counts == {JobStatus.RUNNING.value: 1, JobStatus.QUEUED.value: 3}
+
+
+OFFICIAL_CLIENT = """
+    import json
+    from mlflow import MlflowClient
+    client = MlflowClient()
+    parent = client.get_run("{parent}")
+    trials = client.search_runs(["{experiment}"], filter_string="tags.mlflow.parentRunId = '{parent}'")
+    print(json.dumps({
+        "parent": parent.info.status,
+        "params": parent.data.params,
+        "trials": sorted(
+            (r.info.run_id, r.data.params["lr"], r.data.params["batch"], r.info.status) for r in trials
+        ),
+    }))
+"""
+
+
+def test_the_official_mlflow_client_finds_the_trials_under_the_parent_run(queue, alice):
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, queue.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    made = grid(queue, alice, name="official", metric="val_loss")
+    auth = {"MLFLOW_TRACKING_USERNAME": alice.username, "MLFLOW_TRACKING_PASSWORD": alice.password}
+    script = OFFICIAL_CLIENT.replace("{parent}", made["run_id"]).replace(
+        "{experiment}", made["experiment_id"]
+    )
+    try:
+        running = run_client(url, script, **auth)
+        finish_all(queue, made["list"])
+        finished = run_client(url, script, **auth)
+    finally:
+        server.shutdown()
+        thread.join()
+    assert running["parent"] == "RUNNING" and running["params"]["sweep.strategy"] == "grid"
+    expected = sorted(
+        (t["job"]["run_id"], str(t["job"]["params"]["lr"]), str(t["job"]["params"]["batch"]))
+        for t in made["list"]
+    )
+    assert [tuple(t[:3]) for t in running["trials"]] == expected
+    assert {t[3] for t in running["trials"]} == {"SCHEDULED"}
+    assert finished["parent"] == "FINISHED"
+    assert len(finished["trials"]) == 4 and {t[3] for t in finished["trials"]} == {"FINISHED"}
