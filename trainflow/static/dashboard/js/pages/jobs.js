@@ -115,6 +115,7 @@ export function jobsPage({ query, signal, navigate }) {
       liveState,
       h("label", { class: "inline" }, h("span", null, t("jobs.filter")), filter),
       h("a", { class: "button primary", href: `${BASE}/new`, id: "new-job" }, t("nav.new")),
+      h("a", { class: "button", href: `${BASE}/sweeps/new`, id: "new-sweep-link" }, t("sweeps.new")),
     ),
     error.element,
     table.element,
