@@ -442,3 +442,24 @@ def test_the_official_mlflow_client_finds_the_trials_under_the_parent_run(queue,
     assert {t[3] for t in running["trials"]} == {"SCHEDULED"}
     assert finished["parent"] == "FINISHED"
     assert len(finished["trials"]) == 4 and {t[3] for t in finished["trials"]} == {"FINISHED"}
+
+
+def test_deleting_a_user_deletes_their_sweeps_and_leaves_others(queue, alice, bob, admin):
+    grid(queue, alice)
+    kept = grid(queue, bob)
+    queue.tick()  # alice's four trials are running (two running jobs once made this fail)
+    answer = queue.client.delete(f"/api/users/{alice.id}", headers=admin.basic)
+    assert answer.status_code == 204, answer.json
+    listed = queue.client.get(SWEEPS, headers=admin.basic).json
+    assert [s["sweep"] for s in listed["list"]] == [kept["sweep"]]
+    assert show(queue, bob, kept["sweep"])["trials"] == 4
+
+
+def test_a_trial_that_ends_while_others_wait_leaves_the_sweep_running(queue, alice):
+    made = grid(queue, alice)
+    queue.tick()
+    queue.executor.exit(made["list"][0]["job"]["job"], 0)
+    queue.tick()
+    state = show(queue, alice, made["sweep"])
+    assert state["status"] == "RUNNING" and state["done"] == 1
+    assert run_of(queue, alice, made["run_id"])["info"]["status"] == "RUNNING"
