@@ -216,17 +216,13 @@ def _queue_trials(
     """
     made: list[str] = []
     try:
-        for number, params in trials:
-            made.append(
-                sweep_runs.create_trial_run(
-                    sweep.experiment_id,
-                    username,
-                    script.entrypoint,
-                    f"{sweep.name}-{number}",
-                    sweep.run_id,
-                    params,
-                )
-            )
+        made = sweep_runs.create_trial_runs(
+            sweep.experiment_id,
+            username,
+            script.entrypoint,
+            sweep.run_id,
+            [(f"{sweep.name}-{number}", params) for number, params in trials],
+        )
         fields = sweep.job_fields
         jobs = [
             Job(
@@ -260,8 +256,10 @@ def _queue_trials(
         raise
     for job, change in zip(jobs, changes, strict=True):
         record_status(current_app, job, change)
-        with contextlib.suppress(Exception):
-            runs.tag_with_job(job.run_id, job.id)
+    try:
+        sweep_runs.tag_runs({job.run_id: {"trainflow.job_id": str(job.id)} for job in jobs})
+    except Exception:
+        log.exception("Sweep %d: could not tag its trials' runs with their jobs", sweep.id)
     return jobs
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from typing import Any
 
-from trainflow.tracking.runs import _store, schedule_run
+from trainflow.tracking.runs import _store
 
 PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param's value
@@ -31,14 +32,82 @@ def create_parent_run(
     return str(run.info.run_id), str(run.info.run_name)
 
 
-def create_trial_run(
-    experiment_id: str, username: str, entrypoint: str, name: str, parent_run_id: str, params: dict[str, Any]
-) -> str:
-    """A trial's run: a child of the sweep's, with the trial's params, SCHEDULED until it starts."""
-    run = _create(experiment_id, username, entrypoint, name, {PARENT_TAG: parent_run_id})
-    run_id = str(run.info.run_id)
-    schedule_run(run_id, params)
-    return run_id
+def create_trial_runs(
+    experiment_id: str,
+    username: str,
+    entrypoint: str,
+    parent_run_id: str,
+    trials: list[tuple[str, dict[str, Any]]],
+) -> list[str]:
+    """A run per trial (its name and params): a child of the sweep's, SCHEDULED until its job
+    starts; their ids, in order.
+
+    All in one transaction, as MLflow's ``create_run`` and ``log_batch`` would leave each (the
+    same rows): through the store one trial took ~85 ms, so a sweep of 1,000 over a minute.
+    """
+    from mlflow.entities import LifecycleStage, RunStatus, SourceType
+    from mlflow.store.tracking.dbmodels.models import SqlParam, SqlRun, SqlTag
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+    from mlflow.utils.uri import append_to_uri_path
+
+    store = _store()
+    experiment = store.get_experiment(experiment_id)
+    store._check_experiment_is_active(experiment)
+    start = now_ms()
+    run_ids: list[str] = []
+    runs: list[dict[str, Any]] = []
+    tags: list[dict[str, Any]] = []
+    params: list[dict[str, Any]] = []
+    for name, values in trials:
+        run_id = uuid.uuid4().hex
+        run_ids.append(run_id)
+        runs.append(
+            {
+                "run_uuid": run_id,
+                "name": name,
+                "source_type": SourceType.to_string(SourceType.UNKNOWN),
+                "source_name": "",
+                "entry_point_name": "",
+                "user_id": username,
+                "status": RunStatus.to_string(RunStatus.SCHEDULED),
+                "start_time": start,
+                "end_time": None,
+                "deleted_time": None,
+                "source_version": "",
+                "lifecycle_stage": LifecycleStage.ACTIVE,
+                "artifact_uri": append_to_uri_path(
+                    experiment.artifact_location, run_id, store.ARTIFACTS_FOLDER_NAME
+                ),
+                "experiment_id": int(experiment_id),
+            }
+        )
+        run_tags = {
+            "mlflow.source.name": entrypoint,
+            "mlflow.source.type": "JOB",
+            "mlflow.user": username,
+            MLFLOW_RUN_NAME: name,
+            PARENT_TAG: parent_run_id,
+        }
+        tags += [{"run_uuid": run_id, "key": k, "value": v} for k, v in run_tags.items()]
+        params += [{"run_uuid": run_id, "key": k, "value": str(v)} for k, v in values.items()]
+    with store.engine.begin() as connection:  # Core statements, many rows each
+        connection.execute(SqlRun.__table__.insert(), runs)
+        connection.execute(SqlTag.__table__.insert(), tags)
+        if params:
+            connection.execute(SqlParam.__table__.insert(), params)
+    return run_ids
+
+
+def tag_runs(tags: dict[str, dict[str, str]]) -> None:
+    """New tags on many runs ({run id: {key: value}}) in one statement."""
+    from mlflow.store.tracking.dbmodels.models import SqlTag
+
+    rows = [
+        {"run_uuid": run_id, "key": k, "value": v} for run_id, pairs in tags.items() for k, v in pairs.items()
+    ]
+    if rows:
+        with _store().engine.begin() as connection:
+            connection.execute(SqlTag.__table__.insert(), rows)
 
 
 def _create(
