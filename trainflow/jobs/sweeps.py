@@ -20,6 +20,7 @@ import itertools
 import logging
 import math
 import random
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -254,8 +255,10 @@ def _queue_trials(
             for run_id in made:
                 runs.set_run_status(run_id, "FAILED", end_time_ms=sweep_runs.now_ms())
         raise
-    for job, change in zip(jobs, changes, strict=True):
+    for n, (job, change) in enumerate(zip(jobs, changes, strict=True)):
         record_status(current_app, job, change)
+        if n % 50 == 49:
+            time.sleep(0)  # under gevent (patched), other requests run between batches
     try:
         sweep_runs.tag_runs({job.run_id: {"trainflow.job_id": str(job.id)} for job in jobs})
     except Exception:
