@@ -42,7 +42,8 @@ export function sweepPage({ params, signal, navigate }) {
   let sweep = null;
   const values = new Map(); // job id -> {value, step}: the metric's latest, live
   const statuses = new Map(); // job id -> status, live
-  const streams = new Map(); // job id -> AbortController of its metric stream
+  const streams = new Map(); // job id -> AbortController of its metric stream, while open
+  const followed = new Set(); // job ids whose stream was opened (once each: it replays from the start)
 
   async function load() {
     try {
@@ -146,15 +147,26 @@ export function sweepPage({ params, signal, navigate }) {
     );
   }
 
+  // Metrics of many trials can arrive in bursts (a stream replays a trial's history): rank once a frame.
+  let frame = 0;
+  function renderSoon() {
+    if (frame) return;
+    frame = requestAnimationFrame(() => {
+      frame = 0;
+      if (!signal.aborted) render();
+    });
+  }
+
   /** Each running current trial's stream, for the metric's values as they are logged. */
   function followMetrics() {
     if (!sweep.metric) return;
     for (const trial of current()) {
       const jobId = trial.job.job;
-      if (streams.has(jobId) || statuses.get(jobId) !== "RUNNING" || streams.size >= MAX_METRIC_STREAMS) continue;
+      if (followed.has(jobId) || statuses.get(jobId) !== "RUNNING" || streams.size >= MAX_METRIC_STREAMS) continue;
       const stop = new AbortController();
       signal.addEventListener("abort", () => stop.abort(), { once: true });
       streams.set(jobId, stop);
+      followed.add(jobId);
       follow(`${TRAIN}/jobs/${jobId}/events`, {
         signal: stop.signal,
         onEvent: (event) => {
@@ -163,9 +175,11 @@ export function sweepPage({ params, signal, navigate }) {
             const known = values.get(jobId);
             if (known && step < known.step) return; // an older step logged late
             values.set(jobId, { value: event.value, step });
-            render();
+            renderSoon();
           } else if (event.type === "end" || event.type === "deleted") {
             stop.abort();
+            streams.delete(jobId);
+            followMetrics(); // a running trial waiting for a stream gets this one's place
           }
         },
       });
@@ -198,7 +212,10 @@ export function sweepPage({ params, signal, navigate }) {
       if (known || event.type === "status") reload(); // a rerun's new trials too
     },
   });
-  signal.addEventListener("abort", () => clearTimeout(timer));
+  signal.addEventListener("abort", () => {
+    clearTimeout(timer);
+    cancelAnimationFrame(frame);
+  });
 
   async function act(button, path, method = "POST") {
     button.disabled = true;
