@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import math
 import threading
 
@@ -463,3 +464,19 @@ def test_a_trial_that_ends_while_others_wait_leaves_the_sweep_running(queue, ali
     state = show(queue, alice, made["sweep"])
     assert state["status"] == "RUNNING" and state["done"] == 1
     assert run_of(queue, alice, made["run_id"])["info"]["status"] == "RUNNING"
+
+
+def test_values_that_are_not_finite_numbers_are_refused(queue, alice):
+    script = upload(queue, alice)
+    for params, strategy, field in [
+        ({"lr": [float("nan")]}, "grid", "params.lr.0"),
+        ({"lr": {"distribution": "uniform", "low": 0, "high": float("inf")}}, "random", "params.lr.high"),
+    ]:
+        answer = queue.client.post(
+            SWEEPS,
+            data=json.dumps({"script_id": script, "strategy": strategy, "params": params, "trials": 2}),
+            content_type="application/json",
+            headers=alice.basic,
+        )
+        assert answer.status_code == 400, answer.json
+        assert f"{field}: must be a finite number" in answer.json["error"]["message"], answer.json
