@@ -16,7 +16,7 @@ from trainflow.events import views as events_views
 from trainflow.events.hub import hub_of, share_epochs
 from trainflow.jobs import hooks as jobs_hooks
 from trainflow.jobs import ingest as jobs_ingest
-from trainflow.jobs import sandboxing, stream_views
+from trainflow.jobs import sandboxing, stream_views, sweep_views, sweeps
 from trainflow.jobs import tickets as jobs_tickets
 from trainflow.jobs import views as jobs_views
 from trainflow.keys import load_secret_key
@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(meta_bp)
     app.register_blueprint(scripts_views.bp)
     app.register_blueprint(jobs_views.bp)
+    app.register_blueprint(sweep_views.bp)
+    sweeps.init_app(app)  # a sweep's parent run follows its trials' ends
     app.register_blueprint(jobs_tickets.bp)
     app.register_blueprint(stream_views.bp)
     app.register_blueprint(jobs_ingest.bp)

@@ -430,5 +430,174 @@ def cancel(server: str, job_id: int) -> None:
     )
 
 
+# -- parameter sweeps ---------------------------------------------------------------------------
+
+DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+
+
+def _sweep_value(text: str) -> str | int | float | bool:
+    """A value as written on the command line: an integer or a number when it reads as one."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _sweep_params(pairs: tuple[str, ...], is_random: bool) -> dict[str, Any]:
+    """``lr=0.1,0.01`` (grid: the values; random: a choice among them) or, with --trials,
+    ``lr=loguniform:1e-4:1e-1``, ``dropout=uniform:0:0.5``, ``layers=int:2:8``, ``batch=choice:32,64``."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, separator, spec = pair.partition("=")
+        if not separator or not name or not spec:
+            raise click.UsageError(f"--param takes name=values, not {pair!r}.")
+        kind, colon, rest = spec.partition(":")
+        if colon and kind in DISTRIBUTIONS:
+            if not is_random:
+                raise click.UsageError(f"--param {name}: {kind}:... draws at random; give --trials N too.")
+            if kind == "choice":
+                params[name] = {"distribution": kind, "values": [_sweep_value(v) for v in rest.split(",")]}
+                continue
+            low, colon, high = rest.partition(":")
+            bounds = [_sweep_value(low), _sweep_value(high)]
+            if not colon or not all(isinstance(b, int | float) for b in bounds):
+                raise click.UsageError(f"--param {name}: {kind} takes {kind}:LOW:HIGH, not {spec!r}.")
+            params[name] = {"distribution": kind, "low": bounds[0], "high": bounds[1]}
+            continue
+        values = [_sweep_value(v) for v in spec.split(",")]
+        params[name] = {"distribution": "choice", "values": values} if is_random else values
+    if not params:
+        raise click.UsageError("Give at least one --param to sweep over.")
+    return params
+
+
+@main.command()
+@server_option
+@click.argument("script", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=SPEC",
+    help="Grid: lr=0.1,0.01 (every combination runs). With --trials: loguniform:1e-4:1e-1, "
+    "uniform:0:0.5, int:2:8 or choice:32,64 (repeatable).",
+)
+@click.option("--trials", type=click.IntRange(1), help="Draw this many trials at random instead of a grid.")
+@click.option("--seed", type=click.IntRange(0), help="Random draws: the same seed draws the same trials.")
+@click.option("--metric", help="The metric that ranks the trials (its latest value).")
+@click.option("--goal", type=click.Choice(["min", "max"]), default="min", show_default=True)
+@click.option("--experiment", help="MLflow experiment name (default: <you>/<script name>).")
+@click.option("--name", help="The sweep's name (its parent run's).")
+@click.option("--arg", "args", multiple=True, help="An extra command-line argument for every trial.")
+@click.option("--entrypoint", help="For archives: the script to run (default train.py).")
+@click.option(
+    "--timeout", "timeout_s", type=click.IntRange(min=1), help="Each trial's time limit in seconds."
+)
+@click.option("--gpus", type=click.IntRange(min=0), default=0, help="GPUs each trial needs.")
+@click.option(
+    "--follow", is_flag=True, help="Print the trials' progress until all end; exit 0 if all succeeded."
+)
+def sweep(
+    server: str,
+    script: Path,
+    params: tuple[str, ...],
+    trials: int | None,
+    seed: int | None,
+    metric: str | None,
+    goal: str,
+    experiment: str | None,
+    name: str | None,
+    args: tuple[str, ...],
+    entrypoint: str | None,
+    timeout_s: int | None,
+    gpus: int,
+    follow: bool,
+) -> None:
+    """Upload SCRIPT and run it once per combination of params (a grid), or --trials times with
+    params drawn at random; each trial is a job and a child run of the sweep's MLflow run."""
+    space = _sweep_params(params, trials is not None)  # a usage mistake is reported before uploading
+    client = _client(server)
+    if script.is_dir():
+        script = _pack(script)
+    size = script.stat().st_size
+    with click.progressbar(
+        length=size, label=f"Uploading {script.name}", file=sys.stderr, show_pos=False
+    ) as bar:
+        uploaded = _run(lambda: client.upload(script, entrypoint, on_read=lambda n: bar.update(min(n, size))))
+    body: dict[str, Any] = {
+        "script_id": uploaded["script"],
+        "strategy": "random" if trials is not None else "grid",
+        "params": space,
+        "goal": goal,
+        "args": list(args),
+        "gpus": gpus,
+    }
+    optional = {
+        "trials": trials,
+        "seed": seed,
+        "metric": metric,
+        "experiment_name": experiment,
+        "name": name,
+        "timeout_s": timeout_s,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    created = _run(lambda: client.sweep(**body))
+    seeded = f" (seed {created['seed']})" if created.get("seed") is not None else ""
+    click.echo(
+        f"Sweep {created['sweep']} {created['name']}: {created['trials']} trials{seeded}, "
+        f"run {created['run_id']} in experiment {created['experiment_id']}",
+        err=follow,
+    )
+    if follow:
+        sys.exit(_run(lambda: _follow_sweep(client, created["sweep"])))
+
+
+def _follow_sweep(client: Client, sweep_id: int) -> int:
+    """Print each trial's status change with the count done, then the ranking; 0 if all succeeded."""
+    changes = client.follow_changes()
+    next(changes)  # the stream is open: a change from now on is not missed by the read below
+    state = client.get_sweep(sweep_id)
+    trials = {t["job"]["job"]: t["job"] for t in state["list"]}
+    shown: dict[int, str] = {}
+
+    def report() -> bool:
+        for trial in state["list"]:
+            job = trial["job"]
+            if trial["superseded_by"] is None and shown.get(job["job"]) != job["status"]:
+                shown[job["job"]] = job["status"]
+                params = " ".join(f"{k}={v}" for k, v in job["params"].items())
+                progress = f"[{state['done']} of {state['trials']} done]"
+                click.echo(f"Trial {job['job']} ({params}): {job['status']}  {progress}", err=True)
+        return bool(state["done"] >= state["trials"])
+
+    try:
+        done = report()
+        for event in () if done else changes:
+            if event["type"] == EventType.STATUS and event["job_id"] in trials:
+                state = client.get_sweep(sweep_id)
+                trials = {t["job"]["job"]: t["job"] for t in state["list"]}
+                if report():
+                    break
+            elif event["type"] == EventType.DELETED and event["job_id"] in trials:
+                click.echo(f"Sweep {sweep_id}: trial {event['job_id']} was deleted.", err=True)
+                return 1
+    finally:
+        changes.close()  # the stream's connection
+    metric = state.get("metric")
+    click.echo(f"{'RANK':>4}  {'JOB':>6}  {'STATUS':<10} {(metric or 'VALUE')[:16]:>16}  PARAMS")
+    for trial in state["list"]:
+        if trial["superseded_by"] is not None:
+            continue
+        job = trial["job"]
+        value = "-" if trial["value"] is None else f"{trial['value']:.6g}"
+        params = " ".join(f"{k}={v}" for k, v in job["params"].items())
+        click.echo(f"{trial['rank']:>4}  {job['job']:>6}  {job['status']:<10} {value:>16}  {params}")
+    succeeded = state["counts"].get(JobStatus.SUCCEEDED.value, 0) == state["trials"]
+    click.echo(f"Sweep {sweep_id}: {state['done']} of {state['trials']} done", err=True)
+    return 0 if succeeded else 1
+
+
 if __name__ == "__main__":
     main()

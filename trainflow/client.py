@@ -10,7 +10,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -237,6 +237,49 @@ class Client:
     def cancel(self, job_id: int) -> dict[str, Any]:
         job: dict[str, Any] = self.call("POST", f"{TRAIN}/jobs/{job_id}/cancel")
         return job
+
+    def sweep(self, **body: Any) -> dict[str, Any]:
+        """Submit a parameter sweep (``POST .../sweeps``); the sweep with its trials."""
+        sweep: dict[str, Any] = self.call("POST", f"{TRAIN}/sweeps", json=body)
+        return sweep
+
+    def get_sweep(self, sweep_id: int) -> dict[str, Any]:
+        sweep: dict[str, Any] = self.call("GET", f"{TRAIN}/sweeps/{sweep_id}")
+        return sweep
+
+    def follow_changes(self, read_timeout: float = 60.0) -> Generator[dict[str, Any]]:
+        """The status changes of the caller's jobs from now on, live, heartbeats included (the
+        first says the stream is open: a change after it is not missed by a read made then).
+
+        A dropped connection is followed by a new request from the last seq received (a change's
+        or a heartbeat's), so every change arrives once and in order.
+        """
+        after: int | None = None
+        delay = 0.25
+        while True:
+            try:
+                with self.request(
+                    "GET",
+                    f"{TRAIN}/events",
+                    params={"after": after} if after is not None else {},
+                    stream=True,
+                    timeout=(10, read_timeout),
+                ) as response:
+                    if response.status_code in RETRY_STATUSES:
+                        raise requests.ConnectionError(f"HTTP {response.status_code}")
+                    if response.status_code >= 400:
+                        self._checked(response)
+                    delay = 0.25
+                    for event in _ndjson(response):
+                        seq = event.get("seq")
+                        if seq is not None:
+                            if after is not None and seq <= after and event["type"] != EventType.HEARTBEAT:
+                                continue
+                            after = seq if after is None else max(after, seq)
+                        yield event
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError):
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     def follow_events(
         self, job_id: int, after: int = 0, read_timeout: float = 60.0

@@ -58,6 +58,11 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     # supervisor still reports lives, though its host has gone silent (trainflow.jobs.hosts).
     reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # Parameter sweeps (trainflow.jobs.sweeps): the sweep a trial belongs to (no foreign key:
+    # adding one rebuilds tf_jobs on SQLite; a sweep deletes its trials itself), and the trial
+    # that replaced this one when the sweep's failed trials were run again (this one is kept).
+    sweep_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    superseded_by: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Housekeeping (the run table): the user's own labels and notes on the job.

@@ -102,6 +102,7 @@ class JobOut(BaseModel):
     )
     tags: dict[str, str] = Field(default_factory=dict, description="The user's labels on the job.")
     note: str = Field(default="", description="The user's note on the job.")
+    sweep_id: int | None = Field(default=None, description="The parameter sweep this job is a trial of.")
 
 
 class JobPage(BaseModel):

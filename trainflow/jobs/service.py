@@ -172,6 +172,10 @@ def finish(
     session.refresh(job)
     _end_run(job, status, output_dir)
     record_status(current_app, job, change)  # after the run's end: a follower that sees `end` finds it ended
+    from trainflow.jobs.signals import job_finished
+
+    # The app itself, not the proxy: receivers are connected for it (a sweep's trial, say).
+    job_finished.send(current_app._get_current_object(), job=job, session=session)  # type: ignore[attr-defined]
     return True
 
 
@@ -215,6 +219,9 @@ def purge_owner(session: Session, settings: Any, executor: Executor, user_id: in
     from sqlalchemy import delete
 
     jobs = session.scalars(select(Job).where(Job.owner_id == user_id)).all()
+    # Read now: each cancel commits, which expires the rows, and an expired row deleted below
+    # could not be read again (two running jobs made the deletion fail).
+    job_ids = [job.id for job in jobs]
     running = {job.id for job in jobs if job.status == JobStatus.RUNNING.value}
     for job in jobs:
         if job.id in running:
@@ -222,12 +229,12 @@ def purge_owner(session: Session, settings: Any, executor: Executor, user_id: in
     scripts_owned = session.scalars(select(Script).where(Script.owner_id == user_id)).all()
     session.execute(delete(Job).where(Job.owner_id == user_id))
     session.execute(delete(Script).where(Script.owner_id == user_id))
-    changes = {job.id: add_change(session, job.id, user_id, EventType.DELETED) for job in jobs}
+    changes = {job_id: add_change(session, job_id, user_id, EventType.DELETED) for job_id in job_ids}
     session.commit()
-    for job in jobs:
-        if job.id not in running:  # a running job's supervisor still writes in its folder
-            executor.remove(job.id)
-        announce_deleted(current_app, job.id, user_id, changes[job.id])
+    for job_id in job_ids:
+        if job_id not in running:  # a running job's supervisor still writes in its folder
+            executor.remove(job_id)
+        announce_deleted(current_app, job_id, user_id, changes[job_id])
     shared = shared_files(current_app)
     for script in scripts_owned:
         shutil.rmtree(scripts.files_dir(settings, script).parent, ignore_errors=True)

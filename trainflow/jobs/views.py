@@ -90,6 +90,7 @@ def jobs_out(jobs: list[Job], metric_keys: list[str] | None = None) -> list[JobO
                 metrics=metrics.get(job.run_id, {}),
                 tags=job.tags or {},
                 note=job.note or "",
+                sweep_id=job.sweep_id,
             )
         )
     return out

@@ -13,6 +13,9 @@ import { registerPage } from "./pages/register.js";
 import { scriptPage } from "./pages/script.js";
 import { scriptsPage } from "./pages/scripts.js";
 import { signinPage } from "./pages/signin.js";
+import { newSweepPage } from "./pages/new-sweep.js";
+import { sweepPage } from "./pages/sweep.js";
+import { sweepsPage } from "./pages/sweeps.js";
 import { usersPage } from "./pages/users.js";
 import { BASE, navigate, refresh, startRouter } from "./router.js";
 import { currentSession, sessionEvents } from "./session.js";
@@ -30,6 +33,9 @@ const ROUTES = [
   { path: `${BASE}/scripts/:id`, page: scriptPage, title: "scripts.title", nav: "scripts" },
   { path: `${BASE}/account`, page: accountPage, title: "account.pageTitle", nav: "account" },
   { path: `${BASE}/users`, page: usersPage, title: "users.title", nav: "users", admin: true },
+  { path: `${BASE}/sweeps`, page: sweepsPage, title: "sweeps.title", nav: "sweeps" },
+  { path: `${BASE}/sweeps/new`, page: newSweepPage, title: "sweeps.newTitle", nav: "sweeps" },
+  { path: `${BASE}/sweeps/:id`, page: sweepPage, title: "sweeps.title", nav: "sweeps" },
 ];
 
 const root = document.getElementById("app");

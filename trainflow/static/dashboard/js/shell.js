@@ -38,6 +38,7 @@ function navigation(active) {
     link("jobs", "/", t("nav.jobs")),
     link("new", "/new", t("nav.new")),
     link("scripts", "/scripts", t("nav.scripts")),
+    link("sweeps", "/sweeps", t("nav.sweeps")),
     currentSession()?.user.role === "admin" ? link("users", "/users", t("nav.users")) : null,
     h("a", { href: "/", target: "_blank", rel: "noopener" }, t("nav.mlflow")),
   );

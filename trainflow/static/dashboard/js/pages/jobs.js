@@ -230,6 +230,7 @@ export function jobsPage({ query, signal, navigate }) {
       h("h1", null, t("jobs.title")),
       liveState,
       h("a", { class: "button primary", href: `${BASE}/new`, id: "new-job" }, t("nav.new")),
+      h("a", { class: "button", href: `${BASE}/sweeps/new`, id: "new-sweep-link" }, t("sweeps.new")),
     ),
     h(
       "div",

@@ -27,7 +27,7 @@ export function newJobPage({ query, signal, navigate }) {
   return h(
     "section",
     { class: "page new-job" },
-    h("h1", null, t("new.title")),
+    h("div", { class: "page-head" }, h("h1", null, t("new.title")), h("a", { class: "button", href: `${BASE}/sweeps/new`, id: "new-sweep-link" }, t("sweeps.new"))),
     h("div", { class: "card step" }, h("h2", null, t("new.scriptStep")), uploader, scripts.element),
     form.element,
   );
