@@ -59,3 +59,7 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Retries (trainflow.jobs.retries): how many more attempts a FAILED or LOST one may get, and
+    # the attempt now queued, running or last run (1, 2 ...), each into the same MLflow run.
+    max_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

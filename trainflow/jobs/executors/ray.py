@@ -222,7 +222,8 @@ class RayExecutor:
         """
         if self.issue_ticket is None:
             raise RuntimeError("this Ray executor was made without tickets; it can only observe and stop")
-        handle = handle_of(launch.run_id)
+        # A retry is a Ray job of its own: the first attempt's submission id is taken.
+        handle = handle_of(launch.run_id if launch.attempt == 1 else f"{launch.run_id}#{launch.attempt}")
         sid = submission_id(launch.job_id, handle)
         ticket = self.issue_ticket(launch.job_id, self.supervisor_spec(launch))
         working_dir = self.client.upload_package(zip_folder(launch.files))
@@ -258,11 +259,15 @@ class RayExecutor:
             "grace_s": float(self.settings.job_grace_seconds),
             "limits": sandboxing.job_limits(self.settings),
             "disk_full_s": float(self.settings.job_disk_full_seconds),
+            "attempt": launch.attempt,
+            "log_from": launch.log_from,
         }
         # The supervisor sends its records (lines, progress, its end) to the servers' ingest
         # endpoint, with a token of its own, where the Launch carries one.
         if launch.supervisor_token and launch.ingest_url:
             spec["ingest"] = {"url": launch.ingest_url, "token": launch.supervisor_token}
+            if launch.attempt > 1:
+                spec["ingest"]["resume"] = True  # number on after the earlier attempts' records
         return spec
 
     def submission(
