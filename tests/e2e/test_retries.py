@@ -10,6 +10,8 @@ import signal
 import pytest
 import requests
 
+from tests.e2e.shared_hosts import Deployment
+from tests.e2e.test_cli_client import cli  # noqa: F401  (a fixture)
 from tests.e2e.test_jobs import ADMIN, PASSWORD, TRAIN, Api, _supervisor_of
 from tests.tracking.test_official_client import run_client
 
@@ -71,28 +73,52 @@ def attempt_lines(api: Api, job_id: int, attempt: int) -> list[str]:
 
 
 def test_a_failed_attempt_resumes_from_its_checkpoint_into_the_same_run(server, tmp_path):
-    data_dir = tmp_path / "data"
     api = Api(server.url, ("alice", PASSWORD))
     job = api.submit(RESUMING, max_retries=2)
+    assert_resumed(api, job)
+    # Bob sees none of it.
+    bob = Api(server.url, ("bob", PASSWORD))
+    for path in ("", "/logs?attempt=1", "/events"):
+        assert bob.call("GET", f"{TRAIN}/jobs/{job['job']}{path}").status_code == 404
+    assert bob.call("GET", f"{TRAIN}/jobs").json()["total"] == 0
+    # Deleting the job removes its checkpoint folder with the rest of its folder.
+    checkpoint = tmp_path / "data" / "jobs" / str(job["job"]) / "checkpoint" / "state.json"
+    assert checkpoint.exists()
+    assert api.call("DELETE", f"{TRAIN}/jobs/{job['job']}").status_code == 204
+    assert not checkpoint.parent.exists()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_in_shared_mode_a_retrys_supervisor_numbers_on_after_the_first(
+    server_factory, database_url, redis_url, tmp_path
+):
+    """Supervisors send through the ingest here: the second one must number its records and
+    lines after the first one's, or the servers would take them for repeats."""
+    host = Deployment(database_url, redis_url, tmp_path).start(server_factory, "a")
+    api = Api(host.url, ADMIN)
+    assert_resumed(api, api.submit(RESUMING, max_retries=1))
+
+
+def assert_resumed(api: Api, job: dict) -> None:
+    """The RESUMING job ran twice into one run: as its API, its log, its stream and MLflow say."""
     done = api.wait(job["job"], "SUCCEEDED", "FAILED", "LOST", seconds=120)
-    assert (done["status"], done["attempt"], done["max_retries"]) == ("SUCCEEDED", 2, 2)
+    assert (done["status"], done["attempt"]) == ("SUCCEEDED", 2), done
     assert [(a["number"], a["status"], a["exit_code"]) for a in done["attempts"]] == [
         (1, "FAILED", 3),
         (2, "SUCCEEDED", 0),
     ]
+    username, password = api.auth
     run = run_client(
-        server.url,
+        api.url,
         READ_RUN,
-        MLFLOW_TRACKING_USERNAME="alice",
-        MLFLOW_TRACKING_PASSWORD=PASSWORD,
+        MLFLOW_TRACKING_USERNAME=username,
+        MLFLOW_TRACKING_PASSWORD=password,
         RUN_ID=job["run_id"],
     )
     assert run == {"status": "FINISHED", "attempt_tag": "2", "steps": list(range(10))}
-    assert attempt_lines(api, job["job"], 1) == ["attempt 1 from step 0", *(f"step {i}" for i in range(5))]
-    assert attempt_lines(api, job["job"], 2) == [
-        "attempt 2 from step 5",
-        *(f"step {i}" for i in range(5, 10)),
-    ]
+    first, second = attempt_lines(api, job["job"], 1), attempt_lines(api, job["job"], 2)
+    assert first == ["attempt 1 from step 0", *(f"step {i}" for i in range(5))]
+    assert second == ["attempt 2 from step 5", *(f"step {i}" for i in range(5, 10))]
     events = [e for e in stream(api, job["job"]) if e["type"] != "heartbeat"]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert [e["type"] for e in events].count("end") == 1 and events[-1]["type"] == "end"
@@ -103,19 +129,9 @@ def test_a_failed_attempt_resumes_from_its_checkpoint_into_the_same_run(server, 
         ("RUNNING", 2),
         ("SUCCEEDED", 2),
     ]
-    # Every line once, in order, across both attempts.
-    logged = [e["line"] for e in events if e["type"] == "log"]
-    assert logged == attempt_lines(api, job["job"], 1) + attempt_lines(api, job["job"], 2)
-    # Bob sees none of it.
-    bob = Api(server.url, ("bob", PASSWORD))
-    for path in ("", "/logs?attempt=1", "/events"):
-        assert bob.call("GET", f"{TRAIN}/jobs/{job['job']}{path}").status_code == 404
-    assert bob.call("GET", f"{TRAIN}/jobs").json()["total"] == 0
-    # Deleting the job removes its checkpoint folder with the rest of its folder.
-    checkpoint = data_dir / "jobs" / str(job["job"]) / "checkpoint" / "state.json"
-    assert checkpoint.exists()
-    assert api.call("DELETE", f"{TRAIN}/jobs/{job['job']}").status_code == 204
-    assert not checkpoint.parent.exists()
+    # Every line once, in order, numbered across both attempts.
+    logged = [(e["n"], e["line"]) for e in events if e["type"] == "log"]
+    assert logged == list(enumerate(first + second, start=1))
 
 
 LOST_THEN_DONE = """
@@ -136,3 +152,19 @@ def test_an_attempt_lost_with_its_supervisor_is_run_again(server):
     assert [a["status"] for a in done["attempts"]] == ["LOST", "SUCCEEDED"]
     assert attempt_lines(api, job["job"], 2) == ["attempt 2"]
     assert api.run(job["run_id"])["info"]["status"] == "FINISHED"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_command_line_submits_retries_and_follows_them(cli, tmp_path):  # noqa: F811
+    cli("login", "--username", "alice", "--password", PASSWORD)
+    flaky = tmp_path / "flaky.py"
+    flaky.write_text(
+        "import os, sys\nprint('try', os.environ['TRAINFLOW_ATTEMPT'], flush=True)\n"
+        "sys.exit(0 if os.environ['TRAINFLOW_ATTEMPT'] == '2' else 4)\n"
+    )
+    result = cli("submit", str(flaky), "--max-retries", "1", "--follow")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == ["try 1", "try 2"]
+    assert "Attempt 1 FAILED: Exited with code 4. Retrying: attempt 2 of 2." in result.stderr
+    refused = cli("submit", str(flaky), "--max-retries", "11")
+    assert refused.exit_code == 2 and "--max-retries" in refused.output

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tests.conftest import dispose
+from tests.jobs.test_dead_hosts import DEAD_S, beat, two_hosts  # noqa: F401  (a fixture)
 from tests.jobs.test_scheduler_rules import TRAIN, Queue
 from trainflow.app import create_app
 from trainflow.db import db
@@ -239,3 +240,56 @@ def test_another_user_sees_none_of_a_retried_job(queue, alice, make_user):
     listed = queue.client.get(f"{TRAIN}/jobs", headers=bob.basic).json
     assert listed["total"] == 0
     assert queue.status(job_id) == JobStatus.RUNNING.value
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_dead_hosts_job_is_retried_by_a_survivor(two_hosts, alice):  # noqa: F811
+    queue, host_b = two_hosts
+    beat(queue, "host-a")
+    beat(queue, "host-b")
+    job_id = queue.submit(alice, max_retries=1)
+    queue.tick()  # host a runs it
+    beat(queue, "host-a", seconds_ago=DEAD_S + 1)  # and falls silent
+    queue.tick(host_b)
+    job = api_job(queue, alice, job_id)
+    assert (job["status"], job["attempt"], job["runner"]) == ("RUNNING", 2, "host-b")
+    assert job["attempts"][0]["status"] == "LOST"
+    assert "Its host (host-a) stopped" in job["attempts"][0]["reason"]
+    assert host_b.executor.launches[job_id].attempt == 2  # type: ignore[attr-defined]
+
+
+def test_a_status_of_an_earlier_attempt_is_not_taken_for_the_next_ones_end(settings):
+    """A server stopped between the claim of attempt 2 and its start leaves attempt 1's
+    status.json: the next scheduler must not record attempt 2 as ended by it."""
+    from trainflow.jobs.executors.base import State, Watched
+    from trainflow.jobs.executors.local import LocalExecutor
+
+    executor = LocalExecutor(settings)
+    folder = executor.job_dir(7)
+    folder.mkdir(parents=True)
+    ended = {"state": "exited", "exit_code": 1, "attempt": 1, "job": 7}
+    (folder / "status.json").write_text(json.dumps(ended))
+    assert executor.observe([Watched(7, None, None, 1)])[0].state is State.EXITED
+    assert executor.observe([Watched(7, None, None, 2)])[0].state is State.VANISHED  # not EXITED
+
+
+def test_an_earlier_attempts_supervisor_is_told_the_job_has_moved_on(queue, alice):
+    from trainflow.jobs import tokens
+
+    job_id = queue.submit(alice, max_retries=1)
+    queue.tick()
+    with queue.app.app_context():
+        first = tokens.issue_supervisor_token(queue.app, db.session.get(Job, job_id))
+    queue.executor.exit(job_id, 1)
+    queue.tick()  # attempt 2 runs
+    body = {"first": 1, "events": []}
+    answer = queue.client.post(
+        f"{TRAIN}/jobs/{job_id}/ingest", json=body, headers={"Authorization": f"Bearer {first}"}
+    )
+    assert answer.status_code == 409 and answer.json["error"]["code"] == "job_finished"
+    with queue.app.app_context():
+        second = tokens.issue_supervisor_token(queue.app, db.session.get(Job, job_id))
+    answer = queue.client.post(
+        f"{TRAIN}/jobs/{job_id}/ingest", json=body, headers={"Authorization": f"Bearer {second}"}
+    )
+    assert answer.status_code == 200

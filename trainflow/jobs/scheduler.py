@@ -314,6 +314,8 @@ class JobScheduler:
                 f"Its host ({job.runner}) stopped: silent since {seen:%Y-%m-%d %H:%M:%S} UTC, over "
                 f"{dead_s:g} s, and the job no longer reported."
             )
+            if not retries.may_retry(job, JobStatus.LOST):
+                reason += " It was not run again."
             if self._end_attempt(job, JobStatus.LOST, exit_code=None, reason=reason):
                 log.warning("Job %d: LOST with its host %s", job.id, job.runner)
 
