@@ -168,3 +168,44 @@ def test_the_command_line_submits_retries_and_follows_them(cli, tmp_path):  # no
     assert "Attempt 1 FAILED: Exited with code 4. Retrying: attempt 2 of 2." in result.stderr
     refused = cli("submit", str(flaky), "--max-retries", "11")
     assert refused.exit_code == 2 and "--max-retries" in refused.output
+
+
+SLOW_FLAKY = """
+    import os, sys, time
+    attempt = os.environ["TRAINFLOW_ATTEMPT"]
+    for i in range(3):
+        print(f"attempt {attempt} line {i}", flush=True)
+        time.sleep(0.3)
+    sys.exit(0 if attempt == "2" else 1)
+"""
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_follower_that_reconnects_across_a_retry_sees_every_event_once(server):
+    api = Api(server.url, ("alice", PASSWORD))
+    job = api.submit(SLOW_FLAKY, max_retries=1)
+    seen: list[dict] = []
+    url = f"{server.url}{TRAIN}/jobs/{job['job']}/events"
+    # Live from the start until the retry shows, then the connection drops ...
+    with requests.get(url, auth=api.auth, stream=True, timeout=60) as response:
+        for raw in response.iter_lines():
+            event = json.loads(raw)
+            if event["type"] != "heartbeat":
+                seen.append(event)
+            if event.get("retry"):
+                break
+    # ... and the follower resumes after the last seq it has, until the end.
+    after = seen[-1]["seq"]
+    with requests.get(url, params={"after": after}, auth=api.auth, stream=True, timeout=60) as response:
+        for raw in response.iter_lines():
+            event = json.loads(raw)
+            if event["type"] != "heartbeat":
+                seen.append(event)
+            if event["type"] == "end":
+                break
+    assert [e["seq"] for e in seen] == list(range(1, len(seen) + 1))
+    assert [e["line"] for e in seen if e["type"] == "log"] == [
+        f"attempt {a} line {i}" for a in (1, 2) for i in range(3)
+    ]
+    assert [e["type"] for e in seen].count("end") == 1
+    assert seen == [e for e in stream(api, job["job"]) if e["type"] != "heartbeat"]

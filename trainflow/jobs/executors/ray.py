@@ -234,6 +234,7 @@ class RayExecutor:
         runner_uri = self.client.upload_package(self._runner)
         request = self.submission(launch, sid, ticket, working_dir, runner_uri)
         self._submit(request)
+        self._ended_at.pop(launch.job_id, None)  # an earlier attempt's end is not this one's
         return handle
 
     def _submit(self, request: dict[str, Any]) -> None:
