@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_RETRIES = 10
 RETRIED = (JobStatus.FAILED, JobStatus.LOST)  # the outcomes an attempt is run again after
 ATTEMPT_TAG = "trainflow.attempt"  # the run's tag holding the attempt number
 
@@ -158,8 +157,7 @@ def log_window(session: Session, job: Job, number: int) -> LogWindow:
             f"attempt: job {job.id} has no attempt {number} (its attempts are 1 to {job.attempt}).",
             fields=[{"field": "attempt", "message": f"must be from 1 to {job.attempt}"}],
         )
-    # A finished attempt whose end did not say how many lines it wrote (a job that ended for good)
-    # reads to the end of the log, as does the running one.
+    # The last attempt's range stays open (log_through None): it holds every line after log_from.
     return LogWindow(row.log_from, row.log_through)
 
 
