@@ -254,6 +254,12 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     "--timeout", "timeout_s", type=click.IntRange(min=1), help="Kill the job after this many seconds."
 )
 @click.option("--gpus", type=click.IntRange(min=0), default=0, help="GPUs the job needs.")
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0, max=10),
+    default=0,
+    help="Run it again, into the same MLflow run, after a FAILED or LOST attempt (up to this many times).",
+)
 @click.option("--follow", is_flag=True, help="Print the job's output until it ends; exit with its outcome.")
 def submit(
     server: str,
@@ -265,6 +271,7 @@ def submit(
     entrypoint: str | None,
     timeout_s: int | None,
     gpus: int,
+    max_retries: int,
     follow: bool,
 ) -> None:
     """Upload SCRIPT (a .py file, a .zip/.tar.gz project, or a project folder) and run it as a job."""
@@ -283,6 +290,8 @@ def submit(
         "args": list(args),
         "gpus": gpus,
     }
+    if max_retries:
+        body["max_retries"] = max_retries
     body.update(
         {
             k: v
@@ -338,6 +347,8 @@ def _follow(client: Client, job_id: int) -> int:
                 ending["bar"] = True
             elif kind == EventType.STATUS:
                 ending["reason"] = event.get("reason")
+                if event.get("retry"):  # an attempt ended and the job runs again (trainflow.jobs.retries)
+                    click.echo(f"Job {job_id}: {event.get('reason')}", err=True)
             elif kind in (EventType.END, EventType.DELETED):
                 ending.update(event)
 

@@ -129,7 +129,7 @@ def test_the_command_shows_only_the_jobs_own_folders_of_the_data_directory(setti
     data = str(settings.resolved_data_dir)
     bound = [argv[i + 1] for i, arg in enumerate(argv) if arg in ("--ro-bind", "--bind")]
     assert sorted(path for path in bound if path.startswith(data)) == sorted(
-        str(folder / name) for name in ("home", "output", "tmp", "work")
+        str(folder / name) for name in ("checkpoint", "home", "output", "tmp", "work")
     )
 
 

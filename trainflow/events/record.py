@@ -90,11 +90,14 @@ def record_status(app: Flask, job: Job, change: int | None = None) -> None:
     """
     status = JobStatus(job.status)
     fields: dict[str, Any] = {"status": status.value, "reason": job.reason, "exit_code": job.exit_code}
+    fields["attempt"] = getattr(job, "attempt", None)  # a retried job's (trainflow.jobs.retries)
     fragments = [fragment(EventType.STATUS, **fields)]
     try:
         if status.is_finished:
             # Status + end unless the log already has its end (this may run twice).
-            end = fragment(EventType.END, status=status.value, exit_code=job.exit_code)
+            end = fragment(
+                EventType.END, status=status.value, exit_code=job.exit_code, attempt=fields["attempt"]
+            )
             store_of(app).append(job.id, [*fragments, end], unless_ended=True)
         else:
             store_of(app).append(job.id, fragments)

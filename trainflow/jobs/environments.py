@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trainflow.jobs.executors.base import Launch
+from trainflow.runner.supervisor import CHECKPOINT_DIR
 from trainflow.tracking import mlflow_version
 
 PASSED_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")  # from the server's environment, and no more
@@ -238,6 +239,8 @@ def job_env(launch: Launch, *, base_env: dict[str, str], folder: Path) -> dict[s
         HOME=str(folder / "home"),
         TMPDIR=str(folder / "tmp"),
         TRAINFLOW_OUTPUT_DIR=str(folder / "output"),
+        # Kept across a retried job's attempts (trainflow.jobs.retries): what a retry resumes from.
+        TRAINFLOW_CHECKPOINT_DIR=str(folder / CHECKPOINT_DIR),
     )
     env.update(run_env(launch))
     if launch.gpu_ids is not None:
@@ -255,4 +258,5 @@ def run_env(launch: Launch) -> dict[str, str]:
         "MLFLOW_EXPERIMENT_ID": launch.experiment_id,
         "MLFLOW_TRACKING_TOKEN": launch.token,
         "TRAINFLOW_JOB_ID": str(launch.job_id),
+        "TRAINFLOW_ATTEMPT": str(launch.attempt),
     }

@@ -133,7 +133,7 @@ class JobFinished(Conflict):
 def ingest(job_id: int) -> Response:
     # Who and how much, before a byte of the body is read; then the job's row, in a transaction
     # that ends before the read (a stalled supervisor must not hold a database connection).
-    job_of_token, run_id = tokens.supervised_job(_bearer())
+    job_of_token, run_id, attempt = tokens.supervised_job(_bearer())
     if job_of_token != job_id:
         raise PermissionDenied("This supervisor's token is for another job.")
     if request.content_length is not None and request.content_length > MAX_BODY:
@@ -145,8 +145,8 @@ def ingest(job_id: int) -> Response:
         raise NotFound(f"No job {job_id}: it was deleted.")
     if job.run_id != run_id:
         raise Unauthenticated("This supervisor's token is for an earlier job with the same id.")
-    if JobStatus(job.status).is_finished:
-        raise JobFinished(job_id)
+    if JobStatus(job.status).is_finished or attempt != job.attempt:
+        raise JobFinished(job_id)  # or its attempt ended: a retry runs under another supervisor
     # A cancel asked from now on reaches the supervisor with its next batch (10 ms to 5 s on).
     cancel, reported = bool(job.cancel_requested), job.reported_status
     db.session.rollback()

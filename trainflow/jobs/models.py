@@ -68,3 +68,7 @@ class Job(db.Model):  # type: ignore[name-defined,misc]
     # Housekeeping (the run table): the user's own labels and notes on the job.
     tags: Mapped[dict[str, str] | None] = mapped_column(TagsText)
     note: Mapped[str | None] = mapped_column(Text)
+    # Retries (trainflow.jobs.retries): how many more attempts a FAILED or LOST one may get, and
+    # the attempt now queued, running or last run (1, 2 ...), each into the same MLflow run.
+    max_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

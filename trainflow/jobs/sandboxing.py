@@ -19,6 +19,7 @@ from typing import Any
 from trainflow.accounts.credentials import Principal
 from trainflow.errors import PermissionDenied
 from trainflow.jobs.models import Job
+from trainflow.runner.supervisor import CHECKPOINT_DIR
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,10 @@ def ensure_may_run_jobs(settings: Any, principal: Principal) -> None:
 
 
 def _job_folders(folder: Path) -> list[str]:
-    return [str(folder / name) for name in ("work", "output", "tmp", "home")]
+    """The folders a job writes; its checkpoint folder (kept across a retried job's attempts) is
+    made here if need be, since the sandbox binds every one of them."""
+    (folder / CHECKPOINT_DIR).mkdir(exist_ok=True)
+    return [str(folder / name) for name in ("work", "output", "tmp", "home", CHECKPOINT_DIR)]
 
 
 def _base_policy(settings: Any, gpu_ids: str | None) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from trainflow.events.bus import describe as describe_bus
 from trainflow.events.bus import private_folder, run_folder
 from trainflow.events.record import add_change, record_status
 from trainflow.housekeeping import has_room_to_start
-from trainflow.jobs import hints, hosts, sandboxing, service
+from trainflow.jobs import hints, hosts, retries, sandboxing, service
 from trainflow.jobs.executors import Executor, Exit, Launch, State, Watched
 from trainflow.jobs.executors.local import LocalExecutor
 from trainflow.jobs.models import Job, JobStatus
@@ -147,7 +147,7 @@ class JobScheduler:
         ).all()
         self._pass_on_cancels(running)
         observations = self.executor.observe(
-            [Watched(job.id, job.supervisor_pid, job.reported_status) for job in running]
+            [Watched(job.id, job.supervisor_pid, job.reported_status, job.attempt) for job in running]
         )
         for job, seen in zip(running, observations, strict=True):
             if seen.exit is not None:
@@ -171,8 +171,7 @@ class JobScheduler:
         if was_cancelled:
             service.finish(db.session(), job, JobStatus.CANCELLED, exit_code=None, reason="Cancelled.")
             return
-        service.finish(
-            db.session(),
+        self._end_attempt(
             job,
             JobStatus.LOST,
             exit_code=None,
@@ -212,14 +211,14 @@ class JobScheduler:
             outcome, text = JobStatus.FAILED, f"Exited with code {code}."
             hint = self._missing_module_hint(job, ended)
             text += f" {hint}" if hint else ""
-        if service.finish(
-            db.session(),
+        if self._end_attempt(
             job,
             outcome,
             exit_code=code,
             reason=text,
             finished_at=ended.finished_at,
             output_dir=ended.outputs,
+            lines=ended.lines,
         ):
             log.info("Job %d: %s (%s)", job.id, outcome.value, text or "exit code 0")
 
@@ -230,6 +229,41 @@ class JobScheduler:
             return None
         script = db.session.get(Script, job.script_id)
         return hints.missing_module_hint(ended.missing_module, script is None or script.kind == "python")
+
+    def _end_attempt(
+        self,
+        job: Job,
+        outcome: JobStatus,
+        *,
+        exit_code: int | None,
+        reason: str | None,
+        finished_at: float | None = None,
+        output_dir: Path | None = None,
+        lines: int | None = None,
+    ) -> bool:
+        """An attempt ended: the job is queued again if it may be retried, else it ends."""
+        if retries.retry(
+            self.app,
+            db.session(),
+            job,
+            outcome,
+            exit_code=exit_code,
+            reason=reason,
+            finished_at=finished_at,
+            lines=lines,
+            output_dir=output_dir,
+        ):
+            self._wake.set()  # its next attempt may start at once
+            return False
+        return service.finish(
+            db.session(),
+            job,
+            outcome,
+            exit_code=exit_code,
+            reason=reason,
+            finished_at=finished_at,
+            output_dir=output_dir,
+        )
 
     # -- hosts that die -----------------------------------------------------------------------
 
@@ -249,7 +283,8 @@ class JobScheduler:
         self._heartbeat.start()
 
     def _decide_for_dead_hosts(self) -> None:
-        """RUNNING jobs of hosts silent for ``TRAINFLOW_HOST_DEAD_SECONDS``: LOST, never re-run.
+        """RUNNING jobs of hosts silent for ``TRAINFLOW_HOST_DEAD_SECONDS``: LOST, and retried only
+        where the job asked for retries (its next attempt runs wherever the next start puts it).
 
         Under the start lock, so one scheduler of all decides; ``service.finish`` records each
         end once (a host coming back at that moment records nothing over it). A job whose
@@ -287,9 +322,11 @@ class JobScheduler:
             seen = silent[job.runner or ""]
             reason = (
                 f"Its host ({job.runner}) stopped: silent since {seen:%Y-%m-%d %H:%M:%S} UTC, over "
-                f"{dead_s:g} s, and the job no longer reported. It was not run again."
+                f"{dead_s:g} s, and the job no longer reported."
             )
-            if service.finish(session, job, JobStatus.LOST, exit_code=None, reason=reason):
+            if not retries.may_retry(job, JobStatus.LOST):
+                reason += " It was not run again."
+            if self._end_attempt(job, JobStatus.LOST, exit_code=None, reason=reason):
                 log.warning("Job %d: LOST with its host %s", job.id, job.runner)
 
     def _stop_jobs_taken_over(self) -> None:
@@ -419,13 +456,15 @@ class JobScheduler:
             .where(Job.id == job.id, Job.status == JobStatus.QUEUED.value)
             .values(
                 status=JobStatus.RUNNING.value,
-                started_at=utcnow(),
+                started_at=job.started_at or utcnow(),  # a retry keeps the first start
                 gpu_ids=",".join(gpu_ids) if self.settings.gpu_ids else None,
                 runner=self.executor.name,
             )
             .execution_options(synchronize_session=False)
         )
         claimed = cast("CursorResult[Any]", result).rowcount  # an UPDATE's result has a rowcount
+        if claimed:
+            retries.mark_running(db.session(), job.id, job.attempt)
         change = (
             add_change(db.session(), job.id, job.owner_id, status=JobStatus.RUNNING.value)
             if claimed
@@ -459,10 +498,14 @@ class JobScheduler:
                 owner_is_admin=_is_admin(job.owner_id),
                 supervisor_token=issue_supervisor_token(self.app, job),
                 ingest_url=ingest_url(self.settings.jobs_tracking_url, job.id),
+                attempt=job.attempt,
+                log_from=retries.log_from(db.session(), job.id, job.attempt),
             )
             job.supervisor_pid = self.executor.start(launch)
             db.session.commit()
             _set_run_running(job.run_id)
+            if job.max_retries:
+                retries.tag_attempt(job)
             log.info("Job %d: started (supervisor %d)", job.id, job.supervisor_pid)
         except Exception as e:
             log.exception("Job %d: could not start", job.id)

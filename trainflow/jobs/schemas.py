@@ -63,9 +63,26 @@ class SubmitJobRequest(BaseModel):
         default=None, ge=1, le=30 * 24 * 3600, description="Kill the job after this many seconds (TIMED_OUT)."
     )
     gpus: int = Field(default=0, ge=0, le=64, description="GPUs the job needs, from TRAINFLOW_GPUS.")
+    max_retries: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Run the script again, into the same MLflow run, after an attempt that ends FAILED "
+        "or LOST, up to this many times. Each attempt gets `TRAINFLOW_ATTEMPT` (1, 2 ...) and the same "
+        "`TRAINFLOW_CHECKPOINT_DIR` to resume from. CANCELLED and TIMED_OUT are never retried.",
+    )
 
 
 JobStatusName = Literal["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "LOST"]
+
+
+class AttemptOut(BaseModel):
+    number: int = Field(description="1 for the first run of the script, 2 for the first retry ...")
+    status: JobStatusName
+    exit_code: int | None
+    reason: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 class JobOut(BaseModel):
@@ -103,6 +120,9 @@ class JobOut(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict, description="The user's labels on the job.")
     note: str = Field(default="", description="The user's note on the job.")
     sweep_id: int | None = Field(default=None, description="The parameter sweep this job is a trial of.")
+    max_retries: int = Field(description="How many times a FAILED or LOST attempt may be run again.")
+    attempt: int = Field(description="The attempt queued, running or last run (1, 2 ...).")
+    attempts: list[AttemptOut] = Field(description="Every attempt so far, first to last.")
 
 
 class JobPage(BaseModel):
@@ -223,6 +243,9 @@ class LogQuery(BaseModel):
 
     offset: int = Field(default=0, ge=0, le=2**63 - 1, description="Skip this many lines.")
     limit: int = Field(default=1000, ge=1, le=10_000)
+    attempt: int | None = Field(
+        default=None, ge=1, le=11, description="Only this attempt's lines; `offset` counts within them."
+    )
 
 
 class LogLine(BaseModel):

@@ -21,6 +21,7 @@ from trainflow.db import get_by_id, utcnow
 from trainflow.errors import Conflict, NotFound
 from trainflow.events.record import add_change, announce_deleted, record_status
 from trainflow.events.types import EventType
+from trainflow.jobs import retries
 from trainflow.jobs.models import MLFLOW_RUN_STATUS, Job, JobStatus
 from trainflow.jobs.quota import check_jobs_quota
 from trainflow.jobs.sandboxing import ensure_may_run_jobs
@@ -58,10 +59,13 @@ def submit(session: Session, principal: Principal, request: SubmitJobRequest, au
             env=request.env,
             timeout_s=request.timeout_s,
             gpus=request.gpus,
+            max_retries=request.max_retries,
+            attempt=1,
             status=JobStatus.QUEUED.value,
         )
         session.add(job)
         session.flush()
+        retries.add_first(session, job)
         change = add_change(session, job.id, job.owner_id, status=JobStatus.QUEUED.value)
         session.commit()
         record_status(current_app, job, change)
@@ -156,11 +160,16 @@ def finish(
     )
     # A Session types what it returns a Result; an UPDATE's is a CursorResult, with a rowcount.
     updated = cast("CursorResult[Any]", result).rowcount
-    change = (
-        add_change(session, job.id, job.owner_id, status=status.value, reason=reason, exit_code=exit_code)
-        if updated
-        else None
-    )
+    change = None
+    if updated:
+        change = add_change(
+            session, job.id, job.owner_id, status=status.value, reason=reason, exit_code=exit_code
+        )
+        # Its last attempt ends with it (a job cancelled between attempts: the one it waited for).
+        ended = datetime.fromtimestamp(finished_at, UTC) if finished_at else utcnow()
+        retries.close(
+            session, job.id, job.attempt, status, exit_code=exit_code, reason=reason, finished_at=ended
+        )
     session.commit()
     if not updated:
         return False
@@ -179,15 +188,20 @@ def finish(
     return True
 
 
+def log_outputs(job: Job, output_dir: Path | None) -> None:
+    """The job's output folder as its run's artifacts (at its end, and at each retried attempt's)."""
+    if output_dir is not None and output_dir.is_dir() and any(output_dir.iterdir()):
+        from trainflow.runner.sandbox import remove_links
+
+        # The job wrote this folder: a link in it would have the server copy what it names.
+        if removed := remove_links(str(output_dir)):
+            log.warning("Job %d: left out of its artifacts, not plain files: %s", job.id, removed[:10])
+        runs.log_artifacts(job.run_id, output_dir)
+
+
 def _end_run(job: Job, status: JobStatus, output_dir: Path | None) -> None:
     try:
-        if output_dir is not None and output_dir.is_dir() and any(output_dir.iterdir()):
-            from trainflow.runner.sandbox import remove_links
-
-            # The job wrote this folder: a link in it would have the server copy what it names.
-            if removed := remove_links(str(output_dir)):
-                log.warning("Job %d: left out of its artifacts, not plain files: %s", job.id, removed[:10])
-            runs.log_artifacts(job.run_id, output_dir)
+        log_outputs(job, output_dir)
         end = int((job.finished_at or utcnow()).timestamp() * 1000)
         runs.set_run_status(job.run_id, MLFLOW_RUN_STATUS[status], end_time_ms=end)
     except Exception:

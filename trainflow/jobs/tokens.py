@@ -94,6 +94,8 @@ def issue_supervisor_token(app: Flask, job: Job) -> str:
                 SUPERVISOR_CLAIM: job.id,
                 # A later job with the same id (SQLite may reuse a deleted row's) has another run.
                 "run": job.run_id,
+                # A retried job's earlier attempt (a supervisor outliving its dead host) is done.
+                "attempt": getattr(job, "attempt", None) or 1,
             },
             # It dies with the job anyway; a job allowed to run longer than a month keeps it.
             expires_delta=max(timedelta(days=31), timedelta(seconds=job.timeout_s or 0, days=1)),
@@ -101,8 +103,8 @@ def issue_supervisor_token(app: Flask, job: Job) -> str:
         return token
 
 
-def supervised_job(token: str) -> tuple[int, str]:
-    """The job id and run id a supervisor's token names; Unauthenticated if it is no such token.
+def supervised_job(token: str) -> tuple[int, str, int]:
+    """The job id, run id and attempt a supervisor's token names; Unauthenticated if it is no such token.
 
     Needs no database: the caller compares them with the job's row.
     """
@@ -116,4 +118,5 @@ def supervised_job(token: str) -> tuple[int, str]:
     run = claims.get("run")
     if SUPERVISOR_CLAIM not in claims or not isinstance(run, str):
         raise refused
-    return auth.claim_int(claims[SUPERVISOR_CLAIM]), run
+    attempt = claims.get("attempt", 1)
+    return auth.claim_int(claims[SUPERVISOR_CLAIM]), run, attempt if isinstance(attempt, int) else 0

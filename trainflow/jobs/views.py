@@ -14,11 +14,12 @@ from trainflow.errors import BadRequest
 from trainflow.events.record import add_change, announce_deleted
 from trainflow.events.store import store_of
 from trainflow.events.types import EventType
-from trainflow.jobs import service
+from trainflow.jobs import retries, service
 from trainflow.jobs.executors import Executor
 from trainflow.jobs.models import Job, JobStatus
 from trainflow.jobs.scheduler import EXTENSION, executor_for, wake_scheduler
 from trainflow.jobs.schemas import (
+    AttemptOut,
     JobDeleteQuery,
     JobListQuery,
     JobOut,
@@ -57,6 +58,7 @@ def jobs_out(jobs: list[Job], metric_keys: list[str] | None = None) -> list[JobO
     run_ids = [job.run_id for job in jobs]
     names = run_table.run_names(db.session(), run_ids)
     metrics = run_table.latest_metrics(db.session(), run_ids, metric_keys or [])
+    attempts = retries.attempts_of(db.session(), [job.id for job in jobs])
     out = []
     for job in jobs:
         duration = None
@@ -91,9 +93,23 @@ def jobs_out(jobs: list[Job], metric_keys: list[str] | None = None) -> list[JobO
                 tags=job.tags or {},
                 note=job.note or "",
                 sweep_id=job.sweep_id,
+                max_retries=job.max_retries,
+                attempt=job.attempt,
+                attempts=[attempt_out(row) for row in attempts.get(job.id, [])],
             )
         )
     return out
+
+
+def attempt_out(row: retries.JobAttempt) -> AttemptOut:
+    return AttemptOut(
+        number=row.number,
+        status=JobStatus(row.status).value,
+        exit_code=row.exit_code,
+        reason=row.reason,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
 
 
 @endpoint(
@@ -242,12 +258,20 @@ def delete_job(job_id: int, query: JobDeleteQuery) -> Response:
     query=LogQuery,
     response=LogPage,
     errors=(400, 401, 404),
+    description="Lines are numbered across a retried job's attempts; `attempt=N` pages through "
+    "attempt N's lines alone (`offset` then counts within them).",
 )
 def logs(job_id: int, query: LogQuery) -> Response:
     job = service.get_job(db.session(), current_principal(), job_id)
     is_finished = JobStatus(job.status).is_finished
+    start, limit = query.offset, query.limit
+    if query.attempt is not None:
+        window = retries.log_window(db.session(), job, query.attempt)
+        start, is_finished = window.log_from + query.offset, is_finished or window.log_through is not None
+        if window.log_through is not None:
+            limit = max(0, min(limit, window.log_through - start))
     db.session.remove()  # the store reads on a connection of its own: give this one back first
-    raws = store_of(current_app).log_lines(job_id, query.offset, query.limit)
+    raws = store_of(current_app).log_lines(job_id, start, limit) if limit else iter(())
     lines = [LogLine.model_validate(json.loads(raw)) for raw in raws]
     next_offset = query.offset + len(lines)
     is_complete = is_finished and len(lines) < query.limit

@@ -47,7 +47,7 @@ from trainflow.runner.limits import (
 DISK_EVERY_S = 2.0  # how often the job's folders are measured (more rarely when a walk is slow)
 PROCESSES_EVERY_S = 0.5
 MEMORY_EVERY_S = 1.0
-JOB_FOLDERS = ("work", "output", "tmp", "home", "venv-build")  # the last: a venv being built
+JOB_FOLDERS = ("work", "output", "tmp", "home", "checkpoint", "venv-build")  # the last: a venv being built
 
 # What a process prints when an allocation or an open() fails at its rlimit (read from the end of
 # the job's log when no cgroup counted the event).

@@ -69,6 +69,7 @@ class IngestSink:
         keepalive_s: float = KEEPALIVE_S,
         batch_events: int = BATCH_EVENTS,
         batch_bytes: int = BATCH_BYTES,
+        resume: bool = False,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -98,6 +99,9 @@ class IngestSink:
         self.delivered = 0  # the highest ordinal the servers hold
         self._sent = 0  # the highest ordinal ever sent
         self._connection: http.client.HTTPConnection | None = None
+        # A retried job's later attempt: the servers hold the earlier attempts' records, numbered
+        # 1 to N by their supervisors; this one asks for N first and numbers on from N + 1.
+        self.resume = resume
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
 
@@ -169,6 +173,8 @@ class IngestSink:
 
     def _run(self) -> None:
         try:
+            if self.resume:
+                self._resume()
             self._send_all()
         except BaseException as e:  # a bug here must not leave the supervisor waiting forever
             with self._cond:
@@ -215,6 +221,33 @@ class IngestSink:
                     self._cond.wait_for(lambda: self._stop, pause * random.uniform(0.5, 1.0))  # noqa: S311
             else:
                 pause = 0.0
+
+    def _resume(self) -> None:
+        """Ask (an empty batch) which ordinal the servers hold through; number this sink's on from it."""
+        pause = 0.0
+        while True:
+            with self._cond:
+                if self._stop or self.is_closed:
+                    return
+            try:
+                with self._sending:
+                    code, answer = self._post(1, [], None)
+            except (OSError, http.client.HTTPException, ValueError) as e:
+                code, answer = 0, {"error": {"message": str(e) or type(e).__name__}}
+            with self._cond:
+                if code == 200 and isinstance(answer.get("through"), int) and answer["through"] >= 0:
+                    through = answer["through"]
+                    self._first += through  # nothing of this sink was sent: its first is through + 1
+                    self._sent = self.delivered = through
+                    self.cancel_requested = answer.get("cancel") is True
+                    self._failing_since = None
+                    self._cond.notify_all()
+                    return
+                self._take(code, answer, 1, 0, self._status_acked)
+                self._cond.notify_all()
+            pause = min(MAX_PAUSE_S, max(FIRST_PAUSE_S, pause * 2))
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop, pause * random.uniform(0.5, 1.0))  # noqa: S311
 
     def _is_full(self) -> bool:
         return len(self._held) >= self.batch_events or self.pending_bytes >= self.batch_bytes
@@ -328,4 +361,5 @@ def sink_for(spec: dict[str, Any]) -> IngestSink | None:
         timeout_s=float(ingest.get("timeout_s") or TIMEOUT_S),
         give_up_s=float(ingest.get("give_up_s") or GIVE_UP_S),
         keepalive_s=float(ingest.get("keepalive_s") or KEEPALIVE_S),
+        resume=bool(ingest.get("resume")),
     )

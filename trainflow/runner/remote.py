@@ -84,7 +84,9 @@ def make_job_dir(job_id: int, files: Path) -> Path:
     """
     folder = Path(tempfile.mkdtemp(prefix=f"trainflow-job-{job_id}-"))
     shutil.copytree(files, folder / "work", symlinks=True)
-    for name in ("output", "tmp", "home"):
+    # The checkpoint folder is this attempt's alone here: a retry runs in a fresh folder, maybe on
+    # another node, so on Ray a script cannot resume from what an earlier attempt left in it.
+    for name in ("output", "tmp", "home", "checkpoint"):
         (folder / name).mkdir(mode=0o700)
     return folder
 
@@ -98,6 +100,7 @@ def supervisor_spec(spec: dict[str, Any], folder: Path, environ: dict[str, str])
         HOME=str(folder / "home"),
         TMPDIR=str(folder / "tmp"),
         TRAINFLOW_OUTPUT_DIR=str(folder / "output"),
+        TRAINFLOW_CHECKPOINT_DIR=str(folder / "checkpoint"),
     )
     argv = [sys.executable, *list(spec["argv"])[1:]]
     document = {
@@ -117,6 +120,8 @@ def supervisor_spec(spec: dict[str, Any], folder: Path, environ: dict[str, str])
         "system_metrics": spec.get("system_metrics"),
         "notify": None,
         "bus": None,
+        "attempt": spec.get("attempt", 1),
+        "log_from": spec.get("log_from", 0),
     }
     if spec.get("ingest"):
         document["ingest"] = spec["ingest"]  # the supervisor sends its records to the servers

@@ -95,6 +95,7 @@ MAX_BACKLOG = 8 * 1024 * 1024  # bytes of records and events held in memory whil
 RETRY_S = 0.5  # how often writes are tried again while the disk is full
 RESERVE = ".reserve"
 CANCEL_MARKER = "cancel-requested"  # written in JOB_DIR by the server before it sends SIGTERM
+CHECKPOINT_DIR = "checkpoint"  # in JOB_DIR: the job's own, kept across a retried job's attempts
 RESERVE_BYTES = 1024 * 1024  # room for the final status, and for the server to record the end
 DISK_FULL = "disk_full"
 STORAGE_FAILED = "storage_failed"
@@ -264,11 +265,14 @@ class LogWriter:
         path: Path | None,
         events: EventSink | IngestSink | None = None,
         trouble: StorageTrouble | None = None,
+        first_line: int = 0,
     ) -> None:
         self.path = path  # None: no log file (the events go to the servers' ingest)
         self.events = events
         self.trouble = trouble or (events.trouble if isinstance(events, EventSink) else StorageTrouble(None))
-        self.count = _count_lines(path) if path is not None else 0
+        # Lines are numbered across a retried job's attempts: on from those in the file, or (with
+        # no file) from those the spec says earlier attempts wrote.
+        self.count = _count_lines(path) if path is not None else first_line
         self._position = path.stat().st_size if path is not None and path.exists() else 0
         # Written with os.write from buffers of our own: what a full disk refused stays here,
         # in order, and goes out on the next try (a buffered file would lose track of it).
@@ -477,6 +481,7 @@ class Supervisor:
         # and its MLflow run, where the samples go too (trainflow.runner.runlog).
         self.system = SystemSampler.from_spec(self.spec)
         self.runlog: RunLog | None = None
+        self.log: LogWriter | None = None  # its final status says the number of the last line
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_cancel)
@@ -487,10 +492,11 @@ class Supervisor:
         self.ingest = sink_for(self.spec)
         self._set_status(state="starting", supervisor_pid=os.getpid())
         if self.ingest is not None:
-            log = LogWriter(None, self.ingest, self.trouble)
+            log = LogWriter(None, self.ingest, self.trouble, first_line=int(self.spec.get("log_from") or 0))
         else:
             events = EventSink(self.job_dir, self.spec.get("job"), self.spec.get("bus"), self.trouble)
             log = LogWriter(self.job_dir / "logs.ndjson", events)
+        self.log = log
         self.limits.start()
         say(f"job {self.spec.get('job')}: {self.limits.describe()}")  # supervisor.log
         if self.reason == "cancelled":  # cancelled before it started
@@ -829,6 +835,7 @@ class Supervisor:
     def _set_status(self, **status: Any) -> None:
         """Record a state on the way (starting, running); on a full disk, on a later try."""
         status["job"] = self.spec.get("job")
+        status["attempt"] = self.spec.get("attempt", 1)
         self.status = status
         self._write_status()
         if self.ingest is not None:
@@ -853,6 +860,9 @@ class Supervisor:
         that was deleted ends it at once.
         """
         status["job"] = self.spec.get("job")
+        status["attempt"] = self.spec.get("attempt", 1)
+        if self.log is not None:
+            status["lines"] = self.log.count  # the last line's number: where a retry's lines start
         self.status = status
         deadline = time.monotonic() + max(self.disk_full_s, 2.0)
         while True:

@@ -129,6 +129,13 @@ def tag_with_job(run_id: str, job_id: int) -> None:
     _store().add_new_tags(run_id, {"trainflow.job_id": str(job_id)})
 
 
+def tag_run(run_id: str, key: str, value: str) -> None:
+    """Set (or replace) one tag of the run: a retried job's ``trainflow.attempt``."""
+    from mlflow.entities import RunTag
+
+    _store().set_tag(run_id, RunTag(key, value))
+
+
 def set_run_status(run_id: str, status: str, end_time_ms: int | None = None) -> None:
     """Set the run's status (an MLflow run status name), and its end time when it has ended."""
     from mlflow.entities import RunStatus

@@ -35,6 +35,10 @@ class Launch:
     # endpoint, trainflow.jobs.ingest): a token for the supervisor alone, never for the job.
     supervisor_token: str = ""
     ingest_url: str = ""
+    # Which run of the script this is (1, then 2 ... for retries: trainflow.jobs.retries), and how
+    # many of the job's log lines earlier attempts wrote (its supervisor numbers on from there).
+    attempt: int = 1
+    log_from: int = 0
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class Watched:
     # The last status its supervisor sent through the ingest (status.json's fields), if any: how
     # it ended, for an executor with no files of the job to read (a cluster's).
     reported_status: dict[str, Any] | None = None
+    # The attempt it runs: a status its executor finds of an earlier attempt is not this one's.
+    attempt: int = 1
 
 
 class State(enum.Enum):
@@ -65,6 +71,7 @@ class Exit:
     finished_at: float | None = None  # seconds since the epoch
     outputs: Path | None = None  # the job's output folder, logged to its run as artifacts
     missing_module: str | None = None  # a module the job failed to import (its traceback's last line)
+    lines: int | None = None  # the number of the job's last log line when it ended, if it said
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any], outputs: Path | None = None) -> Exit:
@@ -77,6 +84,7 @@ class Exit:
             finished_at=status.get("finished_at"),
             outputs=outputs,
             missing_module=status.get("missing_module"),
+            lines=status.get("lines") if isinstance(status.get("lines"), int) else None,
         )
 
 

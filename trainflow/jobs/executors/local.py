@@ -26,7 +26,7 @@ import trainflow
 from trainflow.jobs import environments, sandboxing
 from trainflow.jobs.executors.base import Exit, Launch, Observation, State, Watched
 from trainflow.jobs.venv import python_of
-from trainflow.runner.supervisor import CANCEL_MARKER
+from trainflow.runner.supervisor import CANCEL_MARKER, CHECKPOINT_DIR, RESERVE
 
 PACKAGE_ROOT = Path(trainflow.__file__).resolve().parent.parent  # the folder holding trainflow/
 
@@ -53,7 +53,9 @@ class LaunchSpec:
     disk_full_s: float = 120.0  # how long the job may wait for room on a full disk before it ends
     # {"url", "token"}: the supervisor sends the job's records to the servers' ingest instead
     # of writing its event log (shared mode); None: it writes them in the job's folder.
-    ingest: dict[str, str] | None = None
+    ingest: dict[str, Any] | None = None
+    attempt: int = 1  # a retry's number: written in its status, so an earlier one's is not taken for it
+    log_from: int = 0  # lines earlier attempts wrote: the supervisor numbers on from there
 
 
 class LocalExecutor:
@@ -89,15 +91,22 @@ class LocalExecutor:
     def prepare(self, job_id: int, files: Path) -> Path:
         """The job's folder, with a fresh copy of its script's files to run in.
 
-        The folder may exist already: it holds the job's event log from the moment it was queued.
+        The folder may exist already: it holds the job's event log from the moment it was queued,
+        and for a retry the earlier attempts' log, status and checkpoint folder. The checkpoint
+        folder is kept (it is what a retry resumes from); the last attempt's status goes, so that
+        nothing takes it for this attempt's end.
         """
         folder = self.job_dir(job_id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name in ("work", "output", "tmp", "home"):
             shutil.rmtree(folder / name, ignore_errors=True)
+        for name in ("status.json", RESERVE):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
         shutil.copytree(files, folder / "work")
         for name in ("output", "tmp", "home"):
             (folder / name).mkdir()
+        (folder / CHECKPOINT_DIR).mkdir(exist_ok=True)
         return folder
 
     def start(self, launch: Launch) -> int:
@@ -140,6 +149,8 @@ class LocalExecutor:
                 limits=sandboxing.job_limits(self.settings),
                 disk_full_s=float(self.settings.job_disk_full_seconds),
                 ingest=_ingest_of(self.settings, launch),
+                attempt=launch.attempt,
+                log_from=launch.log_from,
             )
         )
 
@@ -167,6 +178,8 @@ class LocalExecutor:
                 "every_s": self.settings.system_metrics_seconds,
                 "nvml": self.settings.nvml_library,
             },
+            "attempt": spec.attempt,
+            "log_from": spec.log_from,
         }
         if spec.ingest is not None:
             document["ingest"] = spec.ingest
@@ -199,14 +212,14 @@ class LocalExecutor:
 
     def observe(self, jobs: Sequence[Watched]) -> list[Observation]:
         self.reap()
-        return [self._observe(job.job_id, job.handle) for job in jobs]
+        return [self._observe(job.job_id, job.handle, job.attempt) for job in jobs]
 
-    def _observe(self, job_id: int, supervisor_pid: int | None) -> Observation:
-        status = self.status(job_id)
+    def _observe(self, job_id: int, supervisor_pid: int | None, attempt: int = 1) -> Observation:
+        status = self.status(job_id, attempt)
         if status and status.get("state") == "exited":
             return self._exited(job_id, status)
         if not self.is_supervising(job_id, supervisor_pid):
-            status = self.status(job_id)  # it may have written its exit just now
+            status = self.status(job_id, attempt)  # it may have written its exit just now
             if status and status.get("state") == "exited":
                 return self._exited(job_id, status)
             self.kill_orphan((status or {}).get("pid"))
@@ -218,11 +231,17 @@ class LocalExecutor:
         ended = Exit.from_status(status, outputs=self.output_dir(job_id))
         return Observation(job_id, State.EXITED, pid=status.get("pid"), exit=ended)
 
-    def status(self, job_id: int) -> dict[str, Any] | None:
+    def status(self, job_id: int, attempt: int | None = None) -> dict[str, Any] | None:
+        """The job's ``status.json``; None if there is none, or it is another attempt's than ``attempt``."""
         try:
-            return json.loads((self.job_dir(job_id) / "status.json").read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+            status = json.loads((self.job_dir(job_id) / "status.json").read_text(encoding="utf-8"))
         except (FileNotFoundError, ValueError):
             return None
+        if not isinstance(status, dict):
+            return None
+        if attempt is not None and status.get("attempt", 1) != attempt:
+            return None  # an earlier attempt's end (a server stopped between a claim and a start)
+        return status
 
     def is_supervising(self, job_id: int, pid: int | None) -> bool:
         """Whether ``pid`` is still this job's supervisor (not a reused pid)."""
@@ -276,7 +295,10 @@ def _ingest_of(settings: Settings, launch: Launch) -> dict[str, str] | None:
     serves its followers; on one machine it writes them in the job's folder itself."""
     if not settings.shared or not launch.ingest_url:
         return None
-    return {"url": launch.ingest_url, "token": launch.supervisor_token}
+    ingest: dict[str, Any] = {"url": launch.ingest_url, "token": launch.supervisor_token}
+    if launch.attempt > 1:
+        ingest["resume"] = True  # the servers hold an earlier attempt's records: number on after them
+    return ingest
 
 
 def _supervisor_env() -> dict[str, str]:

@@ -222,7 +222,8 @@ class RayExecutor:
         """
         if self.issue_ticket is None:
             raise RuntimeError("this Ray executor was made without tickets; it can only observe and stop")
-        handle = handle_of(launch.run_id)
+        # A retry is a Ray job of its own: the first attempt's submission id is taken.
+        handle = handle_of(launch.run_id if launch.attempt == 1 else f"{launch.run_id}#{launch.attempt}")
         sid = submission_id(launch.job_id, handle)
         ticket = self.issue_ticket(launch.job_id, self.supervisor_spec(launch))
         working_dir = self.client.upload_package(zip_folder(launch.files))
@@ -233,6 +234,7 @@ class RayExecutor:
         runner_uri = self.client.upload_package(self._runner)
         request = self.submission(launch, sid, ticket, working_dir, runner_uri)
         self._submit(request)
+        self._ended_at.pop(launch.job_id, None)  # an earlier attempt's end is not this one's
         return handle
 
     def _submit(self, request: dict[str, Any]) -> None:
@@ -262,11 +264,15 @@ class RayExecutor:
                 "every_s": self.settings.system_metrics_seconds,
                 "nvml": self.settings.nvml_library,
             },
+            "attempt": launch.attempt,
+            "log_from": launch.log_from,
         }
         # The supervisor sends its records (lines, progress, its end) to the servers' ingest
         # endpoint, with a token of its own, where the Launch carries one.
         if launch.supervisor_token and launch.ingest_url:
             spec["ingest"] = {"url": launch.ingest_url, "token": launch.supervisor_token}
+            if launch.attempt > 1:
+                spec["ingest"]["resume"] = True  # number on after the earlier attempts' records
         return spec
 
     def submission(

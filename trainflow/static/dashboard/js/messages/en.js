@@ -368,4 +368,18 @@ export default {
   "sweeps.trialTimeout": "Each trial's timeout (seconds)",
   "sweeps.trialGpus": "GPUs per trial",
   "sweeps.submit": "Start the sweep",
+  // Retries: a job's attempts (js/attempts.js)
+  "attempts.title": "Attempts",
+  "attempts.of": "attempt {attempt} of at most {total}",
+  "attempts.column.number": "Attempt",
+  "attempts.column.status": "Status",
+  "attempts.column.exitCode": "Exit code",
+  "attempts.column.reason": "Reason",
+  "attempts.column.started": "Started",
+  "attempts.column.finished": "Finished",
+  "attempts.column.lines": "Output",
+  "attempts.show": "Show its lines",
+  "attempts.linesOf": "Output of attempt {n}",
+  "attempts.noLines": "This attempt printed nothing.",
+  "attempts.more": "More lines",
 };

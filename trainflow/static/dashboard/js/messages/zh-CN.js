@@ -368,4 +368,18 @@ export default {
   "sweeps.trialTimeout": "每个试验的超时（秒）",
   "sweeps.trialGpus": "每个试验的 GPU 数",
   "sweeps.submit": "开始扫描",
+  // Retries: a job's attempts (js/attempts.js)
+  "attempts.title": "尝试",
+  "attempts.of": "第 {attempt} 次，最多 {total} 次",
+  "attempts.column.number": "尝试",
+  "attempts.column.status": "状态",
+  "attempts.column.exitCode": "退出码",
+  "attempts.column.reason": "原因",
+  "attempts.column.started": "开始时间",
+  "attempts.column.finished": "结束时间",
+  "attempts.column.lines": "输出",
+  "attempts.show": "查看输出",
+  "attempts.linesOf": "第 {n} 次尝试的输出",
+  "attempts.noLines": "这次尝试没有输出。",
+  "attempts.more": "更多行",
 };

@@ -6,6 +6,7 @@
  */
 import { TRAIN, api } from "../api.js";
 import { createArtifacts } from "../artifacts.js";
+import { createAttempts } from "../attempts.js";
 import { createCharts } from "../charts.js";
 import { createConsole } from "../console.js";
 import { h, replace } from "../dom.js";
@@ -42,6 +43,7 @@ export function jobPage({ params, signal }) {
   const download = h("button", { type: "button", id: "download-log", onclick: onDownload }, t("job.downloadLog"));
   const side = h("div", { class: "card side", hidden: true }, progress.element, metrics.element);
   const housekeeping = createHousekeeping({ id, signal, error });
+  const attempts = createAttempts(id, signal); // a retried job's attempts, each one's lines
   let job = null;
   let artifactsShown = false;
   let status = null;
@@ -64,6 +66,7 @@ export function jobPage({ params, signal }) {
     showStatus(status && FINISHED.has(status) && !FINISHED.has(job.status) ? status : job.status);
     renderSummary();
     housekeeping.show(job);
+    attempts.show(job);
     // The output folder becomes the run's artifacts when the job ends.
     if (FINISHED.has(job.status) && !artifactsShown) {
       artifactsShown = true;
@@ -188,6 +191,7 @@ export function jobPage({ params, signal }) {
     error.element,
     h("div", { class: "job-grid" }, h("div", { class: "card" }, summary), side),
     housekeeping.element,
+    attempts.element,
     charts.element,
     system.element,
     artifacts.element,
