@@ -8,6 +8,7 @@ with the same page tokens. MLflow is pinned exactly, and this is the tripwire wh
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Iterator
@@ -19,9 +20,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.protos.service_pb2 import GetMetricHistory, SearchRuns
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils.proto_json_utils import message_to_json
 
+from tests.tracking.conftest import AJAX, API
 from trainflow.tracking.mlflow_server import DEFAULT_ARTIFACT_ROOT, dispose_stores
+from trainflow.tracking.reads_views import (
+    get_metric_history_view,
+    metric_history_document,
+    search_runs_document,
+    search_runs_view,
+)
 from trainflow.tracking.store import TrainflowTrackingStore
 
 VALUES = [0.0, 1.5, -2.0, 1.5, 3.0, 1e300, math.nan, math.inf, -math.inf]
@@ -347,3 +357,81 @@ def _history_pages(store: Any, run_id: str, max_results: int) -> list[tuple[list
         token = page.token
         if not token:
             return pages
+
+
+# -- the JSON the two routes answer -------------------------------------------------------------
+
+
+def _mlflows_json(message: Any) -> Any:
+    return json.loads(message_to_json(message))
+
+
+def test_search_documents_are_mlflows_json(world: World) -> None:
+    searches = [
+        ([], None),
+        (["metrics.loss DESC"], "params.lr != 'x'"),
+        (["attributes.end_time"], "attributes.status != 'RUNNING'"),
+    ]
+    for order_by, filter_string in searches:
+        page = world.ours.search_runs(world.experiments, filter_string, ViewType.ALL, 20, order_by)
+        response = SearchRuns.Response()
+        response.runs.extend([run.to_proto() for run in page])
+        response.next_page_token = page.token
+        document = json.loads(json.dumps(search_runs_document(page, page.token)))
+        assert document == _mlflows_json(response)
+        assert len(document["runs"]) == 20 and document["next_page_token"]
+    empty = world.ours.search_runs(world.experiments, "params.lr = 'none'", ViewType.ALL, 5)
+    assert search_runs_document(empty, empty.token) == _mlflows_json(SearchRuns.Response()) == {}
+
+
+def test_history_documents_are_mlflows_json(world: World) -> None:
+    run_id = world.theirs.create_run(world.experiments[1], "ann", 0, [], "history").info.run_id
+    points = [Metric("loss", v, i % 5, i) for i, v in enumerate(VALUES * 3)]
+    world.theirs.log_batch(run_id, points, [], [])
+    for max_results, token in (
+        (None, None),
+        (4, None),
+        (4, world.ours.get_metric_history(run_id, "loss", 4).token),
+    ):
+        rows, our_token = world.ours.metric_history_rows(run_id, "loss", max_results, token)
+        response = GetMetricHistory.Response()
+        theirs = world.theirs.get_metric_history(run_id, "loss", max_results, token)
+        response.metrics.extend([m.to_proto() for m in theirs])
+        if theirs.token:
+            response.next_page_token = theirs.token
+        assert json.loads(json.dumps(metric_history_document("loss", rows, our_token))) == _mlflows_json(
+            response
+        )
+
+
+def test_the_routes_answer_mlflows_json(app: Any, world: World, as_admin: Any, as_bob: Any) -> None:
+    from mlflow.server import handlers
+
+    assert {search_runs_view, get_metric_history_view} <= set(app.view_functions.values())
+    body = {"experiment_ids": world.experiments[1:], "max_results": 3, "order_by": ["metrics.acc DESC"]}
+    for prefix in (API, AJAX):
+        answer = as_admin.ok("POST", f"{prefix}/runs/search", json=body)
+        with app.test_request_context(f"{prefix}/runs/search", method="POST", json=body):
+            assert answer == json.loads(handlers._search_runs().get_data())
+    query = {"run_id": world.run_ids[0], "metric_key": "loss"}
+    answer = as_admin.ok("GET", f"{API}/metrics/get-history", query=query)
+    with app.test_request_context(f"{API}/metrics/get-history", query_string=query):
+        assert answer == json.loads(handlers._get_metric_history().get_data())
+    # Bad input is MLflow's 400, naming the field.
+    bad = as_admin.call("POST", f"{API}/runs/search", json={**body, "max_results": "many"})
+    assert bad.status_code == 400 and "max_results" in bad.get_data(True)
+    bad = as_admin.call("GET", f"{API}/metrics/get-history", query={**query, "max_results": 0})
+    assert bad.status_code == 400 and "max_results" in bad.get_data(True)
+    # Another user's permissions are checked before the view answers.
+    bobs = as_bob.experiment("bobs")
+    bob_run = as_bob.run(bobs)
+    assert (
+        as_admin.ok("POST", f"{API}/runs/search", json={"experiment_ids": [bobs]})["runs"][0]["info"][
+            "run_id"
+        ]
+        == bob_run
+    )
+    assert (
+        as_bob.ok("POST", f"{API}/runs/search", json={"experiment_ids": [bobs]})["runs"][0]["info"]["run_id"]
+        == bob_run
+    )

@@ -176,6 +176,14 @@ class TrainflowTrackingStore(SqlAlchemyStore):
             self._validate_run_accessible(session, run_id)
             return store_reads.metric_history(session, run_id, metric_key, max_results, page_token)
 
+    def metric_history_rows(
+        self, run_id: str, metric_key: str, max_results: int | None, page_token: str | None
+    ) -> tuple[list[Any], str | None]:
+        """``get_metric_history`` as ``(value, timestamp, step, is_nan)`` rows, for the JSON view."""
+        with _storage_errors(), self.ManagedSessionMaker() as session:
+            self._validate_run_accessible(session, run_id)
+            return store_reads.metric_history_rows(session, run_id, metric_key, max_results, page_token)
+
     def _log_metrics_once(self, run_id: str, metrics: Sequence[Metric]) -> None:
         with _storage_errors():
             self._write_metrics(run_id, metrics)

@@ -234,15 +234,15 @@ def _runs_from_rows(store: Any, session: Session, rows: Sequence[Any]) -> list[R
                 _LATEST.c.step,
                 _LATEST.c.is_nan,
             ).where(_LATEST.c.run_uuid.in_(chunk))
-        ):
+        ).all():
             metrics[m[0]].append(Metric(m[1], _NAN if m[5] else m[2], m[3], m[4]))
         for p in session.execute(
             select(_PARAMS.c.run_uuid, _PARAMS.c.key, _PARAMS.c.value).where(_PARAMS.c.run_uuid.in_(chunk))
-        ):
+        ).all():
             params[p[0]].append(Param(p[1], p[2]))
         for t in session.execute(
             select(_TAGS.c.run_uuid, _TAGS.c.key, _TAGS.c.value).where(_TAGS.c.run_uuid.in_(chunk))
-        ):
+        ).all():
             tags[t[0]].append(RunTag(t[1], t[2]))
     inputs = store._get_run_inputs(run_uuids=run_ids, session=session)
     outputs = store._get_model_outputs_bulk(run_ids=run_ids, session=session)
