@@ -29,6 +29,7 @@ from trainflow.tracking.mlflow_server import DEFAULT_ARTIFACT_ROOT, dispose_stor
 from trainflow.tracking.reads_views import (
     get_metric_history_view,
     metric_history_document,
+    metric_history_json,
     search_runs_document,
     search_runs_view,
 )
@@ -399,9 +400,12 @@ def test_history_documents_are_mlflows_json(world: World) -> None:
         response.metrics.extend([m.to_proto() for m in theirs])
         if theirs.token:
             response.next_page_token = theirs.token
-        assert json.loads(json.dumps(metric_history_document("loss", rows, our_token))) == _mlflows_json(
-            response
-        )
+        expected = _mlflows_json(response)
+        assert json.loads(json.dumps(metric_history_document("loss", rows, our_token))) == expected
+        assert json.loads(metric_history_json("loss", rows, our_token)) == expected
+    assert (
+        json.loads(metric_history_json("loss", [], None)) == _mlflows_json(GetMetricHistory.Response()) == {}
+    )
 
 
 def test_the_routes_answer_mlflows_json(app: Any, world: World, as_admin: Any, as_bob: Any) -> None:

@@ -203,7 +203,9 @@ def _get_metric_history() -> Response:
         token = history.token
     else:
         rows, token = store.metric_history_rows(run_id, key, max_results, page_token)
-    return _json_response(metric_history_document(key, rows, token))
+    response = Response(mimetype="application/json")
+    response.set_data(metric_history_json(key, rows, token))
+    return response
 
 
 get_metric_history_view: Callable[[], Response] = catch_mlflow_exception(
@@ -211,20 +213,43 @@ get_metric_history_view: Callable[[], Response] = catch_mlflow_exception(
 )
 
 
-def metric_history_document(key: str, rows: Sequence[Any], token: str | None) -> dict[str, Any]:
+def metric_history_document(key: str, rows: Sequence[Any], token: str | bytes | None) -> dict[str, Any]:
     """The dict ``message_to_json`` makes of a ``GetMetricHistory.Response``, from
     ``(value, timestamp, step, is_nan)`` rows."""
     document: dict[str, Any] = {}
     if rows:
         document["metrics"] = [
-            {
-                "key": key,
-                "value": "NaN" if is_nan else (value if _LOWEST <= value <= _HIGHEST else _number(value)),
-                "timestamp": timestamp,
-                "step": step,
-            }
+            {"key": key, "value": _history_value(value, is_nan), "timestamp": timestamp, "step": step}
             for value, timestamp, step, is_nan in rows
         ]
     if token:
         document["next_page_token"] = _text(token)
     return document
+
+
+def metric_history_json(key: str, rows: Sequence[Any], token: str | bytes | None) -> str:
+    """:func:`metric_history_document` as compact JSON, written point by point: building and
+    encoding 100,000 dicts takes longer than reading the points."""
+    if not rows:
+        return json.dumps(metric_history_document(key, rows, token), separators=(",", ":"))
+    head = '{"key":' + json.dumps(key) + ',"value":'
+    if all(
+        not is_nan
+        and type(value) is float
+        and _LOWEST <= value <= _HIGHEST
+        and type(t) is int
+        and type(s) is int
+        for value, t, s, is_nan in rows
+    ):  # the usual case: plain finite numbers, written as json.dumps would (repr)
+        points = ",".join(f'{head}{value!r},"timestamp":{t},"step":{s}}}' for value, t, s, _ in rows)
+    else:
+        points = ",".join(
+            json.dumps(point, separators=(",", ":"))
+            for point in metric_history_document(key, rows, None)["metrics"]
+        )
+    tail = f',"next_page_token":{json.dumps(_text(token))}' if token else ""
+    return f'{{"metrics":[{points}]{tail}}}'
+
+
+def _history_value(value: float, is_nan: Any) -> float | str:
+    return "NaN" if is_nan else _number(value)
