@@ -282,6 +282,8 @@ BAD_SEARCHES: list[tuple[str, list[str] | None, int, str | None]] = [
     ("", None, 50001, None),
     ("", None, 10, "not a token"),
     ("", None, 10, "eyJub3QiOiAxfQ=="),
+    ("attributes.start_time LIKE '1'", ["metrics.loss", "metrics.loss"], 10, "not a token"),
+    ("metrics.loss > 'abc'", ["nothing.x"], 0, None),
 ]
 
 

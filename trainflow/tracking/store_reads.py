@@ -79,8 +79,8 @@ def search_runs(
 ) -> tuple[list[Run], str | None]:
     """MLflow's ``_search_runs`` for filters :func:`handles` accepts, checks done in its order."""
     dialect = store._get_dialect()
+    sort_joins, sort_clauses = _order_by_clauses(order_by)  # MLflow checks the order before the filter
     joins, where = _filter_clauses(parsed_filters, dialect)
-    sort_joins, sort_clauses = _order_by_clauses(order_by)
     offset = SearchUtils.parse_start_offset_from_page_token(page_token)
     ids = store._filter_experiment_ids(session, _parse_experiment_ids(list(experiment_ids)))
     stages = set(LifecycleStage.view_type_to_stages(run_view_type))
