@@ -96,6 +96,9 @@ def mlflow_flask_app(import_name: str) -> Flask:
             getattr(app, hooks_name).setdefault(scope, []).extend(kept)
     # MLflow's host-header, CORS and header hooks (installed on its module app when it was
     # imported inside a server process) are left out: trainflow.web_security replaces them.
+    from trainflow.tracking import reads_views
+
+    reads_views.install(app)  # runs/search and metrics/get-history without protobuf
     return app
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from mlflow.entities import LifecycleStage, Metric, RunStatus
+from mlflow.entities import LifecycleStage, Metric, Run, RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
@@ -31,14 +31,17 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_EXHAUSTED,
     TEMPORARILY_UNAVAILABLE,
 )
+from mlflow.store.entities.paged_list import PagedList
 from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils.search_utils import SearchUtils
 from mlflow.utils.validation import _validate_metric
 from sqlalchemy import Table, and_, bindparam, select, tuple_, update
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from trainflow.errors import DISK_FULL_MESSAGE, is_disk_full, is_pool_timeout
+from trainflow.tracking import store_reads
 
 _METRICS: Table = SqlMetric.__table__
 _LATEST: Table = SqlLatestMetric.__table__
@@ -135,6 +138,51 @@ class TrainflowTrackingStore(SqlAlchemyStore):
             connection.execute(
                 _TAGS.insert(), [{"key": k, "value": v, "run_uuid": run_id} for k, v in tags.items()]
             )
+
+    # Reads: run search and metric history as Core selects (trainflow/tracking/store_reads.py),
+    # the same answers as MLflow's, which builds ORM objects for every run, metric, param and tag.
+
+    def _search_runs(
+        self,
+        experiment_ids: Sequence[str | int],
+        filter_string: str | None,
+        run_view_type: int,
+        max_results: int | None,
+        order_by: Sequence[str] | None,
+        page_token: str | None,
+    ) -> tuple[list[Run], str | None]:
+        self._validate_max_results_param(max_results, allow_null=True)  # type: ignore[arg-type]  # None is allowed
+        parsed_filters = SearchUtils.parse_search_filter(filter_string)
+        if not store_reads.handles(parsed_filters):
+            return super()._search_runs(  # type: ignore[no-untyped-call, no-any-return]  # MLflow's, unannotated
+                experiment_ids, filter_string, run_view_type, max_results, order_by, page_token
+            )
+        with _storage_errors(), self.ManagedSessionMaker() as session:
+            return store_reads.search_runs(
+                self,
+                session,
+                experiment_ids,
+                parsed_filters,
+                run_view_type,
+                max_results,
+                order_by,
+                page_token,
+            )
+
+    def get_metric_history(
+        self, run_id: str, metric_key: str, max_results: int | None = None, page_token: str | None = None
+    ) -> PagedList[Metric]:
+        with _storage_errors(), self.ManagedSessionMaker() as session:
+            self._validate_run_accessible(session, run_id)
+            return store_reads.metric_history(session, run_id, metric_key, max_results, page_token)
+
+    def metric_history_rows(
+        self, run_id: str, metric_key: str, max_results: int | None, page_token: str | None
+    ) -> tuple[list[Any], str | None]:
+        """``get_metric_history`` as ``(value, timestamp, step, is_nan)`` rows, for the JSON view."""
+        with _storage_errors(), self.ManagedSessionMaker() as session:
+            self._validate_run_accessible(session, run_id)
+            return store_reads.metric_history_rows(session, run_id, metric_key, max_results, page_token)
 
     def _log_metrics_once(self, run_id: str, metrics: Sequence[Metric]) -> None:
         with _storage_errors():
