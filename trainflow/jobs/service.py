@@ -84,6 +84,14 @@ def get_job(session: Session, principal: Principal, job_id: int) -> Job:
     return job
 
 
+def visible_jobs(session: Session, principal: Principal, job_ids: list[int]) -> list[Job]:
+    """Those of ``job_ids`` that exist and are the caller's (an admin: all that exist)."""
+    query = select(Job).where(Job.id.in_(job_ids))
+    if not principal.is_admin:
+        query = query.where(Job.owner_id == principal.user_id)
+    return list(session.scalars(query))
+
+
 def list_jobs(
     session: Session, principal: Principal, page: int, size: int, status: str | None, username: str | None
 ) -> tuple[int, list[Job]]:
