@@ -348,6 +348,8 @@ def test_console_holds_a_million_lines_and_a_chart_100000_points_while_streaming
         "extremes": [-9, 7],
         "sorted": True,
         "zoomed": [103, 999, 1101],  # the range at full detail, and a point beyond each edge
+        "nonFinite": 0,  # NaN and infinities are drawn as gaps (null)
+        "whole": [1, None, None, None],
     }
     assert run.result["decimation"]["points"] <= 4 * 500
     console, streaming = run.result["console"], run.result["streaming"]

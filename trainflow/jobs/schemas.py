@@ -261,3 +261,75 @@ class LogPage(BaseModel):
     next_offset: int
     lines: list[LogLine]
     is_complete: bool = Field(description="True when the job has ended and no line follows.")
+
+
+MAX_COMPARED_JOBS = 20
+MAX_METRIC_KEYS = 200
+
+
+def _job_ids(value: str) -> str:
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not parts:
+        raise ValueError("name at least one job id, e.g. 1,2,3")
+    if not all(part.isdigit() and len(part) <= 18 and int(part) > 0 for part in parts):
+        raise ValueError("job ids are positive whole numbers separated by commas, e.g. 1,2,3")
+    if len(set(map(int, parts))) > MAX_COMPARED_JOBS:
+        raise ValueError(f"at most {MAX_COMPARED_JOBS} jobs at once")
+    return value
+
+
+def _metric_keys(value: str) -> str:
+    parts = [part for part in value.split(",") if part]
+    if not parts:
+        raise ValueError("name at least one metric key, or leave keys out for all of them")
+    if len(set(parts)) > MAX_METRIC_KEYS:
+        raise ValueError(f"at most {MAX_METRIC_KEYS} metric keys at once")
+    if any(len(part) > 250 for part in parts):
+        raise ValueError("a metric key is at most 250 characters")
+    return value
+
+
+class JobMetricsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: Annotated[str, AfterValidator(_job_ids)] = Field(
+        max_length=20 * MAX_COMPARED_JOBS,
+        description=f"Job ids separated by commas, at most {MAX_COMPARED_JOBS}.",
+    )
+    keys: Annotated[str, AfterValidator(_metric_keys)] | None = Field(
+        default=None,
+        max_length=260 * MAX_METRIC_KEYS,
+        description=f"Metric keys separated by commas, at most {MAX_METRIC_KEYS}; default: every metric.",
+    )
+    points: int = Field(
+        default=500, ge=10, le=5000, description="The most steps of each history (evenly sampled)."
+    )
+
+    @property
+    def job_ids(self) -> list[int]:
+        return list(dict.fromkeys(int(part) for part in self.jobs.split(",") if part.strip()))
+
+    @property
+    def metric_keys(self) -> list[str] | None:
+        if self.keys is None:
+            return None
+        return list(dict.fromkeys(part for part in self.keys.split(",") if part))
+
+
+class MetricHistory(BaseModel):
+    steps: list[int]
+    values: list[float | Literal["NaN", "Infinity", "-Infinity"]] = Field(
+        description="NaN and infinities as the strings NaN, Infinity and -Infinity."
+    )
+    timestamps: list[int] = Field(description="Milliseconds since the epoch, as MLflow stores them.")
+
+
+class JobMetrics(BaseModel):
+    job: int
+    run_id: str
+    metrics: dict[str, MetricHistory]
+
+
+class JobMetricsPage(BaseModel):
+    jobs: list[JobMetrics] = Field(description="The jobs asked for, in that order, that are yours.")
+    missing: list[int] = Field(description="Jobs asked for that do not exist or are not yours.")

@@ -88,6 +88,14 @@ def get_job(session: Session, principal: Principal, job_id: int) -> Job:
     return job
 
 
+def visible_jobs(session: Session, principal: Principal, job_ids: list[int]) -> list[Job]:
+    """Those of ``job_ids`` that exist and are the caller's (an admin: all that exist)."""
+    query = select(Job).where(Job.id.in_(job_ids))
+    if not principal.is_admin:
+        query = query.where(Job.owner_id == principal.user_id)
+    return list(session.scalars(query))
+
+
 def list_jobs(session: Session, principal: Principal, query: JobListQuery) -> tuple[int, list[Job]]:
     """The caller's jobs (an admin's: everyone's) that match ``query``: their total and one page."""
     from trainflow.jobs.listing import list_jobs as run_table_page

@@ -188,12 +188,17 @@ function decimation() {
   const ys = xs.map((x) => Math.sin(x / 500));
   ys[31_337] = 7; // a spike
   ys[77_777] = -9;
+  ys[50_000] = NaN; // a history's "NaN", "Infinity", "-Infinity": gaps, never extremes
+  ys[60_000] = Infinity;
+  ys[60_001] = -Infinity;
   const [dx, dy] = decimate(xs, ys, null, 500);
   const [zx] = decimate(xs, ys, [1000, 1100], 500);
   return {
+    nonFinite: dy.filter((y) => y !== null && !Number.isFinite(y)).length,
+    whole: decimate([0, 1, 2, 3], [1, NaN, Infinity, -Infinity], null, 500)[1],
     points: dx.length,
     ends: [dx[0], dx.at(-1)],
-    extremes: [Math.min(...dy), Math.max(...dy)],
+    extremes: [Math.min(...dy.filter((y) => y !== null)), Math.max(...dy.filter((y) => y !== null))],
     sorted: dx.every((x, i) => i === 0 || x > dx[i - 1]),
     zoomed: [zx.length, zx[0], zx.at(-1)],
   };

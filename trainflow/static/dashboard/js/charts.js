@@ -473,6 +473,9 @@ function metricChart(group, { mode, label, style, sources, requestDraw, keys, mo
   };
 }
 
+/** NaN and infinities (a history's "NaN", "Infinity") are gaps in the line; the legend shows them. */
+const drawn = (y) => (Number.isFinite(y) ? y : null);
+
 /** The index of the first element of sorted `values` greater than `x`. */
 function firstAbove(values, x) {
   let lo = 0;
@@ -489,7 +492,8 @@ function firstAbove(values, x) {
  * Downsampling for drawing: the points with x in `range` (and one either side, so the line runs
  * to the edges), at most the first, lowest, highest and last point of each of `columns` equal
  * slices of x. Spikes survive (a min/max per pixel column is what a line through every point
- * would show); a series that already fits is returned whole.
+ * would show); a series that already fits is returned whole. Values that are not finite are
+ * drawn as gaps (null), and never count as a column's lowest or highest.
  * @returns {[number[], number[]]}
  */
 export function decimate(xs, ys, range, columns) {
@@ -499,7 +503,7 @@ export function decimate(xs, ys, range, columns) {
     from = Math.max(0, firstAbove(xs, range[0]) - 2);
     to = Math.min(xs.length, firstAbove(xs, range[1]) + 1);
   }
-  if (to - from <= columns * 4) return [xs.slice(from, to), ys.slice(from, to)];
+  if (to - from <= columns * 4) return [xs.slice(from, to), ys.slice(from, to).map(drawn)];
   const outX = [];
   const outY = [];
   const x0 = xs[from];
@@ -514,7 +518,7 @@ export function decimate(xs, ys, range, columns) {
     for (const i of [first, low, high, last].sort((a, b) => a - b)) {
       if (i === pushed) continue;
       outX.push(xs[i]);
-      outY.push(ys[i]);
+      outY.push(drawn(ys[i]));
       pushed = i;
     }
   };
@@ -525,8 +529,8 @@ export function decimate(xs, ys, range, columns) {
       column = c;
       first = low = high = last = i;
     } else {
-      if (ys[i] < ys[low]) low = i;
-      if (ys[i] > ys[high]) high = i;
+      if (ys[i] < ys[low] || !Number.isFinite(ys[low])) low = i;
+      if (ys[i] > ys[high] || !Number.isFinite(ys[high])) high = i;
       last = i;
     }
   }

@@ -1,18 +1,22 @@
 /**
  * What the compare page reads: each job's record (trainflow decides who may see it), its MLflow
- * run (name, params, latest metrics), and, for jobs that have ended, every metric's history from
- * MLflow's GetMetricHistoryBulkInterval: one request per metric for all ended runs at once.
- * Jobs still queued or running are followed through their event streams instead (the page does
- * that), which replay their history from the first event and then go on live.
+ * run (name, params, latest metrics), and, for jobs that have ended, their metric histories from
+ * trainflow's `jobs/metrics`: many metrics of every ended job in one answer, each sampled to a
+ * chart's width, as arrays. Jobs still queued or running are followed through their event streams
+ * instead (the page does that), which replay their history from the first event and then go on live.
  */
 import { TRAIN, api } from "./api.js";
+import { splitGroup } from "./charts.js";
 
 export const MAX_JOBS = 20;
-// MLflow's most points per run and request; a longer history comes back evenly sampled.
-const MAX_RESULTS = 2500;
-// Requests in flight at once. The server answers these one after another (MLflow samples each
-// run's history in SQL, ~50-200 ms a run and metric here), so more in flight only reorders them:
-// with 6, the first charts' histories waited behind later ones; with 2 they arrive in order.
+// Steps per history: about what a chart of the grid (30rem and up) is wide in pixels.
+const POINTS = 500;
+// The first request carries the metrics of the charts a screen shows, alone: sent beside a
+// larger one, its answer waited behind the other's reading (the server reads one at a time) and
+// the first screen took 2-8 s instead of well under one. The rest follow in requests of
+// KEYS_PER_REQUEST metrics, two in flight, so the page draws one answer while the next is read.
+const FIRST_KEYS = 8;
+const KEYS_PER_REQUEST = 25;
 const PARALLEL = 2;
 
 /**
@@ -54,22 +58,29 @@ export async function loadJob(id, signal) {
 }
 
 /**
- * Every point of `keys` for the runs in `runIds`, handed to `onHistory(runId, key, points)` as
- * each metric arrives (charts fill in while the rest load).
+ * The histories of `keys` for the ended jobs `jobIds`, handed to `onHistory(jobId, key, points)`
+ * as each request's answer arrives (charts fill in while the rest load), in chart order.
+ * Values the server sends as "NaN", "Infinity" or "-Infinity" become those numbers.
  */
-export async function loadHistories(runIds, keys, onHistory, signal) {
-  if (!runIds.length) return;
-  const queue = [...keys];
-  async function worker() {
-    while (queue.length && !signal.aborted) {
-      const key = queue.shift();
-      const query = new URLSearchParams({ metric_key: key, max_results: String(MAX_RESULTS) });
-      for (const runId of runIds) query.append("run_ids", runId);
-      const answer = await api(`/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval?${query}`, { signal });
-      const byRun = new Map(runIds.map((runId) => [runId, []]));
-      for (const point of answer.metrics ?? []) byRun.get(point.run_id)?.push(point);
-      for (const [runId, points] of byRun) if (points.length) onHistory(runId, key, points);
+export async function loadHistories(jobIds, keys, onHistory, signal) {
+  if (!jobIds.length || !keys.length) return;
+  const ordered = [...keys].sort((a, b) => splitGroup(a).localeCompare(splitGroup(b)) || a.localeCompare(b));
+  const batches = [ordered.slice(0, FIRST_KEYS)];
+  for (let at = FIRST_KEYS; at < ordered.length; at += KEYS_PER_REQUEST) batches.push(ordered.slice(at, at + KEYS_PER_REQUEST));
+  async function read(batch) {
+    const query = new URLSearchParams({ jobs: jobIds.join(","), keys: batch.join(","), points: String(POINTS) });
+    const answer = await api(`${TRAIN}/jobs/metrics?${query}`, { signal });
+    for (const { job, metrics } of answer.jobs ?? []) {
+      for (const [key, history] of Object.entries(metrics)) onHistory(job, key, toPoints(history));
     }
   }
-  await Promise.all(Array.from({ length: Math.min(PARALLEL, queue.length) }, worker));
+  async function worker() {
+    while (batches.length && !signal.aborted) await read(batches.shift());
+  }
+  await read(batches.shift());
+  await Promise.all(Array.from({ length: Math.min(PARALLEL, batches.length) }, worker));
+}
+
+function toPoints({ steps, values, timestamps }) {
+  return steps.map((step, i) => ({ step, value: Number(values[i]), timestamp: timestamps[i] }));
 }

@@ -1,9 +1,9 @@
 /**
  * Several jobs side by side: /train/compare?jobs=1,2,3 (a sweep links here with its trials).
  * One chart per metric with every job's curve on it, a colour per job; a table of their params
- * and latest metrics with the differing rows marked. Jobs that have ended are read from MLflow at
- * once; jobs still running are followed through their event streams, so their curves grow while
- * the page is open. The page's `data-state` becomes "ready" once every history has arrived.
+ * and latest metrics with the differing rows marked. Jobs that have ended are read at once
+ * (trainflow's jobs/metrics); jobs still running are followed through their event streams, so
+ * their curves grow while the page is open. The page's `data-state` becomes "ready" once every history has arrived.
  */
 import { TRAIN } from "../api.js";
 import { PALETTE, createChartBoard } from "../charts.js";
@@ -140,16 +140,15 @@ export function comparePage({ query, signal, navigate }) {
     const ended = columns.filter((column) => column.status && FINISHED.has(column.status));
     for (const column of columns) if (column.status && !FINISHED.has(column.status)) followJob(column);
     const keys = [...new Set(ended.flatMap((column) => [...column.metrics.keys()]))].sort();
-    const sourceOf = new Map(ended.map((column) => [column.runId, String(column.id)]));
     let done = 0;
     const counted = new Set();
     const showLoading = () => replace(loading, t("compare.loadingHistories", { done, total: keys.length }));
     showLoading();
     await loadHistories(
-      [...sourceOf.keys()],
+      ended.map((column) => column.id),
       keys,
-      (runId, key, points) => {
-        board.addHistory(sourceOf.get(runId), key, points);
+      (jobId, key, points) => {
+        board.addHistory(String(jobId), key, points);
         if (!counted.has(key)) {
           counted.add(key);
           done += 1;
