@@ -102,6 +102,9 @@ export default async function jobs({ page, options, step, shot }) {
   result.cancelHidden = await page.locator("#cancel").isHidden();
   const chart = page.locator('#charts .chart[data-metric="loss"]');
   await chart.and(page.locator(`[data-points="${epochs}"]`)).locator("canvas").first().waitFor();
+  // The mouse works in the viewport: bring the chart into it (the job page's cards above it push
+  // it below the fold), and read its box after the page has settled.
+  await chart.scrollIntoViewIfNeeded();
   const box = await chart.locator(".u-over").boundingBox();
   await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
   result.chartHover = await chart.locator(".u-legend .u-series").nth(1).locator(".u-value").textContent();
@@ -117,7 +120,7 @@ export default async function jobs({ page, options, step, shot }) {
   await chart.locator(".u-over").dblclick();
   await chart.and(page.locator('[data-zoomed="false"]')).waitFor();
   result.zoom.push(await chart.getAttribute("data-zoomed"));
-  await page.getByRole("button", { name: "Time", exact: true }).click();
+  await page.locator("section.charts", { has: page.locator("#charts") }).getByRole("button", { name: "Time", exact: true }).click();
   await chart.locator("canvas").first().waitFor();
   result.chartByTime = await chart.getAttribute("data-points");
 
