@@ -11,13 +11,18 @@ ties go by job id in the same direction, so pages never overlap or skip a job.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
+    Integer,
     Select,
     Text,
     and_,
+    any_,
+    bindparam,
     exists,
     extract,
     false,
@@ -45,25 +50,43 @@ def list_jobs(session: Session, principal: Principal, query: JobListQuery) -> tu
     offset, size = (query.page - 1) * query.size, query.size
     sort = query.sort or "job"
     if sort.startswith("metrics."):
+        matched: list[int] | None = None
+        if query.q:
+            # A search can use no index: it is run once, alone (its ids are the total), and the
+            # walk down the metric's index then tests each row against those ids only, not
+            # against the search's subqueries (PostgreSQL joined them row by row: 200 ms).
+            matched = list(session.scalars(select(Job.id).where(*conditions)))
+            if not matched:
+                return 0, []
+            conditions = [_among(matched, session.get_bind().dialect.name)]
         ids = _page_by_metric(
             session, conditions, joins, sort.removeprefix("metrics."), query.order, offset, size
         )
+        if matched is not None:
+            return len(matched), _jobs(session, ids)
     else:
         order, sort_joins, extra = _order(sort, query.order, session.get_bind().dialect.name)
         page = _joined(select(Job.id).select_from(Job), joins | sort_joins)
         for join in extra:
             page = join(page)
-        page = page.where(*conditions).order_by(*order).offset(offset).limit(size)
+        page = page.where(*conditions).order_by(*order)
         if query.q:
-            # A search reads every job anyway: count them in the same pass, not in a second one.
-            rows = session.execute(page.add_columns(func.count().over())).all()
-            ids = [row[0] for row in rows]
-            if rows:
-                return rows[0][1], _jobs(session, ids)
-        else:
-            ids = list(session.scalars(page))
+            # A search reads every job anyway: all its ids in order are the total and the page,
+            # in one pass (a window count over them made the database sort and count twice).
+            ordered = list(session.scalars(page))
+            return len(ordered), _jobs(session, ordered[offset : offset + size])
+        ids = list(session.scalars(page.offset(offset).limit(size)))
     total = _total(session, conditions, joins, offset, size, ids)
     return total, _jobs(session, ids)
+
+
+def _among(ids: list[int], dialect: str) -> ColumnElement[bool]:
+    """``Job.id IN ids`` as one bound value (a JSON array on SQLite, an array on PostgreSQL),
+    not up to 10,000 bound values for SQLAlchemy to render into the statement per request."""
+    if dialect == "postgresql":
+        return Job.id == any_(bindparam("among", ids, type_=ARRAY(Integer)))
+    each = func.json_each(json.dumps(ids)).table_valued("value")
+    return Job.id.in_(select(each.c.value))
 
 
 def _jobs(session: Session, ids: list[int]) -> list[Job]:
@@ -153,8 +176,10 @@ def _search(text: str, dialect: str) -> ColumnElement[bool]:
     script's, the user or a param's key or value holds ``text``.
 
     What lives in other tables is matched once per table (``run_id IN (runs whose name
-    matches)``), not once per job, so a search reads each table once. PostgreSQL's ILIKE folds
-    case; SQLite's LIKE folds ASCII letters by itself (and its lower() folds no others).
+    matches)``), not once per job, so a search reads each table once. On PostgreSQL, ``lower(column)
+    LIKE lower(pattern)`` is what ILIKE does in a UTF-8 database, at about half ILIKE's cost
+    (40,000 params: 30 ms against 60-100 ms); SQLite's LIKE folds ASCII letters by itself (and
+    its lower() folds no others).
     """
     runs, params = run_tables().runs, run_tables().params
     pattern = "%" + text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
@@ -162,7 +187,7 @@ def _search(text: str, dialect: str) -> ColumnElement[bool]:
     def holds(column: Any) -> ColumnElement[bool]:
         text_column = type_coerce(column, Text)  # the tags column's own type would encode the pattern
         matched: ColumnElement[bool] = (
-            text_column.ilike(pattern, escape="/")
+            func.lower(text_column).like(func.lower(pattern), escape="/")
             if dialect == "postgresql"
             else text_column.like(pattern, escape="/")
         )
