@@ -1,6 +1,7 @@
 // The researcher's workbench: compare jobs (two ended, one running, one another user's), read
 // the charts' legends, labels and PNGs, the params table and its "only differences"; then one
 // job's own charts and its artifacts' previews.
+import { signIn } from "../sign_in.mjs";
 import { readFile } from "node:fs/promises";
 
 export default async function compare({ page, options, step, shot }) {
@@ -8,11 +9,7 @@ export default async function compare({ page, options, step, shot }) {
   const result = {};
 
   step("sign in");
-  await page.goto(`${origin}/train/signin`);
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(`${origin}/train/`);
+  await signIn(page, origin, username, password);
 
   step("compare: every chart drawn, every history loaded");
   await page.goto(`${origin}/train/compare?jobs=${jobs.join(",")}`);

@@ -7,15 +7,13 @@
 //     job;
 //   * "all": every chart exists and is drawn with a curve per job, and the page has read every
 //     history (data-state="ready").
+import { signIn } from "../sign_in.mjs";
+
 export default async function compareBench({ page, options, step }) {
   const { origin, username, password, sets, metrics, repeats, warmup, screen } = options;
 
   step("sign in");
-  await page.goto(`${origin}/train/signin`);
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(`${origin}/train/`);
+  await signIn(page, origin, username, password);
 
   const drawnWith = ([count, jobs, whole]) => {
     const root = document.querySelector(".compare-page");

@@ -1,16 +1,14 @@
 // Retries on the job page: a job whose first attempt failed and whose retry succeeded lists both
 // attempts, and each attempt's own output lines are shown on request (issue 14).
+import { signIn } from "../sign_in.mjs";
+
 export default async function retries({ page, options, step, shot }) {
   const { origin, username, password, jobId } = options;
   const result = {};
   const texts = (selector) => page.locator(selector).evaluateAll((els) => els.map((e) => e.textContent));
 
   step("sign in");
-  await page.goto(`${origin}/train/signin`);
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(`${origin}/train/`);
+  await signIn(page, origin, username, password);
 
   step("the job page lists its attempts");
   await page.goto(`${origin}/train/jobs/${jobId}`);

@@ -1,6 +1,8 @@
 // The run table (#14): search kept in the URL, a metric column picked, remembered and sorted
 // both ways, tags and a note on a job, the question before a cancel (kept, then confirmed),
 // runs picked for comparing, and a finished job deleted with its MLflow run.
+import { signIn } from "../sign_in.mjs";
+
 export default async function runTable({ page, options, step, shot }) {
   const { origin, username, password, tagged, deleted, sleeper } = options;
   const result = {};
@@ -13,11 +15,7 @@ export default async function runTable({ page, options, step, shot }) {
     );
 
   step("sign in");
-  await page.goto(`${origin}/train/signin`);
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(`${origin}/train/`);
+  await signIn(page, origin, username, password);
   await page.locator("#jobs tbody tr").nth(3).waitFor();
   await settled();
   result.initial = await runNames();

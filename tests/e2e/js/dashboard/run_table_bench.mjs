@@ -1,13 +1,11 @@
 // For bench/job_list.py: signs in, chooses metric columns, then loads the run table `renders`
 // times, each timed from navigation start until its rows are on screen and it is not busy.
+import { signIn } from "../sign_in.mjs";
+
 export default async function runTableBench({ page, options, step }) {
   const { origin, username, password, renders, metrics, sort } = options;
   step("sign in");
-  await page.goto(`${origin}/train/signin`);
-  await page.getByLabel("Username").fill(username);
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Sign in" }).click();
-  await page.waitForURL(`${origin}/train/`);
+  await signIn(page, origin, username, password);
   await page.evaluate((keys) => localStorage.setItem("trainflow.runTable.columns", JSON.stringify({ params: null, metrics: keys })), metrics);
   const times = [];
   for (let i = 0; i < renders; i += 1) {

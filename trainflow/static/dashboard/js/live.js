@@ -8,7 +8,8 @@
  * end the session as expired.
  */
 import { followEvents } from "/api/static/js/events.js";
-import { refreshSession } from "./api.js";
+import { TRAIN, refreshSession } from "./api.js";
+import { t } from "./i18n.js";
 import { authHeaders, endSession } from "./session.js";
 
 /**
@@ -44,4 +45,25 @@ export function follow(url, { onEvent, onState, signal }) {
     });
   };
   start();
+}
+
+/**
+ * The all-jobs stream of a page that lists jobs: `liveState` says how the stream is, `load()` runs
+ * when it first opens (the stream goes on from where the list then is) and after every error (the
+ * list catches up on what the break hid), and `onEvent` gets each change.
+ */
+export function followJobChanges({ signal, liveState, load, onEvent }) {
+  let isLoaded = false;
+  follow(`${TRAIN}/events`, {
+    signal,
+    onState: (state) => {
+      liveState.textContent = t(`live.${state}`);
+      liveState.dataset.state = state;
+      if ((state === "open" && !isLoaded) || state === "error") {
+        isLoaded = true;
+        load();
+      }
+    },
+    onEvent,
+  });
 }

@@ -16,7 +16,7 @@ import { h, replace } from "../dom.js";
 import { errorBox, messageOf } from "../forms.js";
 import { t } from "../i18n.js";
 import { STATUSES } from "../jobs.js";
-import { follow } from "../live.js";
+import { followJobChanges } from "../live.js";
 import { BASE } from "../router.js";
 import { createRunTable } from "../run-table.js";
 
@@ -194,19 +194,11 @@ export function jobsPage({ query, signal, navigate }) {
     );
   }
 
-  let isLoaded = false;
   let experimentsLoaded = false;
-  follow(`${TRAIN}/events`, {
+  followJobChanges({
     signal,
-    onState: (state) => {
-      liveState.textContent = t(`live.${state}`);
-      liveState.dataset.state = state;
-      // The first opening: the stream goes on from where the list is. Later ones resume it.
-      if ((state === "open" && !isLoaded) || state === "error") {
-        isLoaded = true;
-        load();
-      }
-    },
+    liveState,
+    load,
     onEvent: (event) => {
       if (event.type === "status") table.setStatus(event.job_id, event.status);
       if (event.type === "deleted") table.remove(event.job_id);

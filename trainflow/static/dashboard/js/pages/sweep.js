@@ -12,7 +12,7 @@ import { confirmButton, errorBox, messageOf } from "../forms.js";
 import { formatTime } from "../format.js";
 import { t } from "../i18n.js";
 import { FINISHED, statusBadge } from "../jobs.js";
-import { follow } from "../live.js";
+import { follow, followJobChanges } from "../live.js";
 import { notFoundContent, showNotFound } from "../not-found.js";
 import { BASE } from "../router.js";
 import { RERUNNABLE, formatValue, sweepBadge } from "../sweeps.js";
@@ -191,17 +191,10 @@ export function sweepPage({ params, signal, navigate }) {
     clearTimeout(timer);
     timer = setTimeout(load, RELOAD_DELAY_MS);
   };
-  let isLoaded = false;
-  follow(`${TRAIN}/events`, {
+  followJobChanges({
     signal,
-    onState: (state) => {
-      liveState.textContent = t(`live.${state}`);
-      liveState.dataset.state = state;
-      if ((state === "open" && !isLoaded) || state === "error") {
-        isLoaded = true;
-        load();
-      }
-    },
+    liveState,
+    load,
     onEvent: (event) => {
       if (!sweep) return;
       const known = sweep.list.some((trial) => trial.job.job === event.job_id);

@@ -7,7 +7,7 @@ import { h, replace } from "../dom.js";
 import { errorBox, messageOf } from "../forms.js";
 import { formatTime } from "../format.js";
 import { t } from "../i18n.js";
-import { follow } from "../live.js";
+import { followJobChanges } from "../live.js";
 import { BASE } from "../router.js";
 import { sweepBadge } from "../sweeps.js";
 
@@ -70,17 +70,10 @@ export function sweepsPage({ query, signal }) {
   }
 
   let timer = 0;
-  let isLoaded = false;
-  follow(`${TRAIN}/events`, {
+  followJobChanges({
     signal,
-    onState: (state) => {
-      liveState.textContent = t(`live.${state}`);
-      liveState.dataset.state = state;
-      if ((state === "open" && !isLoaded) || state === "error") {
-        isLoaded = true;
-        load();
-      }
-    },
+    liveState,
+    load,
     onEvent: () => {
       clearTimeout(timer);
       timer = setTimeout(load, RELOAD_DELAY_MS);
