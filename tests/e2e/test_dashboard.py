@@ -321,6 +321,7 @@ def test_upload_submit_follow_a_job_and_cancel_another(server, tmp_path: Path):
     assert rerun == {
         "experiment": "dashboard-e2e",
         "timeout": "300",
+        "retries": "2",  # set in the form, read back from the job
         "script": result["chosenScript"].split("#")[1].split(",")[0],
     }
     # The second job was cancelled while it slept.

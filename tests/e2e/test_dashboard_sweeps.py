@@ -52,6 +52,10 @@ def test_a_grid_sweep_from_the_form_runs_to_the_end_ranked(server_factory, tmp_p
     assert result["valueHeader"] == "val_loss"
     assert result["compare"] == "/train/compare?jobs=" + ",".join(r["job"] for r in rows)
     assert result["rerunHidden"] and result["cancelHidden"]
+    trial_page = result["trialPage"]
+    assert trial_page["sweep"] == f"Trial of sweep #{result['sweepId']}"
+    assert trial_page["href"] == f"/train/sweeps/{result['sweepId']}"
+    assert trial_page["runName"]  # the trial's MLflow run name, as MLflow holds it
     listed = result["listed"]
     assert listed[0] == f"#{result['sweepId']}" and listed[1] == "grid-in-the-browser"
     assert listed[2] == "Finished" and listed[3] == "4 of 4 done"

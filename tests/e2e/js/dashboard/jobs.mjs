@@ -43,6 +43,7 @@ export default async function jobs({ page, options, step, shot }) {
   await page.getByLabel("Experiment").fill("dashboard-e2e");
   await page.getByLabel("Run name").fill("first run");
   await page.getByLabel("Timeout (seconds)").fill("300");
+  await page.getByLabel("Retries").fill("2");
   for (const [key, value] of [["lr", "0.01"], ["epochs", String(epochs)]]) {
     await page.locator("#add-param").click();
     await page.locator(".param-key").last().fill(key);
@@ -151,6 +152,7 @@ export default async function jobs({ page, options, step, shot }) {
   result.rerun = {
     experiment: await page.locator("#experiment").inputValue(),
     timeout: await page.locator("#timeout").inputValue(),
+    retries: await page.locator("#max-retries").inputValue(),
     script: await page.locator("#script").inputValue(),
     params: await page.locator(".param-row").evaluateAll((rows) =>
       rows.map((row) => [row.querySelector(".param-key").value, row.querySelector(".param-value").value]),

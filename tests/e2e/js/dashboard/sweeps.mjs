@@ -66,6 +66,15 @@ export default async function sweeps({ page, options, step, shot }) {
   result.cancelHidden = await page.locator("#cancel-sweep").isHidden();
   await shot("sweep-finished");
 
+  step("a trial's page names its sweep");
+  await page.goto(`${origin}/train/jobs/${result.rows[0].job}`);
+  await page.locator("#job-sweep").waitFor();
+  result.trialPage = {
+    sweep: await page.locator("#job-sweep").textContent(),
+    href: await page.locator("#job-sweep").getAttribute("href"),
+    runName: await page.locator('#job-summary [data-field="runName"]').textContent(),
+  };
+
   step("the list of sweeps, from the navigation");
   await page.locator("nav.nav a", { hasText: "Sweeps" }).click();
   await page.waitForURL(`${origin}/train/sweeps`);

@@ -81,6 +81,8 @@ export function jobPage({ params, signal }) {
     replace(
       summary,
       item("script", job.script),
+      job.run_name ? item("runName", job.run_name) : null,
+      job.sweep_id ? item("sweep", h("a", { href: `${BASE}/sweeps/${job.sweep_id}`, id: "job-sweep" }, t("job.sweepLink", { id: job.sweep_id }))) : null,
       item("user", job.user),
       item("run", h("a", { href: run, id: "mlflow-run", target: "_blank", rel: "noopener" }, t("job.openRun"))),
       item("created", formatTime(job.created_at)),

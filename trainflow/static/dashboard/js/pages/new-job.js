@@ -142,6 +142,7 @@ function jobForm(scripts, signal, navigate) {
   const runName = h("input", { id: "run-name", maxlength: "250" });
   const timeout = h("input", { id: "timeout", type: "number", min: "1", step: "1", inputmode: "numeric" });
   const gpus = h("input", { id: "gpus", type: "number", min: "0", max: "64", step: "1", value: "0", inputmode: "numeric" });
+  const retries = h("input", { id: "max-retries", type: "number", min: "0", max: "10", step: "1", value: "0", inputmode: "numeric" });
   const params = paramRows();
   const error = errorBox();
   error.element.id = "submit-error";
@@ -168,6 +169,7 @@ function jobForm(scripts, signal, navigate) {
         if (experiment.value.trim()) body.experiment_name = experiment.value.trim();
         if (runName.value.trim()) body.run_name = runName.value.trim();
         if (timeout.value) body.timeout_s = Number(timeout.value);
+        if (Number(retries.value)) body.max_retries = Number(retries.value);
         await busy(element, async () => {
           try {
             const job = await api(`${TRAIN}/jobs`, { method: "POST", body, signal });
@@ -186,6 +188,7 @@ function jobForm(scripts, signal, navigate) {
       field(t("new.runName"), runName),
       field(t("new.timeout"), timeout, t("new.timeoutHint")),
       field(t("new.gpus"), gpus),
+      field(t("new.retries"), retries, t("new.retriesHint")),
     ),
     params.element,
     error.element,
@@ -212,6 +215,7 @@ function jobForm(scripts, signal, navigate) {
         params.set(job.params ?? {});
         timeout.value = job.timeout_s ?? "";
         gpus.value = String(job.gpus ?? 0);
+        retries.value = String(job.max_retries ?? 0);
         const found = await api(`/ajax-api/2.0/mlflow/experiments/get?experiment_id=${encodeURIComponent(job.experiment_id)}`, { signal });
         experiment.value = found?.experiment?.name ?? "";
       } catch (e) {
