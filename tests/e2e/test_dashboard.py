@@ -249,7 +249,7 @@ TRAIN_SCRIPT = """
             print(f"step {i}", flush=True)
             progress = {"current": i + 1, "total": args.epochs, "desc": "epochs"}
             print("trainflow:progress " + json.dumps(progress), flush=True)
-            time.sleep(0.4)
+            time.sleep(0.7)  # long enough that the flow's reload comes while it runs, on a busy machine
     output = pathlib.Path(os.environ["TRAINFLOW_OUTPUT_DIR"])
     (output / "model.txt").write_text("weights 42\\n")
     (output / "plots").mkdir(exist_ok=True)

@@ -186,7 +186,7 @@ def assert_whole_stream(result: dict) -> None:
     assert result["done"]["state"] == "ended", result["states"]
     seqs = [e["seq"] for e in events]
     assert seqs == list(range(1, len(events) + 1)), "seq runs 1, 2, 3... with no gap or repeat"
-    assert all(e["type"] in {"status", "log", "metric", "progress", "end"} for e in events), events
+    assert all(e["type"] in {"status", "log", "metric", "progress", "system", "end"} for e in events), events
     stdout = [e["line"] for e in events if e["type"] == "log" and e["line"].startswith("line ")]
     assert stdout == [f"line {i:04d} 训练 🚀" for i in range(LINES)]
     metrics = [(e["key"], e["step"]) for e in events if e["type"] == "metric"]

@@ -379,7 +379,9 @@ def test_the_hostile_job_still_writes_its_output(attack):
 
 def test_the_hostile_job_still_logs_a_metric_through_mlflow(attack):
     run = attack["api"].run(attack["job"]["run_id"])
-    assert {m["key"]: m["value"] for m in run["data"]["metrics"]} == {"reached": 0.0}
+    # Beside the job's own metric, its supervisor's system metrics (system/...), which it logs itself.
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"] if not m["key"].startswith("system/")}
+    assert metrics == {"reached": 0.0}
 
 
 def test_the_hostile_job_succeeds(attack):
